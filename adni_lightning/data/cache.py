@@ -1,0 +1,128 @@
+"""On-disk cache of preprocessed volumes: each source file is decoded and preprocessed once.
+
+An entry is a ``.npy`` file (memory-mapped on read) plus a ``.json`` sidecar with its CRC32. Its name holds a
+key of the source file's identity (resolved path, size, mtime) and of every preprocessing parameter, so a
+changed file or setting never reuses an old entry. Both files are written to a temporary name and renamed,
+so a crash leaves no half-written entry under the real name; an entry that fails its check is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
+from adni_lightning.data.volume_io import VolumeError, read_volume
+
+log = logging.getLogger(__name__)
+
+_CACHE_FORMAT = 1
+
+
+class CacheBuildError(RuntimeError):
+    """One or more volumes could not be preprocessed; the message lists each file and reason."""
+
+
+def _source_identity(path: Path) -> dict[str, object]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _atomic_write(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class VolumeCache:
+    """Preprocessed volumes under ``root``, one entry per (source file, preprocessing) pair."""
+
+    def __init__(self, root: str | Path, params: Preprocessing) -> None:
+        self.root = Path(root)
+        self.params = params
+
+    def entry_path(self, image_id: str, source: str | Path) -> Path:
+        identity = {**_source_identity(Path(source)), "params": self.params.key(), "format": _CACHE_FORMAT}
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return self.root / f"{image_id}-{digest}.npy"
+
+    def is_valid(self, entry: Path) -> bool:
+        """True when the entry has the expected shape and dtype and its bytes match the recorded CRC32."""
+        sidecar = entry.with_suffix(".json")
+        try:
+            meta = json.loads(sidecar.read_text())
+            array = np.load(entry, mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        return (
+            array.shape == self.params.image_size
+            and array.dtype == self.params.dtype
+            and zlib.crc32(array.tobytes()) == meta.get("crc32")
+        )
+
+    def write(self, entry: Path, array: np.ndarray) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(entry, lambda f: np.save(f, array, allow_pickle=False))
+        meta = json.dumps({"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}).encode()
+        _atomic_write(entry.with_suffix(".json"), lambda f: f.write(meta))
+
+    def load(self, entry: Path) -> np.ndarray:
+        """Memory-mapped, read-only view of a built entry."""
+        return np.load(entry, mmap_mode="r")
+
+    def build(self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0) -> dict[str, Path]:
+        """Make sure every ``(image_id, source)`` has a valid entry; return image_id → entry path.
+
+        Entries that exist and pass :meth:`is_valid` are kept; missing, stale or corrupt ones are built in
+        ``num_workers`` processes (0: in this process). Every failure is collected and raised together.
+        """
+        entries = {image_id: (self.entry_path(image_id, source), Path(source)) for image_id, source in items}
+        todo = [(image_id, src, entry) for image_id, (entry, src) in entries.items() if not self.is_valid(entry)]
+        if todo:
+            log.info("preprocessing %d of %d volumes into %s", len(todo), len(entries), self.root)
+            failures = self._build_missing(todo, num_workers)
+            if failures:
+                raise CacheBuildError(
+                    f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures))
+                )
+        return {image_id: entry for image_id, (entry, _) in entries.items()}
+
+    def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[str]:
+        jobs = [(self, image_id, src, entry) for image_id, src, entry in todo]
+        progress = dict(total=len(jobs), desc="caching volumes", unit="vol")
+        if num_workers > 0:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                results = list(tqdm(pool.map(_build_one, jobs, chunksize=1), **progress))
+        else:
+            results = [_build_one(job) for job in tqdm(jobs, **progress)]
+        return [failure for failure in results if failure]
+
+
+def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> str | None:
+    """Build one entry; return ``None`` or a line naming the image, the file and the reason."""
+    cache, image_id, source, entry = job
+    try:
+        data, affine = read_volume(source)
+        cache.write(entry, preprocess(data, affine, cache.params))
+    except VolumeError as err:
+        return f"image {image_id}: {err}"
+    except UnknownLabelError as err:
+        return f"image {image_id}: {source}: {err}"
+    return None

@@ -1,0 +1,184 @@
+"""FreeSurfer label ids of FastSurfer's ``aparc.DKTatlas+aseg.deep.mgz`` and what the pipeline needs of them.
+
+The ids, names and colours are those of FreeSurfer's ``FreeSurferColorLUT.txt``. The volumes hold raw ids
+(0 … 2035); the cache holds them as a compact index (0 … N-1, uint8) through :data:`KNOWN_LABELS`, so a
+flip can swap hemispheres and the model can one-hot the structures it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_DKT_REGIONS: dict[int, tuple[str, tuple[int, int, int]]] = {
+    0: ("unknown", (25, 5, 25)),
+    1: ("bankssts", (25, 100, 40)),
+    2: ("caudalanteriorcingulate", (125, 100, 160)),
+    3: ("caudalmiddlefrontal", (100, 25, 0)),
+    4: ("corpuscallosum", (120, 70, 50)),
+    5: ("cuneus", (220, 20, 100)),
+    6: ("entorhinal", (220, 20, 10)),
+    7: ("fusiform", (180, 220, 140)),
+    8: ("inferiorparietal", (220, 60, 220)),
+    9: ("inferiortemporal", (180, 40, 120)),
+    10: ("isthmuscingulate", (140, 20, 140)),
+    11: ("lateraloccipital", (20, 30, 140)),
+    12: ("lateralorbitofrontal", (35, 75, 50)),
+    13: ("lingual", (225, 140, 140)),
+    14: ("medialorbitofrontal", (200, 35, 75)),
+    15: ("middletemporal", (160, 100, 50)),
+    16: ("parahippocampal", (20, 220, 60)),
+    17: ("paracentral", (60, 220, 60)),
+    18: ("parsopercularis", (220, 180, 140)),
+    19: ("parsorbitalis", (20, 100, 50)),
+    20: ("parstriangularis", (220, 60, 20)),
+    21: ("pericalcarine", (120, 100, 60)),
+    22: ("postcentral", (220, 20, 20)),
+    23: ("posteriorcingulate", (220, 180, 220)),
+    24: ("precentral", (60, 20, 220)),
+    25: ("precuneus", (160, 140, 180)),
+    26: ("rostralanteriorcingulate", (80, 20, 140)),
+    27: ("rostralmiddlefrontal", (75, 50, 125)),
+    28: ("superiorfrontal", (20, 220, 160)),
+    29: ("superiorparietal", (20, 180, 140)),
+    30: ("superiortemporal", (140, 220, 220)),
+    31: ("supramarginal", (80, 160, 20)),
+    32: ("frontalpole", (100, 0, 100)),
+    33: ("temporalpole", (70, 20, 170)),
+    34: ("transversetemporal", (150, 150, 200)),
+    35: ("insula", (255, 192, 32)),
+}
+
+_ASEG: dict[int, tuple[str, tuple[int, int, int]]] = {
+    0: ("Unknown", (0, 0, 0)),
+    2: ("Left-Cerebral-White-Matter", (245, 245, 245)),
+    3: ("Left-Cerebral-Cortex", (205, 62, 78)),
+    4: ("Left-Lateral-Ventricle", (120, 18, 134)),
+    5: ("Left-Inf-Lat-Vent", (196, 58, 250)),
+    7: ("Left-Cerebellum-White-Matter", (220, 248, 164)),
+    8: ("Left-Cerebellum-Cortex", (230, 148, 34)),
+    10: ("Left-Thalamus", (0, 118, 14)),
+    11: ("Left-Caudate", (122, 186, 220)),
+    12: ("Left-Putamen", (236, 13, 176)),
+    13: ("Left-Pallidum", (12, 48, 255)),
+    14: ("3rd-Ventricle", (204, 182, 142)),
+    15: ("4th-Ventricle", (42, 204, 164)),
+    16: ("Brain-Stem", (119, 159, 176)),
+    17: ("Left-Hippocampus", (220, 216, 20)),
+    18: ("Left-Amygdala", (103, 255, 255)),
+    24: ("CSF", (60, 60, 60)),
+    26: ("Left-Accumbens-area", (255, 165, 0)),
+    28: ("Left-VentralDC", (165, 42, 42)),
+    30: ("Left-vessel", (160, 32, 240)),
+    31: ("Left-choroid-plexus", (0, 200, 200)),
+    41: ("Right-Cerebral-White-Matter", (245, 245, 245)),
+    42: ("Right-Cerebral-Cortex", (205, 62, 78)),
+    43: ("Right-Lateral-Ventricle", (120, 18, 134)),
+    44: ("Right-Inf-Lat-Vent", (196, 58, 250)),
+    46: ("Right-Cerebellum-White-Matter", (220, 248, 164)),
+    47: ("Right-Cerebellum-Cortex", (230, 148, 34)),
+    49: ("Right-Thalamus", (0, 118, 14)),
+    50: ("Right-Caudate", (122, 186, 220)),
+    51: ("Right-Putamen", (236, 13, 176)),
+    52: ("Right-Pallidum", (13, 48, 255)),
+    53: ("Right-Hippocampus", (220, 216, 20)),
+    54: ("Right-Amygdala", (103, 255, 255)),
+    58: ("Right-Accumbens-area", (255, 165, 0)),
+    60: ("Right-VentralDC", (165, 42, 42)),
+    62: ("Right-vessel", (160, 32, 240)),
+    63: ("Right-choroid-plexus", (0, 200, 221)),
+    72: ("5th-Ventricle", (120, 190, 150)),
+    77: ("WM-hypointensities", (200, 70, 255)),
+    78: ("Left-WM-hypointensities", (255, 148, 10)),
+    79: ("Right-WM-hypointensities", (255, 148, 10)),
+    80: ("non-WM-hypointensities", (164, 108, 226)),
+    81: ("Left-non-WM-hypointensities", (164, 108, 226)),
+    82: ("Right-non-WM-hypointensities", (164, 108, 226)),
+    85: ("Optic-Chiasm", (234, 169, 30)),
+    251: ("CC_Posterior", (0, 0, 64)),
+    252: ("CC_Mid_Posterior", (0, 0, 112)),
+    253: ("CC_Central", (0, 0, 160)),
+    254: ("CC_Mid_Anterior", (0, 0, 208)),
+    255: ("CC_Anterior", (0, 0, 255)),
+}
+
+
+def _build_lut() -> dict[int, tuple[str, tuple[int, int, int]]]:
+    lut = dict(_ASEG)
+    for offset, hemi in ((1000, "lh"), (2000, "rh")):
+        for region, (name, rgb) in _DKT_REGIONS.items():
+            lut[offset + region] = (f"ctx-{hemi}-{name}", rgb)
+    return lut
+
+
+#: FreeSurfer id → (name, RGB) for every id a FastSurfer/FreeSurfer aseg-type label map may hold.
+FREESURFER_LUT: dict[int, tuple[str, tuple[int, int, int]]] = _build_lut()
+
+#: Sorted FreeSurfer ids; position in this array is the compact index stored in the cache.
+KNOWN_LABELS: np.ndarray = np.array(sorted(FREESURFER_LUT), dtype=np.int64)
+
+#: Cortical parcels FastSurfer's DKT atlas writes per hemisphere (no 1, 4, 32, 33).
+DKT_PARCELS: tuple[int, ...] = tuple(r for r in _DKT_REGIONS if r not in (0, 1, 4, 32, 33))
+
+_LEFT_RIGHT_ASEG: tuple[tuple[int, int], ...] = (
+    (2, 41), (3, 42), (4, 43), (5, 44), (7, 46), (8, 47), (10, 49), (11, 50), (12, 51), (13, 52),
+    (17, 53), (18, 54), (26, 58), (28, 60), (30, 62), (31, 63), (78, 79), (81, 82),
+)
+
+#: Left id → right id for every lateralised label (subcortical pairs and lh/rh cortex).
+LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = _LEFT_RIGHT_ASEG + tuple(
+    (1000 + r, 2000 + r) for r in _DKT_REGIONS
+)
+
+_CORTEX = (3, 42, *range(1000, 1036), *range(2000, 2036))
+
+#: Structures given to the network as one-hot channels unless a config names others. Left and right are
+#: merged so a hemisphere flip leaves the channels' meaning intact; the groups follow the volumetric
+#: markers of AD (hippocampus, amygdala, ventricles, cortex) plus the tissue that frames them.
+DEFAULT_CHANNELS: dict[str, tuple[int, ...]] = {
+    "hippocampus": (17, 53),
+    "amygdala": (18, 54),
+    "lateral_ventricle": (4, 43),
+    "inf_lat_vent": (5, 44),
+    "cortex": _CORTEX,
+    "white_matter": (2, 41, 77, 78, 79, 7, 46),
+    "deep_grey": (10, 49, 11, 50, 12, 51, 13, 52, 26, 58, 28, 60),
+    "csf": (14, 15, 24, 31, 63, 72),
+    "hindbrain": (8, 47, 16),
+}
+
+
+def compact_lookup() -> np.ndarray:
+    """Table of size ``max id + 1`` mapping each FreeSurfer id to its compact index, -1 where unknown."""
+    table = np.full(int(KNOWN_LABELS.max()) + 1, -1, dtype=np.int16)
+    table[KNOWN_LABELS] = np.arange(len(KNOWN_LABELS), dtype=np.int16)
+    return table
+
+
+def hemisphere_swap() -> np.ndarray:
+    """Compact index → compact index of the mirror structure (identity for midline labels)."""
+    to_compact = compact_lookup()
+    swap = np.arange(len(KNOWN_LABELS), dtype=np.int64)
+    for left, right in LEFT_RIGHT_PAIRS:
+        a, b = to_compact[left], to_compact[right]
+        swap[a], swap[b] = b, a
+    return swap
+
+
+def channel_lookup(channels: dict[str, tuple[int, ...] | list[int]]) -> np.ndarray:
+    """``(num_compact, num_channels)`` float32 table: row i is the one-hot channels of compact label i.
+
+    Raises ``ValueError`` for an id that is not a FreeSurfer label, so a typo in a config fails at once.
+    """
+    to_compact = compact_lookup()
+    table = np.zeros((len(KNOWN_LABELS), len(channels)), dtype=np.float32)
+    for c, (name, ids) in enumerate(channels.items()):
+        for label in ids:
+            if not 0 < label < len(to_compact) or to_compact[label] < 0:
+                raise ValueError(f"channel {name!r}: {label} is not a FreeSurfer label id of an aseg/DKT map")
+            table[to_compact[label], c] = 1.0
+    return table
+
+
+def compact_colours() -> np.ndarray:
+    """``(num_compact, 3)`` uint8 FreeSurfer colours, to draw cached volumes as the FreeSurfer viewers do."""
+    return np.array([FREESURFER_LUT[int(i)][1] for i in KNOWN_LABELS], dtype=np.uint8)

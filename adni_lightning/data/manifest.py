@@ -1,0 +1,191 @@
+"""CSV of an ADNI IDA download → validated manifest: one row per usable image, joined to its file.
+
+Everything is checked before any training starts and every problem is reported at once, naming the CSV row,
+the image id, the file and the reason. With ``on_bad_rows="skip"`` exactly those rows are dropped and the
+same report is logged; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from adni_lightning.data.volume_io import VolumeError, read_header
+
+log = logging.getLogger(__name__)
+
+OnBadRows = Literal["error", "skip"]
+
+#: CSV columns the pipeline reads; the others of an IDA export are kept but not required.
+REQUIRED_COLUMNS = ("Image Data ID", "Subject", "Group", "Sex", "Age")
+
+#: Columns of the manifest, in order.
+MANIFEST_COLUMNS = ("row", "image_id", "subject", "group", "label", "target", "sex", "age", "visit", "path")
+
+_IMAGE_ID = re.compile(r"^I?(\d+)$")
+_SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
+
+
+class ManifestError(ValueError):
+    """The CSV or the files it names cannot be used as they are; the message lists every problem."""
+
+
+@dataclass
+class Problem:
+    """One bad row: where it is and why it cannot be used."""
+
+    row: int
+    image_id: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"CSV row {self.row}, image {self.image_id or '?'}, file {self.path or '-'}: {self.reason}"
+
+
+@dataclass
+class ManifestSpec:
+    """How to read the CSV and find each image's file."""
+
+    csv_path: Path
+    data_dir: Path
+    filename_pattern: str = "{group}/{image_id}.nii_aseg_deep.mgz"
+    classes: tuple[str, ...] = ("CN", "MCI", "AD")
+    group_map: dict[str, str | None] = field(default_factory=dict)
+    age_range: tuple[float, float] = (40.0, 110.0)
+    on_bad_rows: OnBadRows = "error"
+    check_files: bool = True
+
+
+def normalise_image_id(raw: object) -> str | None:
+    """``I45108``, ``45108`` and ``45108.0`` (a float column) → ``I45108``; anything else → ``None``."""
+    text = str(raw).strip()
+    if text.endswith(".0"):
+        text = text[:-2]
+    match = _IMAGE_ID.match(text)
+    return f"I{match.group(1)}" if match else None
+
+
+def _candidate_paths(spec: ManifestSpec, row: pd.Series, image_id: str) -> list[Path]:
+    """The pattern with the id as ``I123`` and, for exports that drop it, as ``123``."""
+    fields = {"group": row["Group"], "subject": row["Subject"], "visit": row.get("Visit", ""), "image_number": image_id[1:]}
+    return [spec.data_dir / spec.filename_pattern.format(image_id=i, **fields) for i in (image_id, image_id[1:])]
+
+
+def _read_csv(spec: ManifestSpec) -> pd.DataFrame:
+    if not spec.csv_path.is_file():
+        raise ManifestError(f"CSV not found: {spec.csv_path}")
+    try:
+        table = pd.read_csv(spec.csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{spec.csv_path}: not a readable CSV ({err})") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ManifestError(
+            f"{spec.csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}"
+        )
+    return table
+
+
+def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str, object] | None, Problem | None]:
+    """One CSV row → a manifest record, or the first reason it cannot be one (or neither: excluded)."""
+    image_id = normalise_image_id(row["Image Data ID"])
+    if image_id is None:
+        return None, Problem(line, str(row["Image Data ID"]), "", "image id is not of the form I12345 or 12345")
+    group = str(row["Group"]).strip()
+    label = spec.group_map.get(group, group)
+    if group in spec.group_map and label is None:
+        return None, None
+    if label not in spec.classes:
+        return None, Problem(
+            line, image_id, "",
+            f"group {group!r} is not one of the classes {list(spec.classes)} (map it with group_map)",
+        )
+    subject = str(row["Subject"]).strip()
+    if not subject:
+        return None, Problem(line, image_id, "", "subject id is empty")
+    sex = _SEX.get(str(row["Sex"]).strip().lower())
+    if sex is None:
+        return None, Problem(line, image_id, "", f"sex {row['Sex']!r} is not M or F")
+    try:
+        age = float(row["Age"])
+    except ValueError:
+        return None, Problem(line, image_id, "", f"age {row['Age']!r} is missing or not a number")
+    low, high = spec.age_range
+    if not low <= age <= high:
+        return None, Problem(line, image_id, "", f"age {age:g} is outside the plausible range {low:g}–{high:g}")
+    candidates = _candidate_paths(spec, row, image_id)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        tried = " or ".join(str(p) for p in dict.fromkeys(candidates))
+        return None, Problem(line, image_id, str(candidates[0]), f"file not found (looked for {tried})")
+    record = {
+        "row": line, "image_id": image_id, "subject": subject, "group": group, "label": label,
+        "target": spec.classes.index(label), "sex": sex, "age": age,
+        "visit": str(row.get("Visit", "")).strip(), "path": str(path),
+    }
+    return record, None
+
+
+def _duplicate_problems(records: list[dict[str, object]]) -> list[Problem]:
+    counts = Counter(r["image_id"] for r in records)
+    return [
+        Problem(r["row"], r["image_id"], r["path"], f"image id appears {counts[r['image_id']]} times in the CSV")
+        for r in records if counts[r["image_id"]] > 1
+    ]
+
+
+def _file_problems(records: list[dict[str, object]]) -> list[Problem]:
+    """Header of every file: readable, complete, 3D; all files on the cohort's most common grid."""
+    problems, shapes = [], {}
+    for r in records:
+        try:
+            shapes[r["image_id"]] = read_header(r["path"]).shape
+        except VolumeError as err:
+            problems.append(Problem(r["row"], r["image_id"], r["path"], err.reason))
+    if shapes:
+        common, _ = Counter(shapes.values()).most_common(1)[0]
+        problems += [
+            Problem(r["row"], r["image_id"], r["path"], f"shape {shapes[r['image_id']]} differs from the cohort's {common}")
+            for r in records if r["image_id"] in shapes and shapes[r["image_id"]] != common
+        ]
+    return problems
+
+
+def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
+    """Read, join and validate; return the manifest or raise :class:`ManifestError` (policy ``error``)."""
+    table = _read_csv(spec)
+    records, problems, excluded = [], [], 0
+    for index, row in table.iterrows():
+        record, problem = _check_row(spec, row, line=int(index) + 2)
+        if problem:
+            problems.append(problem)
+        elif record is None:
+            excluded += 1
+        else:
+            records.append(record)
+    problems += _duplicate_problems(records)
+    if spec.check_files:
+        flagged = {p.row for p in problems}
+        problems += _file_problems([r for r in records if r["row"] not in flagged])
+    if excluded:
+        log.info("%s: %d row(s) excluded by group_map", spec.csv_path, excluded)
+    if problems:
+        problems.sort(key=lambda p: p.row)
+        report = f"{spec.csv_path}: {len(problems)} of {len(table)} row(s) cannot be used:\n" + "\n".join(
+            f"  {p}" for p in problems
+        )
+        if spec.on_bad_rows == "error":
+            raise ManifestError(report + "\n(set on_bad_rows: skip to train without them)")
+        log.warning("%s\nthese rows are skipped (on_bad_rows: skip)", report)
+        bad_rows = {p.row for p in problems}
+        records = [r for r in records if r["row"] not in bad_rows]
+    if not records:
+        raise ManifestError(f"{spec.csv_path}: no usable rows")
+    return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))

@@ -1,0 +1,148 @@
+"""From a decoded volume to the array the cache stores: canonical orientation, brain crop, resampling.
+
+Label maps hold FreeSurfer ids, which are names, not intensities: they are only ever resampled by nearest
+neighbour and stored as a compact uint8 index (see :mod:`adni_lightning.data.labels`). Intensity volumes are
+resampled trilinearly and normalised with robust statistics of the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adni_lightning.data.labels import compact_lookup
+from adni_lightning.data.volume_io import to_canonical
+
+InputKind = Literal["labelmap", "intensity"]
+
+_TO_COMPACT = compact_lookup()
+
+
+class UnknownLabelError(ValueError):
+    """A label map holds ids that no aseg/DKT map has (e.g. an intensity image passed as ``labelmap``)."""
+
+
+def as_size(size: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
+    """Normalise an int or a (D, H, W) sequence to a 3-tuple of positive ints."""
+    dims = (size,) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"image_size must be a positive int or three positive ints, got {size!r}")
+    return dims  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Every parameter that changes the cached array; its :meth:`key` names cache entries."""
+
+    input_kind: InputKind = "labelmap"
+    image_size: tuple[int, int, int] = (128, 128, 128)
+    crop: bool = True
+    margin_mm: float = 4.0
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.input_kind == "labelmap" else np.float16)
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def to_compact(data: np.ndarray) -> np.ndarray:
+    """FreeSurfer ids → compact uint8 index; raises :class:`UnknownLabelError` listing foreign ids."""
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.array_equal(data, np.round(data)):
+            raise UnknownLabelError("voxel values are not integers: this is an intensity image, not a label map")
+        data = data.astype(np.int64)
+    outside = (data < 0) | (data >= len(_TO_COMPACT))
+    compact = _TO_COMPACT[np.where(outside, 0, data)]
+    foreign = outside | (compact < 0)
+    if foreign.any():
+        shown = ", ".join(str(int(i)) for i in np.unique(data[foreign])[:10])
+        raise UnknownLabelError(f"label ids not in the FreeSurfer aseg/DKT table: {shown}")
+    return compact.astype(np.uint8)
+
+
+def _foreground(data: np.ndarray, input_kind: InputKind) -> np.ndarray:
+    if input_kind == "labelmap":
+        return data > 0
+    positive = data[data > 0]
+    if positive.size == 0:
+        return np.zeros(data.shape, dtype=bool)
+    return data > 0.1 * np.percentile(positive, 99)
+
+
+def crop_box(
+    mask: np.ndarray, zooms: tuple[float, float, float], size: tuple[int, int, int], margin_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel box (start, extent) around the mask whose physical aspect matches ``size``.
+
+    The box is enlarged on its short axes rather than stretched, so output voxels are isotropic and a
+    structure keeps its shape; it may reach beyond the array (padded with background).
+    """
+    zooms_arr = np.asarray(zooms)
+    if not mask.any():
+        return np.zeros(3), np.asarray(mask.shape, dtype=float)
+    nonzero = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    lo = np.array([n[0] for n in nonzero], dtype=float)
+    hi = np.array([n[-1] + 1 for n in nonzero], dtype=float)
+    extent_mm = (hi - lo) * zooms_arr + 2 * margin_mm
+    mm_per_out = float(np.max(extent_mm / np.asarray(size)))
+    box_vox = mm_per_out * np.asarray(size) / zooms_arr
+    centre = (lo + hi) / 2
+    return centre - box_vox / 2, box_vox
+
+
+def _nearest_indices(start: float, extent: float, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source voxel of each output voxel centre (nearest neighbour) and whether it lies inside the array."""
+    src = np.floor(start + (np.arange(n_out) + 0.5) * extent / n_out).astype(np.int64)
+    inside = (src >= 0) & (src < n_in)
+    return np.clip(src, 0, n_in - 1), inside
+
+
+def resample_nearest(data: np.ndarray, start: np.ndarray, extent: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of the box: every output value is a value of the input (or 0 outside)."""
+    axes = [_nearest_indices(start[a], extent[a], size[a], data.shape[a]) for a in range(3)]
+    out = data[np.ix_(axes[0][0], axes[1][0], axes[2][0])]
+    outside = ~(axes[0][1][:, None, None] & axes[1][1][None, :, None] & axes[2][1][None, None, :])
+    out[outside] = 0
+    return out
+
+
+def resample_linear(data: np.ndarray, start: np.ndarray, extent: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """Trilinear resampling of the box (float32), background 0 outside the array."""
+    lo = np.floor(start).astype(int)
+    hi = np.ceil(start + extent).astype(int)
+    pad = [(max(0, -lo[a]), max(0, hi[a] - data.shape[a])) for a in range(3)]
+    padded = np.pad(data.astype(np.float32, copy=False), pad)
+    box = padded[tuple(slice(lo[a] + pad[a][0], hi[a] + pad[a][0]) for a in range(3))]
+    tensor = torch.from_numpy(np.ascontiguousarray(box))[None, None]
+    return F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def robust_normalise(data: np.ndarray) -> np.ndarray:
+    """Map the head's 0.5–99.5th percentiles to [0, 1]; background stays 0. Robust to bright vessels/fat."""
+    mask = _foreground(data, "intensity")
+    if not mask.any():
+        return np.zeros_like(data, dtype=np.float32)
+    low, high = np.percentile(data[mask], [0.5, 99.5])
+    scaled = np.clip((data - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+    return np.where(mask, scaled, 0.0).astype(np.float32)
+
+
+def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> np.ndarray:
+    """Decoded volume + affine → cached array of shape ``params.image_size`` and dtype ``params.dtype``."""
+    canonical, zooms = to_canonical(data, affine)
+    if params.crop:
+        start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.image_size, params.margin_mm)
+    else:
+        start, extent = np.zeros(3), np.asarray(canonical.shape, dtype=float)
+    if params.input_kind == "labelmap":
+        # Ids are checked and compacted after resampling: 8-60x fewer voxels than the conformed grid.
+        return to_compact(resample_nearest(canonical, start, extent, params.image_size))
+    return robust_normalise(resample_linear(canonical, start, extent, params.image_size)).astype(np.float16)

@@ -1,0 +1,139 @@
+"""Reading FastSurfer/FreeSurfer volumes (.mgz, .mgh, .nii, .nii.gz) with nibabel.
+
+Two entry points with different costs: :func:`read_header` reads a few hundred bytes (used to validate a
+whole cohort up front), :func:`read_volume` decodes the voxels once (used to build the cache). ``nib.load``
+on an ``.mgz`` decompresses the file to reach its footer and again to read the voxels; here the file is
+decompressed once and handed to nibabel as bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.freesurfer.mghformat import MGHHeader, MGHImage
+
+#: Suffixes this module can read, longest first so ``.nii.gz`` wins over ``.gz``.
+SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
+
+# Bytes that may follow the voxels in the decompressed stream (MGH optional tags), so the gzip size field
+# of an intact file lies in [end of voxels, end of voxels + this].
+_MAX_TRAILER = 1 << 20
+
+
+class VolumeError(ValueError):
+    """A volume file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What the header says about the voxels, without reading them."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    zooms: tuple[float, ...]
+    affine: np.ndarray
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise VolumeError(path, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+
+
+def _gzip_isize(path: Path) -> int:
+    """Uncompressed size modulo 2**32, from the last four bytes of a gzip member."""
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def _check_complete(path: Path, data_end: int, compressed: bool) -> None:
+    """Detect a truncated file from its size alone (gzip: the trailer's size field)."""
+    if compressed:
+        isize = _gzip_isize(path)
+        if not data_end % 2**32 <= isize <= data_end % 2**32 + _MAX_TRAILER:
+            raise VolumeError(path, "truncated or corrupt gzip stream (size field does not match the header)")
+    elif path.stat().st_size < data_end:
+        raise VolumeError(path, f"truncated: {path.stat().st_size} bytes, header needs {data_end}")
+
+
+def read_header(path: str | Path) -> VolumeHeader:
+    """Read and check the header; raise :class:`VolumeError` for a missing, unreadable or truncated file."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise VolumeError(path, "file not found")
+    try:
+        if suffix in (".mgz", ".mgh"):
+            opener = gzip.open if suffix == ".mgz" else open
+            with opener(path, "rb") as f:
+                header = MGHHeader.from_fileobj(f)
+            shape = tuple(int(n) for n in header.get_data_shape())
+            offset = header.get_data_offset()
+        else:
+            img = nib.load(path)
+            header = img.header
+            shape = tuple(int(n) for n in header.get_data_shape())
+            offset = int(img.dataobj.offset)
+        dtype = np.dtype(header.get_data_dtype())
+        zooms = tuple(float(z) for z in header.get_zooms()[:3])
+        affine = np.asarray(header.get_best_affine() if hasattr(header, "get_best_affine") else header.get_affine())
+    except VolumeError:
+        raise
+    except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
+        raise VolumeError(path, f"unreadable header ({type(err).__name__}: {err})") from err
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise VolumeError(path, f"expected a 3D volume, header says shape {shape}")
+    _check_complete(path, offset + int(np.prod(shape)) * dtype.itemsize, suffix in (".mgz", ".nii.gz"))
+    return VolumeHeader(shape=shape, dtype=dtype, zooms=zooms, affine=affine)
+
+
+def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the voxels in their stored integer or float type (native byte order) and the voxel→RAS affine."""
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix == ".mgz":
+            img = MGHImage.from_bytes(gzip.decompress(path.read_bytes()))
+        else:
+            img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        data = data.astype(data.dtype.newbyteorder("="), copy=False)
+    except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
+        raise VolumeError(path, f"cannot decode voxels ({type(err).__name__}: {err})") from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise VolumeError(path, f"expected a 3D volume, got shape {data.shape}")
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Permute/flip axes (no resampling) so axis 0 → Right, 1 → Anterior, 2 → Superior, as RAS+.
+
+    FastSurfer writes LIA, most NIfTI files LPS/RAS: after this, the same brain gives the same array whatever
+    the file format, and axis 0 is always the left–right axis. Returns the voxel sizes in the new axis order.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    transform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
+    canonical = nib.orientations.apply_orientation(data, transform)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    order = transform[:, 0].astype(int)
+    new_zooms = np.empty(3)
+    new_zooms[order] = zooms
+    return np.ascontiguousarray(canonical), (float(new_zooms[0]), float(new_zooms[1]), float(new_zooms[2]))

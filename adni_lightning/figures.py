@@ -1,0 +1,47 @@
+"""Pictures for TensorBoard: label-map slices in FreeSurfer colours and the confusion matrix."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from adni_lightning.data.labels import compact_colours  # noqa: E402
+
+_COLOURS = torch.from_numpy(compact_colours())
+
+
+def mid_slices(volume: torch.Tensor, labelmap: bool) -> torch.Tensor:
+    """``(D, H, W)`` RAS volume → ``(3, H, W')`` RGB uint8 strip of its sagittal, coronal and axial mid-planes.
+
+    Label maps are drawn with the FreeSurfer colour table (ids are names, not grey levels); intensities in
+    grey. Each plane is shown with superior/anterior up, as radiologists read them.
+    """
+    d, h, w = volume.shape
+    planes = [volume[d // 2].T.flip(0), volume[:, h // 2].T.flip(0), volume[:, :, w // 2].T.flip(0)]
+    height = max(p.shape[0] for p in planes)
+    padded = [torch.nn.functional.pad(p, (0, 0, 0, height - p.shape[0])) for p in planes]
+    strip = torch.cat(padded, dim=1).cpu()
+    if labelmap:
+        return _COLOURS[strip.long()].permute(2, 0, 1).contiguous()
+    grey = (strip.float().clamp(0, 1) * 255).to(torch.uint8)
+    return grey.expand(3, -1, -1).contiguous()
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> plt.Figure:
+    """Counts with row-normalised shading: rows are true classes, columns predictions."""
+    counts = matrix.detach().cpu().numpy().astype(int)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,193 @@
+"""LightningModule: fused 3D image + age/sex classifier, its metrics, and the guards the seed lacked."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from adni_lightning.figures import confusion_figure, mid_slices
+from adni_lightning.models import FusionNet, ResNet3d
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a batch is NaN or infinite; the message names the batch's images."""
+
+
+def _evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "bacc": MulticlassAccuracy(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ADNIClassifier(L.LightningModule):
+    """CN / MCI / AD from a 3D volume fused with age and sex.
+
+    Args:
+        image_encoder: builds the image network from ``in_channels`` (``class_path`` in configs:
+            :class:`~adni_lightning.models.ResNet3d`, :class:`~adni_lightning.models.SeedCNN`, ...).
+        in_channels, num_classes, num_tabular_features, class_names: linked from the DataModule by the CLI.
+        tabular_dim, dropout: numeric branch width and dropout before the classifier.
+        optimizer, lr_scheduler: built on the parameters / optimizer (LightningCLI dependency injection).
+        class_weighted_loss: weight cross-entropy by inverse class frequency of the training split.
+        scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
+        num_logged_volumes: validation volumes drawn as mid-slices in TensorBoard each epoch.
+    """
+
+    def __init__(
+        self,
+        image_encoder: Callable[[int], nn.Module] = ResNet3d,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        num_tabular_features: int = 3,
+        class_names: list[str] | None = None,
+        tabular_dim: int = 64,
+        dropout: float = 0.3,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        class_weighted_loss: bool = False,
+        scheduler_monitor: str = "val/loss",
+        num_logged_volumes: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # Under LightningCLI the hparams hold the configs of these callables, not the callables themselves.
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        self.net = FusionNet(image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
+        self.register_buffer("class_weights", torch.ones(num_classes))
+        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/")
+        self.val_metrics = _evaluation_metrics(num_classes, "val/")
+        self.test_metrics = _evaluation_metrics(num_classes, "test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.val_bacc_best = MaxMetric()
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        return self.net(image, tabular)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.class_weighted_loss:
+            counts = self.trainer.datamodule.train_class_counts.float().clamp(min=1)
+            self.class_weights.copy_(counts.sum() / (len(counts) * counts))
+
+    def on_train_start(self) -> None:
+        self.val_bacc_best.reset()  # forget the sanity check's numbers
+
+    def on_train_epoch_start(self) -> None:
+        """Reseed from (global seed, epoch): shuffling, flips and dropout then depend only on the epoch, so a
+        run resumed from an epoch-end checkpoint continues exactly as the uninterrupted run would have."""
+        seed = (int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (self.current_epoch + 1)) % 2**32
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"], batch["tabular"]).float()
+        loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:
+            raise NonFiniteLossError(self._non_finite_report(batch, loss, stage))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["label"]), sync_dist=True)
+        return loss, logits
+
+    def _non_finite_report(self, batch: dict[str, Any], loss: torch.Tensor, stage: str) -> str:
+        bad_inputs = [
+            image_id
+            for image_id, image, tabular in zip(batch["image_id"], batch["image"], batch["tabular"])
+            if not (torch.isfinite(image).all() and torch.isfinite(tabular).all())
+        ]
+        where = f"non-finite inputs in {', '.join(bad_inputs)}" if bad_inputs else "inputs are finite (diverged: lower the learning rate or clip gradients)"
+        return (
+            f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+            f"batch images: {', '.join(batch['image_id'])}; {where}"
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, logits = self._shared_step(batch, "train")
+        self.train_metrics(logits, batch["label"])
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "val")
+        self.val_metrics.update(logits.softmax(dim=1), batch["label"])
+        self.val_confusion.update(logits, batch["label"])
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        if batch_idx == 0:
+            self._log_volumes(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_bacc_best(self.val_metrics["bacc"].compute())
+        self.log("hp_metric", self.val_bacc_best.compute(), sync_dist=False)
+        self._log_confusion(self.val_confusion, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "test")
+        self.test_metrics.update(logits.softmax(dim=1), batch["label"])
+        self.test_confusion.update(logits, batch["label"])
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_confusion(self.test_confusion, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {
+            "image_id": batch["image_id"],
+            "subject": batch["subject"],
+            "group": batch["group"],
+            "probabilities": self(batch["image"], batch["tabular"]).float().softmax(dim=1).cpu(),
+        }
+
+    def _tensorboard(self) -> Any | None:
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            return self.logger.experiment
+        return None
+
+    def _log_confusion(self, metric: MulticlassConfusionMatrix, stage: str) -> None:
+        matrix = metric.compute()
+        metric.reset()
+        writer = self._tensorboard()
+        if writer is not None:
+            writer.add_figure(f"{stage}/confusion_matrix", confusion_figure(matrix, self.class_names), self.global_step)
+
+    def _log_volumes(self, batch: dict[str, Any]) -> None:
+        writer = self._tensorboard()
+        if writer is None or "volume" not in batch:
+            return
+        labelmap = batch["volume"].dtype == torch.uint8
+        for volume, image_id, group in list(zip(batch["volume"], batch["image_id"], batch["group"]))[: self.hparams.num_logged_volumes]:
+            writer.add_image(f"val/volumes/{image_id}_{group}", mid_slices(volume[0], labelmap), self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor}}

@@ -1,0 +1,537 @@
+"""Synthetic ADNI cohort in exactly the format of a real ADNI download, for tests and demos without data.
+
+Real label maps cannot be shared (ADNI data use agreement), so this module draws a cohort of FastSurfer-like
+``aparc.DKTatlas+aseg.deep`` label maps plus the IDA collection CSV that goes with them. The files look like
+the real thing down to the details a loader can trip over: ``I``-prefixed image ids (or bare numbers),
+``{Group}/{id}.nii_aseg_deep.mgz`` paths, int16 MGH volumes on the conformed LIA grid, several visits per
+subject. The anatomy is a cartoon built from ellipsoids in MNI-like millimetres, but the disease signal sits
+where it does in real brains (hippocampus, amygdala, ventricles, temporal cortex), graded CN < MCI < AD with
+overlap, confounded by age, head size and pose, so a classifier has to learn something real to beat chance.
+``synthetic_truth.csv`` keeps the generating parameters so tests can check what a model picked up.
+
+Every random draw comes from a generator seeded by ``(seed, subject, visit)``, so the output is byte-identical
+for a seed whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from adni_lightning.data.labels import DKT_PARCELS, LEFT_RIGHT_PAIRS
+
+CSV_NAME = "ADNI_1p5T_Filtered.csv"
+TRUTH_NAME = "synthetic_truth.csv"
+FILE_SUFFIX = ".nii_aseg_deep.mgz"
+CSV_COLUMNS = (
+    "Image Data ID", "Subject", "Group", "Sex", "Age", "Visit",
+    "Modality", "Description", "Type", "Acq Date", "Format", "Downloaded",
+)
+GROUPS = ("CN", "MCI", "AD")
+
+_RIGHT: dict[int, int] = dict(LEFT_RIGHT_PAIRS)
+
+# --- cohort statistics (ADNI-1-like) ----------------------------------------------------------------------
+_GROUP_SHARE = {"CN": 0.35, "MCI": 0.40, "AD": 0.25}
+_AGE = {"CN": (75.9, 6.0), "MCI": (74.7, 7.2), "AD": (75.3, 7.4)}
+_MALE = {"CN": 0.52, "MCI": 0.64, "AD": 0.53}
+#: Beta(a, b) of the latent disease severity: overlapping groups, so diagnosis is not a threshold on one volume.
+_SEVERITY = {"CN": (2.0, 9.0), "MCI": (4.0, 5.0), "AD": (7.0, 3.0)}
+#: Yearly progression added at the m12 visit (CN stays put).
+_PROGRESSION = {"CN": (0.0, 0.01), "MCI": (0.02, 0.08), "AD": (0.03, 0.10)}
+_DESCRIPTIONS = (
+    "MPR; GradWarp; B1 Correction; N3; Scaled",
+    "MPR-R; GradWarp; B1 Correction; N3; Scaled",
+    "MPR; ; N3; Scaled",
+)
+_DESCRIPTION_P = (0.7, 0.2, 0.1)
+
+# --- anatomy -----------------------------------------------------------------------------------------------
+#: Structure name → (change per unit severity, change per decade of age past 75, subject-to-subject sd).
+#: Volume factor = (1 + a·severity)(1 + b·age) · jitter. CSF spaces vary more between people than tissue.
+_EFFECTS: dict[str, tuple[float, float, float]] = {
+    "hippocampus": (-0.35, -0.05, 0.08),
+    "amygdala": (-0.30, -0.04, 0.08),
+    "lateral_ventricle": (1.2, 0.30, 0.15),
+    "inf_lat_vent": (3.0, 0.30, 0.15),
+    "third_ventricle": (0.6, 0.20, 0.10),
+}
+_CORTEX_MM = 2.5
+_CORTEX_THINNING = 0.3  # relative thinning at severity 1 of a parcel with weight 1
+_GAP_MM = 0.75  # half-width of the interhemispheric fissure
+
+#: Centre of the cerebrum ellipsoid in MNI-like coordinates; it is put at the scanner origin.
+_BRAIN_CENTRE = np.array([0.0, -17.0, 14.0])
+_BRAIN_SEMI = np.array([70.0, 85.0, 60.0])  # 140 × 170 × 120 mm
+#: Callosum and diencephalon (y, z centre and half-axes): white matter crosses the midline there, no cortex.
+_CORE = (-6.0, 6.0, 40.0, 22.0)
+_CEREBELLUM_CENTRE = np.array([0.0, -60.0, -34.0])
+_CEREBELLUM_SEMI = np.array([50.0, 27.0, 19.0])
+#: Template box holding the whole brain (cerebrum, cerebellum, brain stem), MNI-like mm.
+_BRAIN_LO = np.array([-72.0, -104.0, -66.0])
+_BRAIN_HI = np.array([72.0, 70.0, 76.0])
+
+#: DKT parcel → (left-hemisphere anchor on the cortex, MNI-like mm; thinning weight). Each cortical voxel takes
+#: the parcel of the nearest anchor; weights make medial temporal cortex thin first, as in AD.
+_PARCELS: dict[int, tuple[tuple[float, float, float], float]] = {
+    2: ((-5, 20, 30), 0.25),  # caudal anterior cingulate
+    3: ((-38, 10, 52), 0.25),  # caudal middle frontal
+    5: ((-6, -85, 20), 0.25),  # cuneus
+    6: ((-25, -8, -40), 1.0),  # entorhinal
+    7: ((-38, -50, -25), 0.8),  # fusiform
+    8: ((-48, -70, 30), 0.5),  # inferior parietal
+    9: ((-58, -30, -25), 0.8),  # inferior temporal
+    10: ((-8, -48, 12), 0.5),  # isthmus cingulate
+    11: ((-35, -95, 0), 0.25),  # lateral occipital
+    12: ((-30, 32, -18), 0.25),  # lateral orbitofrontal
+    13: ((-12, -78, -8), 0.25),  # lingual
+    14: ((-6, 45, -15), 0.25),  # medial orbitofrontal
+    15: ((-68, -30, -8), 0.8),  # middle temporal
+    16: ((-24, -32, -30), 1.0),  # parahippocampal
+    17: ((-6, -25, 70), 0.25),  # paracentral
+    18: ((-55, 12, 15), 0.25),  # pars opercularis
+    19: ((-45, 40, -10), 0.25),  # pars orbitalis
+    20: ((-50, 32, 5), 0.25),  # pars triangularis
+    21: ((-5, -88, 6), 0.25),  # pericalcarine
+    22: ((-48, -30, 58), 0.25),  # postcentral
+    23: ((-5, -15, 38), 0.5),  # posterior cingulate
+    24: ((-42, -12, 58), 0.25),  # precentral
+    25: ((-6, -62, 45), 0.5),  # precuneus
+    26: ((-5, 38, 2), 0.25),  # rostral anterior cingulate
+    27: ((-35, 50, 22), 0.25),  # rostral middle frontal
+    28: ((-18, 30, 62), 0.25),  # superior frontal
+    29: ((-25, -65, 62), 0.5),  # superior parietal
+    30: ((-62, -12, 5), 0.8),  # superior temporal
+    31: ((-58, -42, 35), 0.5),  # supramarginal
+    34: ((-66, -24, 14), 0.8),  # transverse temporal
+}
+_INSULA = 35  # lies under the surface, drawn as a blob below
+_SURFACE_PARCELS = np.array(sorted(_PARCELS), dtype=np.int64)
+_ANCHORS = np.array([_PARCELS[p][0] for p in _SURFACE_PARCELS], dtype=np.float32)
+_WEIGHTS = np.array([_PARCELS[p][1] for p in _SURFACE_PARCELS])
+assert set(_PARCELS) | {_INSULA} == set(DKT_PARCELS), "every FastSurfer DKT parcel must be drawn"
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An ellipsoid (optionally bent) in MNI-like mm; left-hemisphere geometry, mirrored for the right."""
+
+    label: int
+    centre: tuple[float, float, float]
+    semi: tuple[float, float, float]
+    yaw: float = 0.0  # degrees about z: positive turns the anterior end lateral (left side)
+    pitch: float = 0.0  # degrees about x: positive lifts the anterior end
+    bend: float = 0.0  # 1/mm: the ends curve up by bend·u², u along the long (y) axis
+    marker: str | None = None  # key of the volume factor that scales it
+    within: tuple[int, ...] | None = None  # paint only over these (left) labels
+    paired: bool = True  # False: one midline structure
+
+
+#: Painted in this order over cerebrum and cerebellum; later structures win where they overlap, so the
+#: ventricles grow into their neighbours and the hippocampus keeps exactly its own volume.
+_BLOBS: tuple[Blob, ...] = (
+    Blob(1000 + _INSULA, (-37, 2, 4), (2.0, 16, 12), within=(2,)),
+    Blob(16, (0, -28, -40), (10, 12, 24), paired=False),  # brain stem
+    Blob(15, (0, -42, -33), (3, 4, 6), paired=False),  # 4th ventricle
+    Blob(28, (-12, -16, -8), (6, 9, 5)),  # ventral DC
+    Blob(10, (-11, -18, 7), (7, 14, 8)),  # thalamus
+    Blob(11, (-18, 12, 11), (5, 12, 8), pitch=-15),  # caudate
+    Blob(12, (-27, 3, 0), (5, 14, 9)),  # putamen
+    Blob(13, (-19, -2, -1), (3.5, 8, 5.5)),  # pallidum
+    Blob(26, (-10, 10, -8), (4, 5, 4)),  # accumbens
+    Blob(24, (0, 2, -17), (6, 5, 3), paired=False),  # CSF
+    Blob(14, (0, -14, 2), (2, 13, 8), marker="third_ventricle", paired=False),
+    Blob(4, (-9, 14, 12), (5, 13, 9), marker="lateral_ventricle"),  # frontal horn
+    Blob(4, (-12, -10, 18), (5.5, 24, 6), yaw=-15, marker="lateral_ventricle"),  # body
+    Blob(4, (-22, -38, 12), (7, 11, 8), yaw=-20, marker="lateral_ventricle"),  # atrium
+    Blob(31, (-24, -38, 12), (2.5, 5, 2.5), within=(4,)),  # choroid plexus
+    Blob(5, (-34, -18, -7), (2.5, 13, 2.5), pitch=-20, yaw=15, marker="inf_lat_vent"),  # temporal horn
+    Blob(18, (-22, 3, -18), (7, 7.5, 6), marker="amygdala"),
+    Blob(17, (-28, -22, -14), (6.5, 19, 7), pitch=-20, yaw=15, bend=0.01, marker="hippocampus"),
+)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything needed to draw one label map; the worker function is a pure function of it."""
+
+    image_id: str  # with the ``I``: the file name
+    subject: str
+    group: str
+    sex: str
+    age: int
+    visit: str
+    severity: float
+    head_scale: float
+    rotation_deg: tuple[float, float, float]
+    translation_mm: tuple[float, float, float]
+    volumes: dict[str, tuple[float, float]]  # marker → (left, right) volume factor
+    cortex_mm: float  # thickness before disease thinning
+    wmh: tuple[tuple[float, float, float, float], ...] = field(default=())  # (x, y, z, radius) mm
+
+
+# --- geometry ----------------------------------------------------------------------------------------------
+def conformed_affine(size: int) -> np.ndarray:
+    """Vox→RAS of FreeSurfer's conformed grid (LIA, 256 mm field of view) centred at the origin."""
+    v, half = 256.0 / size, 128.0
+    return np.array([[-v, 0, 0, half], [0, 0, v, -half], [0, -v, 0, half], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def _rotation(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """Rz(yaw) · Rx(pitch) · Ry(roll), angles in degrees."""
+    a, b, c = np.deg2rad([yaw, pitch, roll])
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
+    return rz @ rx @ ry
+
+
+def _voxel_to_template(spec: ImageSpec, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(M, b) with template = M·ijk + b: undoes the pose and head size so anatomy is defined once."""
+    affine = conformed_affine(size)
+    rot = _rotation(*spec.rotation_deg)
+    m = rot.T @ affine[:3, :3] / spec.head_scale
+    b = rot.T @ (affine[:3, 3] - np.asarray(spec.translation_mm)) / spec.head_scale + _BRAIN_CENTRE
+    return m, b
+
+
+def _box(m: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[slice, ...] | None:
+    """Voxel slices covering a template box, so each structure is evaluated only where it can be."""
+    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1)
+    ijk = np.linalg.solve(m, corners - b[:, None])
+    start = np.clip(np.floor(ijk.min(axis=1)).astype(int), 0, size)
+    stop = np.clip(np.ceil(ijk.max(axis=1)).astype(int) + 1, 0, size)
+    if np.any(stop <= start):
+        return None
+    return tuple(slice(s, e) for s, e in zip(start, stop))
+
+
+def _grid(m: np.ndarray, b: np.ndarray, box: tuple[slice, ...]) -> list[np.ndarray]:
+    """Template coordinates (x, y, z) of the voxel centres in a box, float32."""
+    i, j, k = (np.arange(s.start, s.stop, dtype=np.float32) for s in box)
+    m32 = m.astype(np.float32)
+    return [
+        m32[a, 0] * i[:, None, None] + m32[a, 1] * j[None, :, None] + m32[a, 2] * k[None, None, :] + np.float32(b[a])
+        for a in range(3)
+    ]
+
+
+def _ellipsoid_q(
+    xyz: list[np.ndarray], centre: Sequence[float], semi: Sequence[float], rot: np.ndarray, bend: float = 0.0
+) -> np.ndarray:
+    """Squared normalised radius in the ellipsoid's own frame: < 1 inside."""
+    d = [c - np.float32(o) for c, o in zip(xyz, centre)]
+    u = [sum(np.float32(rot[r, a]) * d[r] for r in range(3)) for a in range(3)]
+    if bend:
+        u[2] = u[2] - np.float32(bend) * u[1] ** 2
+    return sum((ua / np.float32(s)) ** 2 for ua, s in zip(u, semi))
+
+
+# --- drawing -----------------------------------------------------------------------------------------------
+def _parcel_thickness(spec: ImageSpec) -> np.ndarray:
+    """Cortical thickness per surface parcel: thinner with disease, temporal lobe first."""
+    return spec.cortex_mm * (1.0 - _CORTEX_THINNING * spec.severity * _WEIGHTS)
+
+
+def _nearest_parcel(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Index into ``_SURFACE_PARCELS`` of the nearest anchor, right hemisphere mirrored onto the left."""
+    p = np.stack([-np.abs(x), y, z], axis=1)
+    d2 = (p**2).sum(axis=1, keepdims=True) - 2 * p @ _ANCHORS.T + (_ANCHORS**2).sum(axis=1)
+    return np.argmin(d2, axis=1)
+
+
+def _paint_cerebrum(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: ImageSpec) -> None:
+    """White matter inside the brain ellipsoid, a parcellated cortical ribbon on its outer, medial and
+    cerebellar faces, and the cerebellum (cortex round a white-matter core) tucked under it."""
+    box = _box(m, b, _BRAIN_LO, _BRAIN_HI, labels.shape[0])
+    x, y, z = xyz = _grid(m, b, box)
+    rel = [c - np.float32(o) for c, o in zip(xyz, _BRAIN_CENTRE)]
+    dist = np.sqrt(sum(c**2 for c in rel))
+    r = np.sqrt(sum((c / np.float32(s)) ** 2 for c, s in zip(rel, _BRAIN_SEMI)))
+    depth = dist * (1 / np.maximum(r, 1e-3) - 1)  # radial distance to the outer surface
+    rcb = np.sqrt(_ellipsoid_q(xyz, _CEREBELLUM_CENTRE, _CEREBELLUM_SEMI, np.eye(3)))
+    dist_cb = np.sqrt(sum((c - np.float32(o)) ** 2 for c, o in zip(xyz, _CEREBELLUM_CENTRE)))
+    depth = np.minimum(depth, dist_cb * (1 - 1 / np.maximum(rcb, 1e-3)))
+    cy, cz, sy, sz = _CORE
+    core = ((y - cy) / sy) ** 2 + ((z - cz) / sz) ** 2 < 1
+    medial = np.where(core, np.inf, np.abs(x) - _GAP_MM)
+    depth = np.minimum(depth, medial)
+    left = x < 0
+    cerebrum = (r < 1) & (rcb >= 1) & (medial >= 0)
+    out = np.where(cerebrum, np.where(left, 2, 41), 0).astype(np.int16)
+
+    thickness = _parcel_thickness(spec)
+    ribbon = cerebrum & (depth < thickness.max())
+    parcel = _nearest_parcel(x[ribbon], y[ribbon], z[ribbon])
+    ribbon_labels = out[ribbon]
+    cortex = depth[ribbon] < thickness[parcel]
+    ids = np.where(left[ribbon], 1000, 2000) + _SURFACE_PARCELS[parcel]
+    ribbon_labels[cortex] = ids[cortex]
+    out[ribbon] = ribbon_labels
+
+    cerebellum = rcb < 1
+    cb_wm = _ellipsoid_q([np.abs(x), y, z], (18, -58, -30), (14, 16, 10), np.eye(3)) < 1
+    out[cerebellum] = np.where(left, np.where(cb_wm, 7, 8), np.where(cb_wm, 46, 47))[cerebellum]
+    labels[box] = out
+
+
+def _paint_blob(labels: np.ndarray, m: np.ndarray, b: np.ndarray, blob: Blob, right: bool, factor: float) -> None:
+    """Paint one (possibly mirrored) ellipsoid, its volume scaled by ``factor``, inside its bounding box."""
+    semi = np.asarray(blob.semi) * factor ** (1 / 3)
+    centre = np.array([-blob.centre[0] if right else blob.centre[0], *blob.centre[1:]])
+    rot = _rotation(-blob.yaw if right else blob.yaw, blob.pitch)
+    reach = semi.max() + blob.bend * semi.max() ** 2 + 1.0
+    box = _box(m, b, centre - reach, centre + reach, labels.shape[0])
+    if box is None:
+        return
+    inside = _ellipsoid_q(_grid(m, b, box), centre, semi, rot, blob.bend) < 1
+    label = _RIGHT[blob.label] if right else blob.label
+    target = labels[box]
+    if blob.within is not None:
+        inside &= np.isin(target, [_RIGHT[w] if right else w for w in blob.within])
+    target[inside] = label
+
+
+def _paint_wmh(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: ImageSpec) -> None:
+    """Small periventricular white-matter hypointensities (77), only where there is white matter."""
+    for *centre, radius in spec.wmh:
+        lo, hi = np.asarray(centre) - radius - 1, np.asarray(centre) + radius + 1
+        box = _box(m, b, lo, hi, labels.shape[0])
+        if box is None:
+            continue
+        inside = _ellipsoid_q(_grid(m, b, box), centre, (radius,) * 3, np.eye(3)) < 1
+        target = labels[box]
+        target[inside & np.isin(target, (2, 41))] = 77
+
+
+def render(spec: ImageSpec, size: int) -> np.ndarray:
+    """The int16 label map of one image on the ``size``³ conformed LIA grid (voxel ``256/size`` mm)."""
+    labels = np.zeros((size, size, size), dtype=np.int16)
+    m, b = _voxel_to_template(spec, size)
+    _paint_cerebrum(labels, m, b, spec)
+    for blob in _BLOBS:
+        for right in (False, True) if blob.paired else (False,):
+            factor = spec.volumes[blob.marker][int(right)] if blob.marker else 1.0
+            _paint_blob(labels, m, b, blob, right, factor)
+    _paint_wmh(labels, m, b, spec)
+    return labels
+
+
+def _voxel_counts(labels: np.ndarray) -> dict[str, int]:
+    """Voxel counts of the AD markers, the truth a model's saliency can be checked against."""
+    counts = np.bincount(labels.ravel().astype(np.intp), minlength=3000)
+    return {
+        "hippocampus_voxels": int(counts[17] + counts[53]),
+        "amygdala_voxels": int(counts[18] + counts[54]),
+        "lateral_ventricle_voxels": int(counts[4] + counts[43]),
+        "inf_lat_vent_voxels": int(counts[5] + counts[44]),
+        "cortex_voxels": int(counts[1000:].sum()),
+        "brain_voxels": int(counts[1:].sum()),
+    }
+
+
+def _write_image(spec: ImageSpec, size: int, out: Path) -> dict[str, int]:
+    """Worker: draw, save as the MGH FastSurfer writes, return the voxel counts for the truth table."""
+    labels = render(spec, size)
+    nib.save(nib.MGHImage(labels, conformed_affine(size)), out / spec.group / f"{spec.image_id}{FILE_SUFFIX}")
+    return _voxel_counts(labels)
+
+
+# --- cohort ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Subject:
+    """Traits that stay fixed across a subject's visits."""
+
+    index: int
+    subject: str
+    group: str
+    sex: str
+    age: int
+    severity: float
+    head_scale: float
+    jitter: dict[str, tuple[float, float]]
+    cortex_mm: float
+    first_scan: date
+    visits: int
+
+
+def _groups(n: int, rng: np.random.Generator) -> list[str]:
+    """Group per subject in the ADNI-1 proportions, exact up to rounding so small cohorts hold every group."""
+    counts = {g: round(n * _GROUP_SHARE[g]) for g in ("CN", "AD")}
+    counts["MCI"] = n - counts["CN"] - counts["AD"]
+    return [str(g) for g in rng.permutation([g for g in GROUPS for _ in range(counts[g])])]
+
+
+def _draw_subject(seed: int, index: int, subject: str, group: str, visits: int) -> _Subject:
+    """A subject's own generator makes the traits independent of cohort size and worker count."""
+    rng = np.random.default_rng([seed, index])
+    sex = "M" if rng.random() < _MALE[group] else "F"
+    mean, sd = _AGE[group]
+    jitter = {}
+    for name, (_, _, spread) in _EFFECTS.items():
+        shared = rng.normal(1.0, spread)
+        jitter[name] = tuple(float(max(0.3, shared * rng.normal(1.0, 0.03))) for _ in range(2))
+    return _Subject(
+        index=index,
+        subject=subject,
+        group=group,
+        sex=sex,
+        age=int(np.clip(round(rng.normal(mean, sd)), 55, 92)),
+        severity=float(rng.beta(*_SEVERITY[group])),
+        head_scale=float(rng.normal(1.03 if sex == "M" else 0.97, 0.03)),
+        jitter=jitter,
+        cortex_mm=float(_CORTEX_MM * rng.normal(1.0, 0.05)),
+        first_scan=date(2005, 9, 1) + timedelta(days=int(rng.integers(0, 820))),
+        visits=visits,
+    )
+
+
+def _volume_factors(severity: float, age: int, jitter: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Disease × age × individual volume factor per structure and side."""
+    decades = (age - 75) / 10
+    factors = {}
+    for name, (per_severity, per_decade, _) in _EFFECTS.items():
+        base = max(0.2, (1 + per_severity * severity) * (1 + per_decade * decades))
+        factors[name] = (base * jitter[name][0], base * jitter[name][1])
+    return factors
+
+
+def _image_spec(subject: _Subject, seed: int, visit: int, image_id: str) -> ImageSpec:
+    """One scan: later visits are a year older and (MCI/AD) more atrophied; every scan has its own pose."""
+    rng = np.random.default_rng([seed, subject.index, visit + 1])
+    lo, hi = _PROGRESSION[subject.group]
+    severity = min(1.0, subject.severity + visit * rng.uniform(lo, hi))
+    age = subject.age + visit
+    decades = (age - 75) / 10
+    wmh = tuple(
+        (float(side * rng.uniform(14, 30)), float(rng.uniform(-35, 20)), float(rng.uniform(8, 28)),
+         float(rng.uniform(1.5, 3.5)))
+        for side in rng.choice((-1, 1), size=rng.poisson(0.5 + max(decades, 0) + 1.5 * severity))
+    )
+    return ImageSpec(
+        image_id=image_id,
+        subject=subject.subject,
+        group=subject.group,
+        sex=subject.sex,
+        age=age,
+        visit="sc" if visit == 0 else f"m{12 * visit:02d}",
+        severity=float(severity),
+        head_scale=subject.head_scale,
+        rotation_deg=tuple(float(a) for a in rng.uniform(-4, 4, 3)),
+        translation_mm=tuple(float(t) for t in rng.uniform(-3, 3, 3)),
+        volumes=_volume_factors(severity, age, subject.jitter),
+        cortex_mm=subject.cortex_mm * (1 - 0.02 * decades),
+        wmh=wmh,
+    )
+
+
+def _us_date(d: date) -> str:
+    """ADNI's M/D/YYYY without leading zeros."""
+    return f"{d.month}/{d.day}/{d.year}"
+
+
+def _plan(subjects: int, seed: int, second_visit_fraction: float) -> tuple[list[ImageSpec], list[dict]]:
+    """Draw the cohort: image specs for the workers and the matching CSV rows."""
+    rng = np.random.default_rng(seed)
+    groups = _groups(subjects, rng)
+    rids = rng.choice(np.arange(1, max(1500, 3 * subjects)), size=subjects, replace=False)
+    sites = rng.integers(2, 142, size=subjects)
+    repeat = set(rng.choice(subjects, size=round(second_visit_fraction * subjects), replace=False).tolist())
+    people = [
+        _draw_subject(seed, k, f"{sites[k]:03d}_S_{rids[k]:04d}", groups[k], 2 if k in repeat else 1)
+        for k in range(subjects)
+    ]
+    scans = [(p, v) for v in range(2) for p in people if v < p.visits]  # baseline ids precede follow-ups
+    numbers = np.sort(rng.choice(np.arange(10_000, 1_000_000), size=len(scans), replace=False))
+    descriptions = rng.choice(len(_DESCRIPTIONS), size=len(scans), p=_DESCRIPTION_P)
+    downloaded = _us_date(date(2023, 1, 1) + timedelta(days=int(rng.integers(0, 700))))
+    specs, rows = [], []
+    for (person, visit), number, description in zip(scans, numbers, descriptions):
+        spec = _image_spec(person, seed, visit, f"I{number}")
+        acquired = person.first_scan + timedelta(days=visit * int(365 + rng.integers(-30, 31)))
+        specs.append(spec)
+        rows.append({
+            "Image Data ID": spec.image_id, "Subject": spec.subject, "Group": spec.group, "Sex": spec.sex,
+            "Age": spec.age, "Visit": spec.visit, "Modality": "MRI", "Description": _DESCRIPTIONS[description],
+            "Type": "Processed", "Acq Date": _us_date(acquired), "Format": "NiFTI", "Downloaded": downloaded,
+        })
+    return specs, rows
+
+
+def _truth_row(spec: ImageSpec, counts: dict[str, int]) -> dict:
+    """The generating parameters of one image next to what ended up in its label map."""
+    return {
+        "image_id": spec.image_id, "subject": spec.subject, "group": spec.group, "sex": spec.sex,
+        "age": spec.age, "visit": spec.visit, "severity": spec.severity, "head_scale": spec.head_scale,
+        **{f"rotation_{a}_deg": r for a, r in zip("xyz", spec.rotation_deg)},
+        **{f"translation_{a}_mm": t for a, t in zip("xyz", spec.translation_mm)},
+        "cortex_mm": spec.cortex_mm, **counts,
+    }
+
+
+def _render_all(specs: list[ImageSpec], size: int, out: Path, workers: int) -> list[dict[str, int]]:
+    """Draw and save every image, in-process for one worker, otherwise across processes (same bytes)."""
+    job = partial(_write_image, size=size, out=out)
+    if workers <= 1:
+        return [job(spec) for spec in specs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(job, specs, chunksize=max(1, len(specs) // (4 * workers))))
+
+
+def generate_cohort(
+    out: str | Path,
+    subjects: int = 200,
+    size: int = 256,
+    seed: int = 0,
+    second_visit_fraction: float = 0.4,
+    bare_ids: bool = False,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """Write a synthetic ADNI download to ``out`` and return its CSV table.
+
+    ``bare_ids`` drops the ``I`` from the CSV's image ids while the files keep it, as some IDA exports do.
+    """
+    if subjects < 1 or size < 8 or not 0 <= second_visit_fraction <= 1:
+        raise ValueError("need subjects >= 1, size >= 8 and 0 <= second_visit_fraction <= 1")
+    out = Path(out)
+    for group in GROUPS:
+        (out / group).mkdir(parents=True, exist_ok=True)
+    specs, rows = _plan(subjects, seed, second_visit_fraction)
+    counts = _render_all(specs, size, out, workers or os.cpu_count() or 1)
+    pd.DataFrame([_truth_row(s, c) for s, c in zip(specs, counts)]).to_csv(
+        out / TRUTH_NAME, index=False, lineterminator="\n"
+    )
+    table = pd.DataFrame(rows, columns=list(CSV_COLUMNS)).sort_values("Subject", kind="stable", ignore_index=True)
+    if bare_ids:
+        table["Image Data ID"] = table["Image Data ID"].str.removeprefix("I")
+    table.to_csv(out / CSV_NAME, index=False, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m adni_lightning synth --out DIR ...``: write a synthetic cohort."""
+    parser = argparse.ArgumentParser(prog="adni_lightning synth", description=generate_cohort.__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the cohort into")
+    parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument("--size", type=int, default=256, help="grid side in voxels (voxel = 256/size mm)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second-visit-fraction", type=float, default=0.4)
+    parser.add_argument("--bare-ids", action="store_true", help="write image ids without the leading I")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    args = parser.parse_args(argv)
+    table = generate_cohort(
+        args.out, args.subjects, args.size, args.seed, args.second_visit_fraction, args.bare_ids, args.workers
+    )
+    groups = ", ".join(f"{g} {n}" for g, n in table["Group"].value_counts().reindex(GROUPS).items())
+    print(f"wrote {len(table)} images of {table['Subject'].nunique()} subjects ({groups}) to {args.out}")

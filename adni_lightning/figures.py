@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from adni_lightning.data.labels import compact_colours  # noqa: E402
+from adni_lightning.data.labels import compact_colours
 
 _COLOURS = torch.from_numpy(compact_colours())
 
@@ -31,11 +28,12 @@ def mid_slices(volume: torch.Tensor, labelmap: bool) -> torch.Tensor:
     return grey.expand(3, -1, -1).contiguous()
 
 
-def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> plt.Figure:
+def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
     """Counts with row-normalised shading: rows are true classes, columns predictions."""
     counts = matrix.detach().cpu().numpy().astype(int)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    fig = Figure(figsize=(3.6, 3.2), dpi=100)  # no pyplot: leaves the user's backend (e.g. inline) alone
+    ax = fig.subplots()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")

@@ -60,10 +60,10 @@ class ADNILightningCLI(LightningCLI):
 
         Lightning would overwrite the first silently and start the second from scratch with only a warning.
         """
-        checkpoint = self.trainer.checkpoint_callback
+        checkpoint = next((c for c in self.trainer.checkpoint_callbacks if c.save_last), None)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return
-        last = Path(checkpoint.dirpath) / "last.ckpt"
+        last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path is None and last.exists():
             raise ResumeError(

@@ -99,10 +99,10 @@ class ADNIClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_bacc_best.reset()  # forget the sanity check's numbers
 
-    def on_train_epoch_start(self) -> None:
-        """Reseed from (global seed, epoch): shuffling, flips and dropout then depend only on the epoch, so a
-        run resumed from an epoch-end checkpoint continues exactly as the uninterrupted run would have."""
-        seed = (int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (self.current_epoch + 1)) % 2**32
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the global generators from (seed, step) so dropout depends only on the step: a run resumed
+        from a checkpoint then continues exactly as the uninterrupted run would have."""
+        seed = (int(os.environ.get("PL_GLOBAL_SEED", "0")) * 1_000_003 + self.global_step) % 2**32
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)

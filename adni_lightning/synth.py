@@ -20,7 +20,7 @@ import csv
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from adni_lightning.data.labels import DKT_PARCELS, LEFT_RIGHT_PAIRS
+from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
 
 CSV_NAME = "ADNI_1p5T_Filtered.csv"
 TRUTH_NAME = "synthetic_truth.csv"
@@ -120,11 +120,10 @@ _INSULA = 35  # lies under the surface, drawn as a blob below
 _SURFACE_PARCELS = np.array(sorted(_PARCELS), dtype=np.int64)
 _ANCHORS = np.array([_PARCELS[p][0] for p in _SURFACE_PARCELS], dtype=np.float32)
 _WEIGHTS = np.array([_PARCELS[p][1] for p in _SURFACE_PARCELS])
-assert set(_PARCELS) | {_INSULA} == set(DKT_PARCELS), "every FastSurfer DKT parcel must be drawn"
 
 
 @dataclass(frozen=True)
-class Blob:
+class _Blob:
     """An ellipsoid (optionally bent) in MNI-like mm; left-hemisphere geometry, mirrored for the right."""
 
     label: int
@@ -140,25 +139,25 @@ class Blob:
 
 #: Painted in this order over cerebrum and cerebellum; later structures win where they overlap, so the
 #: ventricles grow into their neighbours and the hippocampus keeps exactly its own volume.
-_BLOBS: tuple[Blob, ...] = (
-    Blob(1000 + _INSULA, (-37, 2, 4), (2.0, 16, 12), within=(2,)),
-    Blob(16, (0, -28, -40), (10, 12, 24), paired=False),  # brain stem
-    Blob(15, (0, -42, -33), (3, 4, 6), paired=False),  # 4th ventricle
-    Blob(28, (-12, -16, -8), (6, 9, 5)),  # ventral DC
-    Blob(10, (-11, -18, 7), (7, 14, 8)),  # thalamus
-    Blob(11, (-18, 12, 11), (5, 12, 8), pitch=-15),  # caudate
-    Blob(12, (-27, 3, 0), (5, 14, 9)),  # putamen
-    Blob(13, (-19, -2, -1), (3.5, 8, 5.5)),  # pallidum
-    Blob(26, (-10, 10, -8), (4, 5, 4)),  # accumbens
-    Blob(24, (0, 2, -17), (6, 5, 3), paired=False),  # CSF
-    Blob(14, (0, -14, 2), (2, 13, 8), marker="third_ventricle", paired=False),
-    Blob(4, (-9, 14, 12), (5, 13, 9), marker="lateral_ventricle"),  # frontal horn
-    Blob(4, (-12, -10, 18), (5.5, 24, 6), yaw=-15, marker="lateral_ventricle"),  # body
-    Blob(4, (-22, -38, 12), (7, 11, 8), yaw=-20, marker="lateral_ventricle"),  # atrium
-    Blob(31, (-24, -38, 12), (2.5, 5, 2.5), within=(4,)),  # choroid plexus
-    Blob(5, (-34, -18, -7), (2.5, 13, 2.5), pitch=-20, yaw=15, marker="inf_lat_vent"),  # temporal horn
-    Blob(18, (-22, 3, -18), (7, 7.5, 6), marker="amygdala"),
-    Blob(17, (-28, -22, -14), (6.5, 19, 7), pitch=-20, yaw=15, bend=0.01, marker="hippocampus"),
+_BLOBS: tuple[_Blob, ...] = (
+    _Blob(1000 + _INSULA, (-37, 2, 4), (2.0, 16, 12), within=(2,)),
+    _Blob(16, (0, -28, -40), (10, 12, 24), paired=False),  # brain stem
+    _Blob(15, (0, -42, -33), (3, 4, 6), paired=False),  # 4th ventricle
+    _Blob(28, (-12, -16, -8), (6, 9, 5)),  # ventral DC
+    _Blob(10, (-11, -18, 7), (7, 14, 8)),  # thalamus
+    _Blob(11, (-18, 12, 11), (5, 12, 8), pitch=-15),  # caudate
+    _Blob(12, (-27, 3, 0), (5, 14, 9)),  # putamen
+    _Blob(13, (-19, -2, -1), (3.5, 8, 5.5)),  # pallidum
+    _Blob(26, (-10, 10, -8), (4, 5, 4)),  # accumbens
+    _Blob(24, (0, 2, -17), (6, 5, 3), paired=False),  # CSF
+    _Blob(14, (0, -14, 2), (2, 13, 8), marker="third_ventricle", paired=False),
+    _Blob(4, (-9, 14, 12), (5, 13, 9), marker="lateral_ventricle"),  # frontal horn
+    _Blob(4, (-12, -10, 18), (5.5, 24, 6), yaw=-15, marker="lateral_ventricle"),  # body
+    _Blob(4, (-22, -38, 12), (7, 11, 8), yaw=-20, marker="lateral_ventricle"),  # atrium
+    _Blob(31, (-24, -38, 12), (2.5, 5, 2.5), within=(4,)),  # choroid plexus
+    _Blob(5, (-34, -18, -7), (2.5, 13, 2.5), pitch=-20, yaw=15, marker="inf_lat_vent"),  # temporal horn
+    _Blob(18, (-22, 3, -18), (7, 7.5, 6), marker="amygdala"),
+    _Blob(17, (-28, -22, -14), (6.5, 19, 7), pitch=-20, yaw=15, bend=0.01, marker="hippocampus"),
 )
 
 
@@ -178,7 +177,7 @@ class ImageSpec:
     translation_mm: tuple[float, float, float]
     volumes: dict[str, tuple[float, float]]  # marker → (left, right) volume factor
     cortex_mm: float  # thickness before disease thinning
-    wmh: tuple[tuple[float, float, float, float], ...] = field(default=())  # (x, y, z, radius) mm
+    wmh: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, z, radius) mm
 
 
 # --- geometry ----------------------------------------------------------------------------------------------
@@ -286,7 +285,7 @@ def _paint_cerebrum(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: Imag
     labels[box] = out
 
 
-def _paint_blob(labels: np.ndarray, m: np.ndarray, b: np.ndarray, blob: Blob, right: bool, factor: float) -> None:
+def _paint_blob(labels: np.ndarray, m: np.ndarray, b: np.ndarray, blob: _Blob, right: bool, factor: float) -> None:
     """Paint one (possibly mirrored) ellipsoid, its volume scaled by ``factor``, inside its bounding box."""
     semi = np.asarray(blob.semi) * factor ** (1 / 3)
     centre = np.array([-blob.centre[0] if right else blob.centre[0], *blob.centre[1:]])
@@ -397,7 +396,9 @@ def _draw_subject(seed: int, index: int, subject: str, group: str, visits: int) 
     )
 
 
-def _volume_factors(severity: float, age: int, jitter: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+def _volume_factors(
+    severity: float, age: int, jitter: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
     """Disease × age × individual volume factor per structure and side."""
     decades = (age - 75) / 10
     factors = {}
@@ -445,7 +446,7 @@ def _plan(subjects: int, seed: int, second_visit_fraction: float) -> tuple[list[
     """Draw the cohort: image specs for the workers and the matching CSV rows."""
     rng = np.random.default_rng(seed)
     groups = _groups(subjects, rng)
-    rids = rng.choice(np.arange(1, max(1500, 3 * subjects)), size=subjects, replace=False)
+    rids = rng.choice(np.arange(1, min(10_000, max(1500, 3 * subjects))), size=subjects, replace=False)
     sites = rng.integers(2, 142, size=subjects)
     repeat = set(rng.choice(subjects, size=round(second_visit_fraction * subjects), replace=False).tolist())
     people = [
@@ -502,8 +503,8 @@ def generate_cohort(
 
     ``bare_ids`` drops the ``I`` from the CSV's image ids while the files keep it, as some IDA exports do.
     """
-    if subjects < 1 or size < 8 or not 0 <= second_visit_fraction <= 1:
-        raise ValueError("need subjects >= 1, size >= 8 and 0 <= second_visit_fraction <= 1")
+    if not 1 <= subjects < 10_000 or size < 8 or not 0 <= second_visit_fraction <= 1:
+        raise ValueError("need 1 <= subjects < 10000 (4-digit ids), size >= 8 and 0 <= second_visit_fraction <= 1")
     out = Path(out)
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
@@ -521,7 +522,7 @@ def generate_cohort(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m adni_lightning synth --out DIR ...``: write a synthetic cohort."""
-    parser = argparse.ArgumentParser(prog="adni_lightning synth", description=generate_cohort.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="adni_lightning synth", description="Write a synthetic ADNI download.")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the cohort into")
     parser.add_argument("--subjects", type=int, default=200)
     parser.add_argument("--size", type=int, default=256, help="grid side in voxels (voxel = 256/size mm)")

@@ -93,15 +93,18 @@ class VolumeCache:
         Entries that exist and pass :meth:`is_valid` are kept; missing, stale or corrupt ones are built in
         ``num_workers`` processes (0: in this process). Every failure is collected and raised together.
         """
-        entries = {image_id: (self.entry_path(image_id, source), Path(source)) for image_id, source in items}
+        entries, failures = {}, []
+        for image_id, source in items:
+            try:
+                entries[image_id] = (self.entry_path(image_id, source), Path(source))
+            except OSError as err:
+                failures.append(f"image {image_id}: {source}: cannot read ({err.strerror})")
         todo = [(image_id, src, entry) for image_id, (entry, src) in entries.items() if not self.is_valid(entry)]
         if todo:
             log.info("preprocessing %d of %d volumes into %s", len(todo), len(entries), self.root)
-            failures = self._build_missing(todo, num_workers)
-            if failures:
-                raise CacheBuildError(
-                    f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures))
-                )
+            failures += self._build_missing(todo, num_workers)
+        if failures:
+            raise CacheBuildError(f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures)))
         return {image_id: entry for image_id, (entry, _) in entries.items()}
 
     def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from adni_lightning.data.dataset import VolumeDataset
 from adni_lightning.data.labels import DEFAULT_CHANNELS, channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, OnBadRows, build_manifest
 from adni_lightning.data.preprocess import InputKind, Preprocessing, as_size
+from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, load_split, save_split, split_digest, split_subjects
 from adni_lightning.data.tabular import TabularEncoder
 
@@ -172,10 +174,15 @@ class ADNIDataModule(L.LightningDataModule):
     @property
     def train_class_counts(self) -> torch.Tensor:
         """Images per class in the training split (for class-weighted losses)."""
-        targets = torch.as_tensor(self.datasets["train"].rows["target"].to_numpy())
+        targets = torch.tensor(self.datasets["train"].rows["target"].to_numpy())
         return torch.bincount(targets, minlength=self.num_classes)
 
-    def _loader(self, side: str, shuffle: bool = False) -> DataLoader:
+    @property
+    def seed(self) -> int:
+        """The run's seed (LightningCLI's ``seed_everything``), else ``split_seed``."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.hparams.split_seed))
+
+    def _loader(self, side: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         dataset = self.datasets[side]
         if len(dataset) == 0:
             hint = "set data.test_fraction > 0" if side == "test" else f"check the {side} split in {self.split_path}"
@@ -183,14 +190,17 @@ class ADNIDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # Start at the epoch the fit loop is about to run (not 0 on resume): with workers the first batches
+        # are drawn before Lightning's set_epoch.
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        return self._loader("train", EpochShuffleSampler(len(self.datasets["train"]), self.seed, epoch))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -202,13 +212,19 @@ class ADNIDataModule(L.LightningDataModule):
         return self._loader("predict")
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Augment (training only) and expand the compact volume to network channels, on the device."""
+        """Augment (training only) and expand the compact volume to network channels, on the device.
+
+        The compact volume stays in the batch as ``volume`` (no copy) for drawing it in FreeSurfer colours.
+        """
         image = batch["image"]
         training = self.trainer is not None and self.trainer.training
         labelmap = self.hparams.input_kind == "labelmap"
         if training and self.hparams.flip_prob > 0:
             swap = self._swap.to(image.device) if labelmap else None
-            image = random_hemisphere_flip(image, self.hparams.flip_prob, swap)
+            # Seeded by (seed, step), not the global generator, so a resumed run flips the same volumes.
+            generator = torch.Generator(image.device).manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
+            image = random_hemisphere_flip(image, self.hparams.flip_prob, swap, generator)
+        batch["volume"] = image
         if labelmap:
             image = to_channels(image, self._channel_table.to(image.device))
         batch["image"] = image.float()

@@ -62,6 +62,9 @@ class ManifestSpec:
     on_bad_rows: OnBadRows = "error"
     check_files: bool = True
 
+    def __post_init__(self) -> None:
+        self.csv_path, self.data_dir = Path(self.csv_path), Path(self.data_dir)
+
 
 def normalise_image_id(raw: object) -> str | None:
     """``I45108``, ``45108`` and ``45108.0`` (a float column) → ``I45108``; anything else → ``None``."""

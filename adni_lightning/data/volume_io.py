@@ -93,7 +93,9 @@ def read_header(path: str | Path) -> VolumeHeader:
         affine = np.asarray(header.get_best_affine() if hasattr(header, "get_best_affine") else header.get_affine())
     except VolumeError:
         raise
-    except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
+    except EOFError as err:
+        raise VolumeError(path, "truncated: the file ends inside its header") from err
+    except (OSError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
         raise VolumeError(path, f"unreadable header ({type(err).__name__}: {err})") from err
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]

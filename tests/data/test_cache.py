@@ -1,0 +1,102 @@
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from adni_lightning.data.cache import CacheBuildError, VolumeCache
+from adni_lightning.data.labels import KNOWN_LABELS
+from adni_lightning.data.manifest import ManifestSpec, build_manifest
+from adni_lightning.data.preprocess import Preprocessing
+from tests.conftest import write_mgz
+
+PARAMS = Preprocessing("labelmap", (16, 16, 16))
+
+
+def _items(cohort):
+    manifest = build_manifest(ManifestSpec(cohort / "ADNI_1p5T_Filtered.csv", cohort))
+    return list(zip(manifest["image_id"], manifest["path"]))
+
+
+def test_build_writes_compact_entries_and_reuses_them(cohort, tmp_path):
+    cache = VolumeCache(tmp_path / "cache", PARAMS)
+    items = _items(cohort)[:6]
+    entries = cache.build(items)
+    for (image_id, source), entry in zip(items, entries.values()):
+        array = cache.load(entry)
+        assert isinstance(array, np.memmap) and array.dtype == np.uint8 and array.shape == (16, 16, 16)
+        assert set(KNOWN_LABELS[np.unique(array)]) <= set(np.unique(np.asarray(nib.load(source).dataobj)))
+    stamps = {e: e.stat().st_mtime_ns for e in entries.values()}
+    time.sleep(0.01)
+    assert cache.build(items) == entries
+    assert {e: e.stat().st_mtime_ns for e in entries.values()} == stamps  # nothing rebuilt
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "drop_sidecar"])
+def test_a_corrupt_entry_is_rebuilt_not_trusted(cohort, tmp_path, damage):
+    cache = VolumeCache(tmp_path / "cache", PARAMS)
+    items = _items(cohort)[:2]
+    entry = cache.build(items)[items[0][0]]
+    good = np.array(cache.load(entry))
+    blob = bytearray(entry.read_bytes())
+    if damage == "truncate":
+        entry.write_bytes(bytes(blob[: len(blob) - 100]))
+    elif damage == "flip_byte":
+        blob[-50] ^= 0xFF
+        entry.write_bytes(bytes(blob))
+    else:
+        entry.with_suffix(".json").unlink()
+    assert not cache.is_valid(entry)
+    cache.build(items)
+    assert cache.is_valid(entry)
+    np.testing.assert_array_equal(cache.load(entry), good)
+
+
+def test_changed_source_or_parameters_get_new_entries(cohort, tmp_path):
+    items = _items(cohort)[:1]
+    cache = VolumeCache(tmp_path / "cache", PARAMS)
+    first = cache.build(items)[items[0][0]]
+    other = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (12, 12, 12))).build(items)[items[0][0]]
+    assert other != first
+    source = items[0][1]
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert cache.entry_path(*items[0]) != first  # stale: keyed by the source's identity
+
+
+def test_parallel_build_matches_in_process_build(cohort, tmp_path):
+    items = _items(cohort)[:6]
+    serial = VolumeCache(tmp_path / "a", PARAMS).build(items, num_workers=0)
+    parallel = VolumeCache(tmp_path / "b", PARAMS).build(items, num_workers=2)
+    for image_id in serial:
+        np.testing.assert_array_equal(np.load(serial[image_id]), np.load(parallel[image_id]))
+
+
+def test_failures_are_collected_and_name_image_file_and_reason(tmp_path):
+    good = write_mgz(tmp_path / "good.mgz", np.full((8, 8, 8), 17))
+    foreign = write_mgz(tmp_path / "foreign.mgz", np.full((8, 8, 8), 999))
+    with pytest.raises(CacheBuildError) as err:
+        VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (4, 4, 4))).build(
+            [("I1", good), ("I2", foreign), ("I3", tmp_path / "gone.mgz")]
+        )
+    message = str(err.value)
+    assert "2 volume(s)" in message
+    assert "image I2" in message and "foreign.mgz" in message and "999" in message
+    assert "image I3" in message and "gone.mgz" in message
+
+
+def test_real_size_256_fastsurfer_file(tmp_path):
+    """A conformed 256³ int16 LIA label map, the size FastSurfer writes, through header check and cache."""
+    from adni_lightning.synth import generate_cohort
+
+    generate_cohort(tmp_path / "K1data", subjects=1, size=256, seed=0, second_visit_fraction=0.0, workers=1)
+    manifest = build_manifest(ManifestSpec(tmp_path / "K1data" / "ADNI_1p5T_Filtered.csv", tmp_path / "K1data"))
+    [path] = manifest["path"]
+    img = nib.load(path)
+    assert img.shape == (256, 256, 256) and img.get_data_dtype() == np.dtype(">i2")
+    entry = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (96, 96, 96))).build([("I", path)])["I"]
+    cached = np.load(entry)
+    ids = KNOWN_LABELS[np.unique(cached)]
+    assert {17, 53, 4, 43} <= set(ids.tolist())
+    assert set(ids.tolist()) <= set(np.unique(np.asarray(img.dataobj)).tolist())

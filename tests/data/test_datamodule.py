@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adni_lightning.data.datamodule import ADNIDataModule, SyntheticCohort
+from adni_lightning.data.labels import DEFAULT_CHANNELS
+
+
+def _datamodule(cohort, tmp_path, **kwargs) -> ADNIDataModule:
+    defaults = dict(data_dir=str(cohort), image_size=16, batch_size=4, num_workers=0,
+                    split_file=str(tmp_path / "run" / "split.csv"), cache_dir=str(tmp_path / "cache"))
+    return ADNIDataModule(**{**defaults, **kwargs})
+
+
+def test_shapes_are_known_right_after_init(tmp_path):
+    assert ADNIDataModule().num_classes == 3
+    assert ADNIDataModule().num_tabular_features == 3
+    assert ADNIDataModule().in_channels == len(DEFAULT_CHANNELS)
+    assert ADNIDataModule(input_kind="intensity").in_channels == 1
+    assert ADNIDataModule(channels={"hippocampus": [17, 53]}, classes=("CN", "AD")).in_channels == 1
+    assert ADNIDataModule(classes=("CN", "AD")).num_classes == 2
+    with pytest.raises(ValueError, match="9999"):
+        ADNIDataModule(channels={"x": [9999]})
+
+
+def test_prepare_setup_and_batches(cohort, tmp_path):
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert (split.groupby("subject")["split"].nunique() == 1).all()
+    train_subjects = set(dm.datasets["train"].rows["subject"])
+    assert not train_subjects & set(dm.datasets["val"].rows["subject"])
+    train_ages = dm.datasets["train"].rows["age"]
+    assert dm.encoder.age_mean == pytest.approx(train_ages.mean())  # training split only
+    assert dm.encoder.age_mean != pytest.approx(dm.manifest()["age"].mean())
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 16, 16, 16) and batch["image"].dtype == torch.uint8
+    assert batch["tabular"].shape == (4, 3) and batch["tabular"].dtype == torch.float32
+    assert batch["label"].dtype == torch.long and len(batch["image_id"]) == 4
+    out = dm.on_after_batch_transfer(dict(batch), 0)
+    assert out["image"].shape == (4, dm.in_channels, 16, 16, 16) and out["image"].dtype == torch.float32
+    assert out["image"].sum(dim=1).max() <= 1  # one structure per voxel at most
+    assert out["image"].sum() > 0
+    assert dm.train_class_counts.sum() == len(dm.datasets["train"])
+
+
+def test_split_file_is_reused_not_redrawn(cohort, tmp_path):
+    first = _datamodule(cohort, tmp_path, split_seed=1)
+    first.prepare_data()
+    saved = pd.read_csv(tmp_path / "run" / "split.csv")
+    second = _datamodule(cohort, tmp_path, split_seed=2)
+    second.prepare_data()
+    second.setup("validate")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "split.csv"), saved)
+    assert set(second.datasets["val"].rows["image_id"]) == set(saved.loc[saved["split"] == "val", "image_id"])
+
+
+def test_state_dict_carries_training_statistics(cohort, tmp_path):
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    state = dm.state_dict()
+    other = _datamodule(cohort, tmp_path)
+    other.encoder.fit([50.0, 60.0])
+    other.load_state_dict(state)
+    assert other.encoder.state_dict() == dm.encoder.state_dict()
+    with pytest.raises(ValueError, match="classes"):
+        _datamodule(cohort, tmp_path, classes=("CN", "AD")).load_state_dict(state)
+
+
+def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("test")
+    with pytest.raises(ValueError, match="test_fraction"):
+        dm.test_dataloader()
+
+
+def test_synthetic_cohort_is_generated_when_absent(tmp_path):
+    dm = ADNIDataModule(data_dir=str(tmp_path / "synthetic"), image_size=12, num_workers=0,
+                        split_file=str(tmp_path / "split.csv"), synthetic=SyntheticCohort(subjects=9, size=24, seed=1))
+    dm.prepare_data()
+    assert (tmp_path / "synthetic" / "ADNI_1p5T_Filtered.csv").is_file()
+    dm.setup("predict")
+    assert len(dm.datasets["predict"]) == len(dm.manifest())
+
+
+def test_flip_happens_only_in_training(cohort, tmp_path):
+    dm = _datamodule(cohort, tmp_path, flip_prob=1.0)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+
+    class _Trainer:
+        training = True
+        global_step = 0
+
+    plain = dm.on_after_batch_transfer(dict(batch), 0)["image"]
+    dm.trainer = _Trainer()
+    flipped = dm.on_after_batch_transfer(dict(batch), 0)["image"]
+    torch.testing.assert_close(flipped, plain.flip(2))  # default channels merge left and right
+    assert not torch.equal(flipped, plain)

@@ -1,0 +1,59 @@
+"""Test-only callbacks and the argument list of a tiny, fast training run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+#: A 2-stage ResNet of width 4/8 on 16³ inputs: a CPU epoch of the test cohort takes well under a second.
+TINY = [
+    "--data.image_size", "16", "--data.num_workers", "0", "--data.batch_size", "4",
+    "--model.image_encoder.init_args.widths", "[4, 8]", "--model.image_encoder.init_args.blocks", "[1, 1]",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--model.lr_scheduler.init_args.T_max", "4", "--trainer.log_every_n_steps", "1",
+]
+
+
+def tiny_args(subcommand: str, root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """``subcommand`` on the packaged synthetic config, shrunk to the test cohort, run in ``root``."""
+    return [subcommand, "--trainer.default_root_dir", str(root), "--data.data_dir", str(data_dir),
+            "--data.cache_dir", str(root.parent / "cache"), *TINY, *extra]
+
+
+class KillAtStep(Callback):
+    """SIGKILL this process after optimizer step ``step``, as a crash or a pre-empted node would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InjectNaN(Callback):
+    """Put a NaN into the age feature of the second image of batch ``batch_idx``."""
+
+    def __init__(self, batch_idx: int = 1) -> None:
+        self.batch_idx = batch_idx
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.batch_idx:
+            batch["tabular"][1, 0] = torch.nan
+
+
+class RecordConvDtype(Callback):
+    """Remembers the dtype of the first Conv3d's output during training (autocast check)."""
+
+    def __init__(self) -> None:
+        self.dtypes: set[torch.dtype] = set()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        conv = next(m for m in pl_module.modules() if isinstance(m, torch.nn.Conv3d))
+        conv.register_forward_hook(lambda module, inputs, output: self.dtypes.add(output.dtype))

@@ -145,7 +145,7 @@ class ADNIClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_bacc_best(self.val_metrics["bacc"].compute())
-        self.log("hp_metric", self.val_bacc_best.compute(), sync_dist=False)
+        self.log("hp_metric", self.val_bacc_best.compute())
         self._log_confusion(self.val_confusion, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

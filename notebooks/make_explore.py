@@ -62,7 +62,9 @@ CELLS = [
         DATA_DIR = os.environ.get("ADNI_DATA_DIR", "../data/synthetic")
         RUN_DIR = os.environ.get("ADNI_RUN_DIR", "../runs/synthetic")
         CSV_NAME = "ADNI_1p5T_Filtered.csv"  # the IDA export inside DATA_DIR
-        SYNTHETIC_SUBJECTS, SYNTHETIC_SIZE = 40, 64  # cohort generated when DATA_DIR has no CSV
+        # Cohort generated when DATA_DIR has no CSV: configs/synthetic.yaml's, so `fit` trains on what is explored here.
+        SYNTHETIC_SUBJECTS = int(os.environ.get("ADNI_SYNTH_SUBJECTS", 200))
+        SYNTHETIC_SIZE = int(os.environ.get("ADNI_SYNTH_SIZE", 96))
         VAL_FRACTION, SPLIT_SEED = 0.2, 0  # the datamodule's defaults: the split a default run draws
         MAX_VOLUMES = 400  # section 5 reads at most this many label maps (one per subject)
         """,
@@ -95,7 +97,7 @@ CELLS = [
 
 
         def show(fig):
-            \"\"\"Display and close a figure; works whatever backend is active (adni_lightning.figures selects Agg).\"\"\"
+            \"\"\"Display and close a figure, whatever matplotlib backend is active.\"\"\"
             display(fig)
             plt.close(fig)
 
@@ -466,7 +468,12 @@ CELLS = [
 
 
         if not event_dirs(run_dir):
-            print(f"no TensorBoard event files under {run_dir}: training a tiny run there (2 epochs, 32³, CPU workers 0)")
+            # Not into RUN_DIR itself: a later `fit` there would find this run's last.ckpt and refuse to start.
+            demo_dir = run_dir.with_name(f"{run_dir.name}-notebook-demo")
+            print(f"no TensorBoard event files under {run_dir} (run `make train` first); using a tiny run in {demo_dir}")
+            run_dir = demo_dir
+        if not event_dirs(run_dir):
+            print(f"training the tiny run (2 epochs, 32³, CPU workers 0) in {run_dir}")
             from unittest import mock
 
             from adni_lightning.main import main

@@ -64,6 +64,8 @@ def test_notebook_runs_on_a_synthetic_cohort_and_trains_its_own_run(tmp_path, mo
     # The kernel inherits this process's environment at start.
     monkeypatch.setenv("ADNI_DATA_DIR", str(data_dir))
     monkeypatch.setenv("ADNI_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("ADNI_SYNTH_SUBJECTS", "40")
+    monkeypatch.setenv("ADNI_SYNTH_SIZE", "64")
     jupyter_path = [str(_kernelspec(tmp_path / "jupyter")), os.environ.get("JUPYTER_PATH")]
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, jupyter_path)))
     # The package is imported from this checkout (it need not be pip-installed); the kernel runs in tmp_path.
@@ -98,9 +100,10 @@ def test_notebook_runs_on_a_synthetic_cohort_and_trains_its_own_run(tmp_path, mo
 
     curves = _tagged(nb, "curves")
     text = _text(curves)
-    assert "training a tiny run" in text
+    assert "training the tiny run" in text
     for tag in ("train/loss", "val/loss", "train/acc", "val/acc", "val/bacc"):
         assert tag in text
     assert "the same split as section 3" in text
     assert _pngs(curves) == 1
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run-notebook-demo" / "tensorboard").glob("events.out.tfevents.*"))
+    assert not run_dir.exists()  # RUN_DIR stays free for a real `fit`

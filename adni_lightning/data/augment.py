@@ -28,3 +28,18 @@ def random_hemisphere_flip(
     out = image.clone()
     out[chosen] = flipped
     return out
+
+
+def random_shift(image: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each volume of ``(B, C, D, H, W)`` by up to ``max_shift`` voxels per axis, filling with 0.
+
+    0 is background both as a compact label index and as a normalised intensity, so nothing new is invented.
+    """
+    if max_shift <= 0:
+        return image
+    depth, height, width = image.shape[2:]
+    padded = torch.nn.functional.pad(image, [max_shift] * 6)
+    offsets = torch.randint(0, 2 * max_shift + 1, (image.shape[0], 3), generator=generator, device=image.device)
+    return torch.stack([
+        padded[b, :, d:d + depth, h:h + height, w:w + width] for b, (d, h, w) in enumerate(offsets.tolist())
+    ])

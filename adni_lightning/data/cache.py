@@ -39,12 +39,12 @@ def _source_identity(path: Path) -> dict[str, object]:
 
 
 def _atomic_write(target: Path, write) -> None:
+    """Write to a temporary name, then rename. No fsync: an entry torn by a power cut fails its CRC check
+    and is rebuilt, which is cheaper than syncing every entry."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,26 +13,25 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from adni_lightning.data.augment import random_hemisphere_flip, to_channels
+from adni_lightning.data.augment import random_hemisphere_flip, random_shift, to_channels
 from adni_lightning.data.cache import VolumeCache
-from adni_lightning.data.dataset import VolumeDataset
+from adni_lightning.data.dataset import VolumeDataset, collate_volumes
 from adni_lightning.data.labels import DEFAULT_CHANNELS, channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, OnBadRows, build_manifest
-from adni_lightning.data.preprocess import InputKind, Preprocessing, as_size
+from adni_lightning.data.preprocess import InputKind, Normalisation, Preprocessing, as_size
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, load_split, save_split, split_digest, split_subjects
 from adni_lightning.data.tabular import TabularEncoder
+from adni_lightning.synth import CSV_NAME, generate_cohort
 
 log = logging.getLogger(__name__)
-
-CSV_NAME = "ADNI_1p5T_Filtered.csv"
 
 
 @dataclass
 class SyntheticCohort:
     """Parameters of the synthetic cohort generated into ``data_dir`` when its CSV does not exist yet."""
 
-    subjects: int = 120
+    subjects: int = 200
     size: int = 96
     seed: int = 0
     second_visit_fraction: float = 0.4
@@ -52,10 +51,12 @@ class ADNIDataModule(L.LightningDataModule):
         channels: label maps only: channel name → FreeSurfer ids one-hot encoded in that channel.
         image_size: cached/network size, an int or (D, H, W) in RAS order.
         crop: crop to the brain's bounding box (+ ``margin_mm``) before resizing.
+        normalise: intensity only: ``robust`` (head percentiles → [0, 1]) or ``zscore`` (the seed's, whole volume).
         val_fraction, test_fraction, split_seed, n_folds, fold: the subject-level split (see ``split_subjects``).
         split_file: where the split is saved and reused (default ``<trainer.default_root_dir>/split.csv``).
         cache_dir: preprocessed volumes (default ``data_dir/.cache``).
         flip_prob: probability of a hemisphere flip (with left/right label swap) of a training volume.
+        max_shift: largest random translation of a training volume, in voxels per axis.
         predict_split: which images ``predict`` scores.
         on_bad_rows: ``error`` stops with a report of every bad CSV row; ``skip`` drops exactly those, logged.
         synthetic: generate a synthetic cohort in ``data_dir`` if its CSV is absent.
@@ -73,6 +74,7 @@ class ADNIDataModule(L.LightningDataModule):
         image_size: int | tuple[int, int, int] = 64,
         crop: bool = True,
         margin_mm: float = 4.0,
+        normalise: Normalisation = "robust",
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         split_seed: int = 0,
@@ -83,6 +85,7 @@ class ADNIDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 2,
         flip_prob: float = 0.5,
+        max_shift: int = 0,
         predict_split: Literal["all", "train", "val", "test"] = "all",
         on_bad_rows: OnBadRows = "error",
         synthetic: SyntheticCohort | None = None,
@@ -91,7 +94,7 @@ class ADNIDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.classes = list(classes)
         self.channels = {k: tuple(v) for k, v in (channels or DEFAULT_CHANNELS).items()}
-        self.preprocessing = Preprocessing(input_kind, as_size(image_size), crop, margin_mm)
+        self.preprocessing = Preprocessing(input_kind, as_size(image_size), crop, margin_mm, normalise)
         self.data_dir = Path(data_dir)
         self.cache = VolumeCache(Path(cache_dir) if cache_dir else self.data_dir / ".cache", self.preprocessing)
         self.encoder = TabularEncoder()
@@ -134,8 +137,6 @@ class ADNIDataModule(L.LightningDataModule):
         """Generate the synthetic cohort if configured, validate the CSV, fix the split, fill the cache."""
         spec = self.manifest_spec
         if self.hparams.synthetic is not None and not spec.csv_path.exists():
-            from adni_lightning.synth import generate_cohort
-
             log.info("generating a synthetic cohort in %s", self.data_dir)
             generate_cohort(self.data_dir, workers=max(1, self.hparams.num_workers), **asdict(self._synthetic()))
         manifest = self.manifest()
@@ -191,6 +192,7 @@ class ADNIDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=sampler,
+            collate_fn=collate_volumes,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -219,11 +221,12 @@ class ADNIDataModule(L.LightningDataModule):
         image = batch["image"]
         training = self.trainer is not None and self.trainer.training
         labelmap = self.hparams.input_kind == "labelmap"
-        if training and self.hparams.flip_prob > 0:
-            swap = self._swap.to(image.device) if labelmap else None
-            # Seeded by (seed, step), not the global generator, so a resumed run flips the same volumes.
+        if training:
+            # Seeded by (seed, step), not the global generator, so a resumed run augments the same way.
             generator = torch.Generator(image.device).manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
+            swap = self._swap.to(image.device) if labelmap else None
             image = random_hemisphere_flip(image, self.hparams.flip_prob, swap, generator)
+            image = random_shift(image, self.hparams.max_shift, generator)
         batch["volume"] = image
         if labelmap:
             image = to_channels(image, self._channel_table.to(image.device))

@@ -20,6 +20,7 @@ from adni_lightning.data.labels import compact_lookup
 from adni_lightning.data.volume_io import to_canonical
 
 InputKind = Literal["labelmap", "intensity"]
+Normalisation = Literal["robust", "zscore"]
 
 _TO_COMPACT = compact_lookup()
 
@@ -44,6 +45,7 @@ class Preprocessing:
     image_size: tuple[int, int, int] = (128, 128, 128)
     crop: bool = True
     margin_mm: float = 4.0
+    normalise: Normalisation = "robust"
 
     @property
     def dtype(self) -> np.dtype:
@@ -70,7 +72,8 @@ def to_compact(data: np.ndarray) -> np.ndarray:
 
 def _foreground(data: np.ndarray, input_kind: InputKind) -> np.ndarray:
     if input_kind == "labelmap":
-        return data > 0
+        # Zero is zero in either byte order: compare the stored bytes without swapping them.
+        return data.view(data.dtype.newbyteorder("=")) != 0
     positive = data[data > 0]
     if positive.size == 0:
         return np.zeros(data.shape, dtype=bool)
@@ -106,9 +109,16 @@ def _nearest_indices(start: float, extent: float, n_out: int, n_in: int) -> tupl
 
 
 def resample_nearest(data: np.ndarray, start: np.ndarray, extent: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
-    """Nearest-neighbour resampling of the box: every output value is a value of the input (or 0 outside)."""
+    """Nearest-neighbour resampling of the box: every output value is a value of the input (or 0 outside).
+
+    Gathers one axis at a time, the one with the largest memory stride first, so a strided view of the file's
+    buffer (see ``to_canonical``) is read in few passes; the result is small, contiguous and native-endian.
+    """
     axes = [_nearest_indices(start[a], extent[a], size[a], data.shape[a]) for a in range(3)]
-    out = data[np.ix_(axes[0][0], axes[1][0], axes[2][0])]
+    out = data
+    for axis in sorted(range(3), key=lambda a: -abs(data.strides[a])):
+        out = np.take(out, axes[axis][0], axis=axis)
+    out = np.ascontiguousarray(out, dtype=out.dtype.newbyteorder("="))
     outside = ~(axes[0][1][:, None, None] & axes[1][1][None, :, None] & axes[2][1][None, None, :])
     out[outside] = 0
     return out
@@ -135,6 +145,11 @@ def robust_normalise(data: np.ndarray) -> np.ndarray:
     return np.where(mask, scaled, 0.0).astype(np.float32)
 
 
+def zscore(data: np.ndarray) -> np.ndarray:
+    """The seed's normalisation: the whole volume's mean and std, background included (kept for comparison)."""
+    return ((data - data.mean()) / max(float(data.std()), 1e-6)).astype(np.float32)
+
+
 def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> np.ndarray:
     """Decoded volume + affine → cached array of shape ``params.image_size`` and dtype ``params.dtype``."""
     canonical, zooms = to_canonical(data, affine)
@@ -145,4 +160,6 @@ def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> n
     if params.input_kind == "labelmap":
         # Ids are checked and compacted after resampling: 8-60x fewer voxels than the conformed grid.
         return to_compact(resample_nearest(canonical, start, extent, params.image_size))
-    return robust_normalise(resample_linear(canonical, start, extent, params.image_size)).astype(np.float16)
+    resampled = resample_linear(canonical, start, extent, params.image_size)
+    normalise = robust_normalise if params.normalise == "robust" else zscore
+    return normalise(resampled).astype(np.float16)

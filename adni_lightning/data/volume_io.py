@@ -9,6 +9,7 @@ decompressed once and handed to nibabel as bytes.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.freesurfer.mghformat import MGHHeader, MGHImage
+from nibabel.freesurfer.mghformat import MGHHeader
 
 #: Suffixes this module can read, longest first so ``.nii.gz`` wins over ``.gz``.
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
@@ -106,30 +107,40 @@ def read_header(path: str | Path) -> VolumeHeader:
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the voxels in their stored integer or float type (native byte order) and the voxel→RAS affine."""
+    """The voxels as stored (dtype and byte order of the file, possibly a read-only view) and the voxel→RAS affine.
+
+    For ``.mgz`` the file is decompressed once and the voxels are a view of that buffer: no copy of the
+    256³ grid is made before :func:`~adni_lightning.data.preprocess.preprocess` picks the voxels it keeps.
+    Callers that hand the array to torch must convert it to native byte order first.
+    """
     path = Path(path)
     suffix = _suffix(path)
     try:
         if suffix == ".mgz":
-            img = MGHImage.from_bytes(gzip.decompress(path.read_bytes()))
+            buffer = gzip.decompress(path.read_bytes())
+            header = MGHHeader.from_fileobj(io.BytesIO(buffer))
+            shape = tuple(int(n) for n in header.get_data_shape())
+            count = int(np.prod(shape))
+            data = np.frombuffer(buffer, header.get_data_dtype(), count, header.get_data_offset()).reshape(shape, order="F")
+            affine = header.get_affine()
         else:
             img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-        data = data.astype(data.dtype.newbyteorder("="), copy=False)
+            data, affine = np.asanyarray(img.dataobj), img.affine
     except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
         raise VolumeError(path, f"cannot decode voxels ({type(err).__name__}: {err})") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise VolumeError(path, f"expected a 3D volume, got shape {data.shape}")
-    return data, np.asarray(img.affine, dtype=np.float64)
+    return data, np.asarray(affine, dtype=np.float64)
 
 
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Permute/flip axes (no resampling) so axis 0 → Right, 1 → Anterior, 2 → Superior, as RAS+.
 
     FastSurfer writes LIA, most NIfTI files LPS/RAS: after this, the same brain gives the same array whatever
-    the file format, and axis 0 is always the left–right axis. Returns the voxel sizes in the new axis order.
+    the file format, and axis 0 is always the left–right axis. Returns a view (nothing is copied) and the voxel
+    sizes in the new axis order.
     """
     ornt = nib.orientations.io_orientation(affine)
     transform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
@@ -138,4 +149,4 @@ def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tupl
     order = transform[:, 0].astype(int)
     new_zooms = np.empty(3)
     new_zooms[order] = zooms
-    return np.ascontiguousarray(canonical), (float(new_zooms[0]), float(new_zooms[1]), float(new_zooms[2]))
+    return canonical, (float(new_zooms[0]), float(new_zooms[1]), float(new_zooms[2]))

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from adni_lightning.data.augment import random_hemisphere_flip, to_channels
+from adni_lightning.data.augment import random_hemisphere_flip, random_shift, to_channels
 from adni_lightning.data.labels import channel_lookup, compact_lookup, hemisphere_swap
 
 C = compact_lookup()
@@ -50,3 +50,17 @@ def test_to_channels_one_hot():
     assert channels.shape == (2, 2, 8, 6, 6) and channels.dtype == torch.float32
     assert channels[0, 0, 1, 2, 3] == 1 and channels[0, 0].sum() == 1
     assert channels[0, 1, 2, 4, 1] == 1 and channels[0, 1].sum() == 1
+
+
+def test_random_shift_translates_and_pads_with_background():
+    batch = _asymmetric_batch()
+    assert torch.equal(random_shift(batch, 0), batch)
+    shifted = random_shift(batch, 2, torch.Generator().manual_seed(1))
+    assert shifted.shape == batch.shape and shifted.dtype == batch.dtype
+    for original, moved in zip(batch, shifted):
+        kept = moved[moved > 0]
+        assert set(kept.tolist()) <= set(original[original > 0].tolist())  # only existing labels, maybe cut
+        offsets = torch.nonzero(moved[0] == C[17]) - torch.nonzero(original[0] == C[17])
+        assert offsets.numel() == 0 or offsets.abs().max() <= 2
+    many = random_shift(batch.repeat(30, 1, 1, 1, 1), 2, torch.Generator().manual_seed(0))
+    assert len({tuple(torch.nonzero(v[0] == C[54])[0].tolist()) for v in many if (v[0] == C[54]).any()}) > 3

@@ -102,3 +102,19 @@ def test_flip_happens_only_in_training(cohort, tmp_path):
     flipped = dm.on_after_batch_transfer(dict(batch), 0)["image"]
     torch.testing.assert_close(flipped, plain.flip(2))  # default channels merge left and right
     assert not torch.equal(flipped, plain)
+
+
+def test_collate_matches_torch_default_collate(cohort, tmp_path):
+    from torch.utils.data import default_collate
+
+    from adni_lightning.data.dataset import collate_volumes
+
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    items = [dm.datasets["train"][i] for i in range(3)]
+    ours, reference = collate_volumes(items), default_collate(items)
+    assert set(ours) == set(reference)
+    for key in ("image", "tabular", "label"):
+        assert torch.equal(ours[key], reference[key]) and ours[key].dtype == reference[key].dtype
+    assert ours["image_id"] == reference["image_id"] and ours["group"] == reference["group"]

@@ -27,6 +27,16 @@ def test_nearest_resampling_only_produces_input_ids(size):
     assert set(np.unique(out)) <= set(np.unique(data))
 
 
+def test_nearest_resampling_of_a_big_endian_strided_view_is_native_and_exact():
+    data = _random_labels((20, 22, 24), seed=3)
+    view = data.astype(">i2")[::-1].transpose(2, 0, 1)  # as to_canonical returns a flipped, permuted file buffer
+    out = resample_nearest(view, np.zeros(3), np.asarray(view.shape, float), (12, 10, 11))
+    assert out.dtype == np.int16 and out.dtype.isnative and out.flags.c_contiguous and out.shape == (12, 10, 11)
+    expected = resample_nearest(np.ascontiguousarray(view, dtype=np.int16), np.zeros(3), np.asarray(view.shape, float), (12, 10, 11))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out, view[1::2, 1::2, 1::2])
+
+
 def test_nearest_resampling_by_two_picks_voxels_not_averages():
     data = _random_labels((8, 8, 8))
     out = resample_nearest(data, np.zeros(3), np.full(3, 8.0), (4, 4, 4))
@@ -90,5 +100,16 @@ def test_as_size():
 def test_preprocessing_key_changes_with_every_parameter():
     base = Preprocessing()
     keys = {base.key(), Preprocessing(image_size=(64, 64, 64)).key(), Preprocessing(crop=False).key(),
-            Preprocessing(margin_mm=1.0).key(), Preprocessing(input_kind="intensity").key()}
-    assert len(keys) == 5
+            Preprocessing(margin_mm=1.0).key(), Preprocessing(input_kind="intensity").key(),
+            Preprocessing(input_kind="intensity", normalise="zscore").key()}
+    assert len(keys) == 6
+
+
+def test_seed_path_zscore_of_a_label_map_reproduces_the_blog():
+    data = np.zeros((32, 32, 32), np.int16)
+    data[8:24, 8:24, 8:24] = 17
+    data[12:20, 12:20, 12:20] = 2035
+    out = preprocess(data, np.eye(4), Preprocessing("intensity", (10, 10, 10), crop=False, normalise="zscore"))
+    values = out.astype(np.float32)
+    assert abs(values.mean()) < 1e-2 and abs(values.std() - 1) < 1e-2
+    assert len(np.unique(values)) > 3  # trilinear on ids: values between 0, 17 and 2035 appear

@@ -1,0 +1,36 @@
+# adni_lightning — common tasks. `make install test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/synthetic.yaml
+
+.PHONY: install test test-all train tensorboard bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# CPU torch first: an unpinned torch would pull a multi-GB CUDA build. On a GPU machine install the
+# CUDA build of torch yourself before `make install`.
+install: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+test:
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all:
+	$(BIN)/python -m pytest -q
+
+train:
+	$(BIN)/python -m adni_lightning fit --config $(CONFIG)
+
+tensorboard:
+	$(BIN)/tensorboard --logdir runs
+
+bench:
+	$(BIN)/python benchmarks/data_path.py
+
+clean:
+	rm -rf runs data/synthetic/.cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/synthetic.yaml
 
-.PHONY: install test test-all train tensorboard bench clean
+.PHONY: install test test-slow train tensorboard bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ install: $(BIN)/python
 test:
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all:
-	$(BIN)/python -m pytest -q
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
 
 train:
 	$(BIN)/python -m adni_lightning fit --config $(CONFIG)

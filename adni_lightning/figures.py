@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from adni_lightning.data.labels import compact_colours
 
 _COLOURS = torch.from_numpy(compact_colours())
+_MIN_HEIGHT = 160
 
 
 def mid_slices(volume: torch.Tensor, labelmap: bool) -> torch.Tensor:
@@ -22,6 +23,8 @@ def mid_slices(volume: torch.Tensor, labelmap: bool) -> torch.Tensor:
     height = max(p.shape[0] for p in planes)
     padded = [torch.nn.functional.pad(p, (0, 0, 0, height - p.shape[0])) for p in planes]
     strip = torch.cat(padded, dim=1).cpu()
+    scale = max(1, _MIN_HEIGHT // height)  # nearest-neighbour enlargement: small grids stay readable
+    strip = strip.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)
     if labelmap:
         return _COLOURS[strip.long()].permute(2, 0, 1).contiguous()
     grey = (strip.float().clamp(0, 1) * 255).to(torch.uint8)

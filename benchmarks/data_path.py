@@ -252,7 +252,7 @@ def channel_rates(entries: list[Path], batch_size: int, min_seconds: float) -> l
 #: of the package's own functions.
 STAGES = (
     ("bookkeeping", "VolumeCache.entry_path (stat + sha1) + is_valid miss"),
-    ("read_volume", "read .mgz bytes + gzip.decompress + MGH header; voxels a view, stored byte order"),
+    ("read_volume", "read .mgz bytes + inflate (ISA-L) + MGH header; voxels a view, stored byte order"),
     ("canonical_crop", "to_canonical (view) + foreground mask (_foreground) + crop_box"),
     ("resample", "resample_nearest: gather the kept voxels -> small native array"),
     ("to_compact", "FreeSurfer ids -> uint8 compact index + check"),

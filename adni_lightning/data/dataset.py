@@ -44,8 +44,8 @@ class VolumeDataset(Dataset):
 def collate_volumes(items: list[dict[str, object]]) -> dict[str, object]:
     """Stack items into a batch with numpy, then wrap as tensors.
 
-    ``default_collate`` stacks with ``torch.stack``, whose thread pool costs more than the copy for small
-    uint8 volumes (measured 30 ms vs 0.8 ms for 4 × 64³ under load; see benchmarks/README.md).
+    ``default_collate`` stacks with ``torch.stack``, whose intra-op thread pool costs more than the copy itself
+    for small uint8 volumes on a machine with few cores.
     """
     batch: dict[str, object] = {
         "image": torch.from_numpy(np.stack([item["image"] for item in items])),

@@ -61,13 +61,20 @@ def to_compact(data: np.ndarray) -> np.ndarray:
         if not np.array_equal(data, np.round(data)):
             raise UnknownLabelError("voxel values are not integers: this is an intensity image, not a label map")
         data = data.astype(np.int64)
-    outside = (data < 0) | (data >= len(_TO_COMPACT))
-    compact = _TO_COMPACT[np.where(outside, 0, data)]
-    foreign = outside | (compact < 0)
-    if foreign.any():
-        shown = ", ".join(str(int(i)) for i in np.unique(data[foreign])[:10])
-        raise UnknownLabelError(f"label ids not in the FreeSurfer aseg/DKT table: {shown}")
+    if data.size and (data.min() < 0 or data.max() >= len(_TO_COMPACT)):
+        raise _unknown_labels(data)
+    compact = _TO_COMPACT[data]
+    if (compact < 0).any():
+        raise _unknown_labels(data)
     return compact.astype(np.uint8)
+
+
+def _unknown_labels(data: np.ndarray) -> UnknownLabelError:
+    ids = np.unique(data)
+    known = (ids >= 0) & (ids < len(_TO_COMPACT))
+    known[known] = _TO_COMPACT[ids[known]] >= 0
+    shown = ", ".join(str(int(i)) for i in ids[~known][:10])
+    return UnknownLabelError(f"label ids not in the FreeSurfer aseg/DKT table: {shown}")
 
 
 def _foreground(data: np.ndarray, input_kind: InputKind) -> np.ndarray:
@@ -115,9 +122,11 @@ def resample_nearest(data: np.ndarray, start: np.ndarray, extent: np.ndarray, si
     buffer (see ``to_canonical``) is read in few passes; the result is small, contiguous and native-endian.
     """
     axes = [_nearest_indices(start[a], extent[a], size[a], data.shape[a]) for a in range(3)]
-    out = data
-    for axis in sorted(range(3), key=lambda a: -abs(data.strides[a])):
-        out = np.take(out, axes[axis][0], axis=axis)
+    memory_order = sorted(range(3), key=lambda a: -abs(data.strides[a]))
+    out = data.transpose(memory_order)  # view whose axes run in memory order: whole planes, then rows
+    for position, axis in enumerate(memory_order):
+        out = np.take(out, axes[axis][0], axis=position)
+    out = out.transpose(np.argsort(memory_order))
     out = np.ascontiguousarray(out, dtype=out.dtype.newbyteorder("="))
     outside = ~(axes[0][1][:, None, None] & axes[1][1][None, :, None] & axes[2][1][None, None, :])
     out[outside] = 0

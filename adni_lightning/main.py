@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.module import ADNIClassifier
@@ -28,7 +28,7 @@ class ResumeError(RuntimeError):
 class ADNILightningCLI(LightningCLI):
     """LightningCLI with the DataModule's shapes linked into the model and resume made explicit."""
 
-    def add_arguments_to_parser(self, parser) -> None:
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in (
             ("data.num_classes", "model.num_classes"),
             ("data.num_tabular_features", "model.num_tabular_features"),

@@ -170,3 +170,17 @@ def test_ddp_two_processes_sync_metrics_over_the_whole_validation_set(cohort, tm
                                "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"))
     for name in ("val/acc", "val/bacc", "val/f1", "val/auroc", "val/loss"):
         assert float(validated.trainer.callback_metrics[name]) == pytest.approx(float(single[name]), abs=1e-5), name
+
+
+def test_predict_on_a_new_cohort_uses_the_checkpoints_age_statistics(cohort, tmp_path):
+    from adni_lightning.synth import generate_cohort
+
+    run = tmp_path / "run"
+    trained = main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1"))
+    new = generate_cohort(tmp_path / "new", subjects=5, size=32, seed=11, workers=1)
+    predicted = main(tiny_args("predict", tmp_path / "scoring", tmp_path / "new",
+                               "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
+    assert predicted.datamodule.encoder.state_dict() == trained.datamodule.encoder.state_dict()
+    rows = pd.read_csv(tmp_path / "scoring" / "predictions.csv")
+    assert sorted(rows["image_id"]) == sorted("I" + new["Image Data ID"].str.lstrip("I"))
+    assert not (tmp_path / "scoring" / "split.csv").exists()  # no split is drawn to score a cohort

@@ -140,6 +140,9 @@ class ADNIDataModule(L.LightningDataModule):
             log.info("generating a synthetic cohort in %s", self.data_dir)
             generate_cohort(self.data_dir, workers=max(1, self.hparams.num_workers), **asdict(self._synthetic()))
         manifest = self.manifest()
+        if self._predicting_everything:
+            self.cache.build(zip(manifest["image_id"], manifest["path"]), num_workers=self.hparams.num_workers)
+            return
         if not self.split_path.exists():
             hp = self.hparams
             split = split_subjects(manifest, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.n_folds, hp.fold)
@@ -152,13 +155,23 @@ class ADNIDataModule(L.LightningDataModule):
         synthetic = self.hparams.synthetic
         return synthetic if isinstance(synthetic, SyntheticCohort) else SyntheticCohort(**synthetic)
 
+    @property
+    def _predicting_everything(self) -> bool:
+        """``predict`` over a whole CSV needs no split: it may be a new cohort, scored with a checkpoint's
+        age statistics (restored into the encoder after ``setup``)."""
+        predicting = self.trainer is not None and self.trainer.state.fn == "predict"
+        return predicting and self.hparams.predict_split == "all"
+
     def setup(self, stage: str) -> None:
         manifest = self.manifest()
-        self.split = load_split(self.split_path, manifest)
         entries = {i: self.cache.entry_path(i, p) for i, p in zip(manifest["image_id"], manifest["path"])}
         missing = [i for i, e in entries.items() if not e.exists()]
         if missing:
             raise RuntimeError(f"{len(missing)} volume(s) are not cached (e.g. {missing[0]}): run prepare_data first")
+        if self._predicting_everything:
+            self.datasets = {"predict": VolumeDataset(manifest, entries, self.encoder)}
+            return
+        self.split = load_split(self.split_path, manifest)
         rows = manifest.merge(self.split[["image_id", "split"]], on="image_id", validate="one_to_one")
         if self.encoder.age_mean is None:
             self.encoder.fit(rows.loc[rows["split"] == "train", "age"])

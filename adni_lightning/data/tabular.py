@@ -35,7 +35,10 @@ class TabularEncoder:
 
     def encode(self, age: float, sex: str) -> np.ndarray:
         if self.age_mean is None or self.age_std is None:
-            raise RuntimeError("TabularEncoder used before fit() or load_state_dict()")
+            raise RuntimeError(
+                "age statistics are unknown: fit on a training split first, or predict with --ckpt_path "
+                "(the checkpoint holds the training split's statistics)"
+            )
         return np.array([(age - self.age_mean) / self.age_std, sex == "F", sex == "M"], dtype=np.float32)
 
     def state_dict(self) -> dict[str, float | None]:

@@ -12,7 +12,7 @@ def test_age_is_standardised_with_training_statistics_and_sex_is_one_hot():
 
 
 def test_state_round_trip_and_use_before_fit():
-    with pytest.raises(RuntimeError, match="before fit"):
+    with pytest.raises(RuntimeError, match="age statistics are unknown"):
         TabularEncoder().encode(70.0, "M")
     fitted = TabularEncoder().fit([60.0, 70.0, 95.0])
     restored = TabularEncoder()

@@ -83,10 +83,6 @@ class VolumeCache:
         meta = json.dumps({"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}).encode()
         _atomic_write(entry.with_suffix(".json"), lambda f: f.write(meta))
 
-    def load(self, entry: Path) -> np.ndarray:
-        """Memory-mapped, read-only view of a built entry."""
-        return np.load(entry, mmap_mode="r")
-
     def build(self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0) -> dict[str, Path]:
         """Make sure every ``(image_id, source)`` has a valid entry; return image_id → entry path.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from torchmetrics.classification import (
 
 from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
+from adni_lightning.seeding import derived_seed, run_seed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,7 +102,7 @@ class ADNIClassifier(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed the global generators from (seed, step) so dropout depends only on the step: a run resumed
         from a checkpoint then continues exactly as the uninterrupted run would have."""
-        seed = (int(os.environ.get("PL_GLOBAL_SEED", "0")) * 1_000_003 + self.global_step) % 2**32
+        seed = derived_seed(run_seed(), self.global_step)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)

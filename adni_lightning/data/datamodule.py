@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from adni_lightning.data.preprocess import InputKind, Normalisation, Preprocessi
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, load_split, save_split, split_digest, split_subjects
 from adni_lightning.data.tabular import TabularEncoder
+from adni_lightning.seeding import derived_seed, run_seed
 from adni_lightning.synth import CSV_NAME, generate_cohort
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ADNIDataModule(L.LightningDataModule):
     @property
     def seed(self) -> int:
         """The run's seed (LightningCLI's ``seed_everything``), else ``split_seed``."""
-        return int(os.environ.get("PL_GLOBAL_SEED", self.hparams.split_seed))
+        return run_seed(default=self.hparams.split_seed)
 
     def _loader(self, side: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         dataset = self.datasets[side]
@@ -236,7 +236,7 @@ class ADNIDataModule(L.LightningDataModule):
         labelmap = self.hparams.input_kind == "labelmap"
         if training:
             # Seeded by (seed, step), not the global generator, so a resumed run augments the same way.
-            generator = torch.Generator(image.device).manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
+            generator = torch.Generator(image.device).manual_seed(derived_seed(self.seed, self.trainer.global_step))
             swap = self._swap.to(image.device) if labelmap else None
             image = random_hemisphere_flip(image, self.hparams.flip_prob, swap, generator)
             image = random_shift(image, self.hparams.max_shift, generator)

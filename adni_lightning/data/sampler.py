@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from adni_lightning.seeding import derived_seed
+
 
 class EpochShuffleSampler(Sampler[int]):
     """A fresh permutation each epoch, drawn from its own generator seeded with ``(seed, epoch)``.
@@ -28,5 +30,5 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.length, generator=generator).tolist())

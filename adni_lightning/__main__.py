@@ -1,10 +1,5 @@
-"""``python -m adni_lightning synth ...`` makes a synthetic cohort; anything else goes to the LightningCLI."""
+"""``python -m adni_lightning COMMAND ...`` (see :mod:`adni_lightning.main`)."""
 
-import sys
+from adni_lightning.main import main
 
-from adni_lightning import main, synth
-
-if len(sys.argv) > 1 and sys.argv[1] == "synth":
-    synth.main(sys.argv[2:])
-else:
-    main.main()
+main()

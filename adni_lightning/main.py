@@ -1,24 +1,47 @@
-"""``python -m adni_lightning fit|validate|test|predict --config FILE`` (LightningCLI).
+"""``python -m adni_lightning COMMAND``: Lightning's fit/validate/test/predict, and the project's own commands.
 
-Without ``--config`` the packaged ``synthetic.yaml`` is used: a synthetic cohort is generated on first use
-and trained on the CPU in a few minutes.
+``fit|validate|test|predict --config FILE`` go to a thin LightningCLI; without ``--config`` the packaged
+``synthetic.yaml`` is used (a synthetic cohort generated on first use, trained on the CPU in minutes). The
+other commands (:data:`~adni_lightning.commands.COMMANDS`) each live in a small module of
+:mod:`adni_lightning.commands`.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from adni_lightning import commands
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.module import ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter
 
+PROG = "python -m adni_lightning"
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "synthetic.yaml"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (resume with --ckpt_path last)",
+    "validate": "score a checkpoint on the validation split",
+    "test": "score a checkpoint on the test split",
+    "predict": "write predictions.csv for a checkpoint",
+}
+
+#: The two checkpoints of every run, declared once: the best by validation balanced accuracy, and the last
+#: epoch for --ckpt_path last (a monitored checkpoint refreshes last.ckpt only in epochs that improved).
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/bacc",
+    "checkpoint.mode": "max",
+    "checkpoint.filename": "best-epoch{epoch:03d}-bacc{val/bacc:.3f}",
+    "checkpoint.auto_insert_metric_name": False,
+    "last_checkpoint.filename": "epoch{epoch:03d}",
+    "last_checkpoint.auto_insert_metric_name": False,
+    "last_checkpoint.save_last": True,
+}
 
 
 class ResumeError(RuntimeError):
@@ -26,16 +49,20 @@ class ResumeError(RuntimeError):
 
 
 class ADNILightningCLI(LightningCLI):
-    """LightningCLI with the DataModule's shapes linked into the model and resume made explicit."""
+    """LightningCLI with the DataModule's shapes linked into the model, shared callbacks and explicit resume."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in (
             ("data.num_classes", "model.num_classes"),
             ("data.num_tabular_features", "model.num_tabular_features"),
             ("data.in_channels", "model.in_channels"),
+            ("data.input_kind", "model.input_kind"),
             ("data.classes", "model.class_names"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
 
     def before_instantiate_classes(self) -> None:
         """Place everything of a run under ``trainer.default_root_dir`` unless the config says otherwise.
@@ -46,6 +73,9 @@ class ADNILightningCLI(LightningCLI):
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or ".")
+        for key in ("checkpoint", "last_checkpoint"):
+            if config[key].dirpath is None:
+                config[key].dirpath = str(root / "checkpoints")
         for callback in config.trainer.callbacks or []:
             if callback.class_path.endswith(".ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = str(root / "checkpoints")
@@ -68,7 +98,7 @@ class ADNILightningCLI(LightningCLI):
         if ckpt_path is None and last.exists():
             raise ResumeError(
                 f"{last} exists: resume with --ckpt_path last, or start a new run in another directory "
-                "(--trainer.default_root_dir / ModelCheckpoint dirpath) or delete it"
+                "(--trainer.default_root_dir) or delete it"
             )
         if ckpt_path == "last" and not last.exists():
             raise ResumeError(f"--ckpt_path last: no {last} to resume from")
@@ -79,16 +109,49 @@ class ADNILightningCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-def main(args: list[str] | None = None) -> ADNILightningCLI:
-    """Entry point; ``args`` as on the command line (tests call ``main([...])``)."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in SUBCOMMANDS and not any(a == "--config" or a.startswith("--config=") for a in argv):
+def _show_project_logs() -> None:
+    """Send the project's INFO messages (split table, cache and cohort progress) to the console once."""
+    logger = logging.getLogger("adni_lightning")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def overview() -> str:
+    """The text of ``python -m adni_lightning --help``: every command, Lightning's and the project's."""
+    lines = [f"usage: {PROG} COMMAND [--config FILE] [options]", "", "commands (each has --help):"]
+    for name, summary in {**LIGHTNING_COMMANDS, **commands.summaries()}.items():
+        lines.append(f"  {name:<10} {summary}")
+    lines += ["", f"Without --config, {', '.join(LIGHTNING_COMMANDS)} use the packaged {DEFAULT_CONFIG.name}."]
+    return "\n".join(lines)
+
+
+def lightning_cli(argv: list[str], from_command_line: bool) -> ADNILightningCLI:
+    """Run a LightningCLI subcommand; ``argv`` starts with the subcommand."""
+    if not any(a == "--config" or a.startswith("--config=") for a in argv[1:]) and "-h" not in argv and "--help" not in argv:
         argv[1:1] = ["--config", str(DEFAULT_CONFIG)]
-    if args is None:
-        sys.argv[1:] = argv  # LightningCLI (and DDP's re-launch of this command) read sys.argv
+    if from_command_line:
+        sys.argv[1:] = argv  # DDP's re-launch of this command reads sys.argv
     return ADNILightningCLI(
         ADNIClassifier,
         ADNIDataModule,
-        args=None if args is None else argv,
+        subclass_mode_data=True,
+        args=None if from_command_line else argv,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": PROG},
     )
+
+
+def main(args: list[str] | None = None) -> ADNILightningCLI | None:
+    """Entry point; ``args`` as on the command line (tests call ``main([...])``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    _show_project_logs()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview())
+        return None
+    if argv[0] in commands.COMMANDS:
+        commands.run(argv[0], argv[1:])
+        return None
+    return lightning_cli(argv, from_command_line=args is None)

@@ -21,9 +21,15 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from adni_lightning.data.batch import Batch
+from adni_lightning.data.preprocess import InputKind
 from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
 from adni_lightning.seeding import derived_seed, run_seed
+
+
+#: Checkpoint key of the DataModule's state, whatever the DataModule's class.
+DATA_STATE_KEY = "data"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,7 +54,8 @@ class ADNIClassifier(L.LightningModule):
     Args:
         image_encoder: builds the image network from ``in_channels`` (``class_path`` in configs:
             :class:`~adni_lightning.models.ResNet3d`, :class:`~adni_lightning.models.SeedCNN`, ...).
-        in_channels, num_classes, num_tabular_features, class_names: linked from the DataModule by the CLI.
+        in_channels, num_classes, num_tabular_features, class_names, input_kind: linked from the DataModule by
+            the CLI (``input_kind`` decides how volumes are drawn: FreeSurfer colours or grey).
         tabular_dim, dropout: numeric branch width and dropout before the classifier.
         optimizer, lr_scheduler: built on the parameters / optimizer (LightningCLI dependency injection).
         class_weighted_loss: weight cross-entropy by inverse class frequency of the training split.
@@ -63,6 +70,7 @@ class ADNIClassifier(L.LightningModule):
         num_classes: int = 3,
         num_tabular_features: int = 3,
         class_names: list[str] | None = None,
+        input_kind: InputKind = "labelmap",
         tabular_dim: int = 64,
         dropout: float = 0.3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -99,7 +107,12 @@ class ADNIClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_bacc_best.reset()  # forget the sanity check's numbers
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_epoch_start(self) -> None:
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        if optimizer is not None:
+            self.log("lr", optimizer.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         """Reseed the global generators from (seed, step) so dropout depends only on the step: a run resumed
         from a checkpoint then continues exactly as the uninterrupted run would have."""
         seed = derived_seed(run_seed(), self.global_step)
@@ -107,7 +120,7 @@ class ADNIClassifier(L.LightningModule):
         random.seed(seed)
         np.random.seed(seed)
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"], batch["tabular"]).float()
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
@@ -117,7 +130,7 @@ class ADNIClassifier(L.LightningModule):
                  batch_size=len(batch["label"]), sync_dist=True)
         return loss, logits
 
-    def _non_finite_report(self, batch: dict[str, Any], loss: torch.Tensor, stage: str) -> str:
+    def _non_finite_report(self, batch: Batch, loss: torch.Tensor, stage: str) -> str:
         bad_inputs = [
             image_id
             for image_id, image, tabular in zip(batch["image_id"], batch["image"], batch["tabular"])
@@ -129,13 +142,13 @@ class ADNIClassifier(L.LightningModule):
             f"batch images: {', '.join(batch['image_id'])}; {where}"
         )
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, logits = self._shared_step(batch, "train")
         self.train_metrics(logits, batch["label"])
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._shared_step(batch, "val")
         self.val_metrics.update(logits.softmax(dim=1), batch["label"])
         self.val_confusion.update(logits, batch["label"])
@@ -148,7 +161,7 @@ class ADNIClassifier(L.LightningModule):
         self.log("hp_metric", self.val_bacc_best.compute())
         self._log_confusion(self.val_confusion, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._shared_step(batch, "test")
         self.test_metrics.update(logits.softmax(dim=1), batch["label"])
         self.test_confusion.update(logits, batch["label"])
@@ -157,13 +170,25 @@ class ADNIClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_confusion(self.test_confusion, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         return {
             "image_id": batch["image_id"],
             "subject": batch["subject"],
             "group": batch["group"],
+            "split": batch["split"],
             "probabilities": self(batch["image"], batch["tabular"]).float().softmax(dim=1).cpu(),
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the DataModule's part of the contract (age statistics, classes, split) with the weights."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if hasattr(datamodule, "checkpoint_state"):
+            checkpoint[DATA_STATE_KEY] = datamodule.checkpoint_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if DATA_STATE_KEY in checkpoint and hasattr(datamodule, "restore_checkpoint_state"):
+            datamodule.restore_checkpoint_state(checkpoint[DATA_STATE_KEY])
 
     def _tensorboard(self) -> Any | None:
         if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and not self.trainer.sanity_checking:
@@ -177,11 +202,11 @@ class ADNIClassifier(L.LightningModule):
         if writer is not None:
             writer.add_figure(f"{stage}/confusion_matrix", confusion_figure(matrix, self.class_names), self.global_step)
 
-    def _log_volumes(self, batch: dict[str, Any]) -> None:
+    def _log_volumes(self, batch: Batch) -> None:
         writer = self._tensorboard()
-        if writer is None or "volume" not in batch:
+        if writer is None:
             return
-        labelmap = batch["volume"].dtype == torch.uint8
+        labelmap = self.hparams.input_kind == "labelmap"
         for volume, image_id, group in list(zip(batch["volume"], batch["image_id"], batch["group"]))[: self.hparams.num_logged_volumes]:
             writer.add_image(f"val/volumes/{image_id}_{group}", mid_slices(volume[0], labelmap), self.global_step)
 

@@ -1,4 +1,4 @@
-"""Writes ``predict`` results as one CSV: image_id, subject, group, p_<class>…, predicted."""
+"""Writes ``predict`` results as one CSV: image_id, subject, group, split, p_<class>…, predicted."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class PredictionWriter(BasePredictionWriter):
         names = pl_module.class_names
         probabilities: torch.Tensor = prediction["probabilities"]
         for i, image_id in enumerate(prediction["image_id"]):
-            row = {"image_id": image_id, "subject": prediction["subject"][i], "group": prediction["group"][i]}
+            row = {key: prediction[key][i] for key in ("subject", "group", "split")}
+            row = {"image_id": image_id, **row}
             row.update({f"p_{name}": float(p) for name, p in zip(names, probabilities[i])})
             row["predicted"] = names[int(probabilities[i].argmax())]
             self._rows.append(row)

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 
 #: A 2-stage ResNet of width 4/8 on 16³ inputs: a CPU epoch of the test cohort takes well under a second.
 TINY = [
-    "--data.image_size", "16", "--data.num_workers", "0", "--data.batch_size", "4",
+    "--data.preprocessing.image_size", "16", "--data.loader.num_workers", "0", "--data.loader.batch_size", "4",
     "--model.image_encoder.init_args.widths", "[4, 8]", "--model.image_encoder.init_args.blocks", "[1, 1]",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--model.lr_scheduler.init_args.T_max", "4", "--trainer.log_every_n_steps", "1",
@@ -22,7 +22,7 @@ TINY = [
 
 def tiny_args(subcommand: str, root: Path, data_dir: Path, *extra: str) -> list[str]:
     """``subcommand`` on the packaged synthetic config, shrunk to the test cohort, run in ``root``."""
-    return [subcommand, "--trainer.default_root_dir", str(root), "--data.data_dir", str(data_dir),
+    return [subcommand, "--trainer.default_root_dir", str(root), "--data.manifest.data_dir", str(data_dir),
             "--data.cache_dir", str(root.parent / "cache"), *TINY, *extra]
 
 

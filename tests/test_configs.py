@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+from pathlib import Path
+
+from adni_lightning.data.manifest import ManifestSpec
 from adni_lightning.main import CONFIG_DIR, main
 from adni_lightning.models import SeedCNN
 
@@ -19,8 +22,9 @@ def test_seed_config_is_the_blog_setup():
     import yaml
 
     config = yaml.safe_load((CONFIG_DIR / "seed.yaml").read_text())
-    assert config["data"]["image_size"] == 224 and config["data"]["batch_size"] == 4
-    assert config["data"]["input_kind"] == "intensity" and config["data"]["crop"] is False
+    data = config["data"]["init_args"]
+    assert data["preprocessing"]["image_size"] == 224 and data["loader"]["batch_size"] == 4
+    assert data["preprocessing"]["input_kind"] == "intensity" and data["preprocessing"]["crop"] is False
     assert config["model"]["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
     assert config["trainer"]["max_epochs"] == 10
     encoder = SeedCNN(1, pooled_size=config["model"]["image_encoder"]["init_args"]["pooled_size"])
@@ -33,5 +37,7 @@ def test_adni_config_maps_adni_go2_groups_explicitly():
     import yaml
 
     data = yaml.safe_load((CONFIG_DIR / "adni.yaml").read_text())["data"]
-    assert data["group_map"] == {"EMCI": "MCI", "LMCI": "MCI", "SMC": None}
-    assert data["csv_path"] == "K1data/ADNI_1p5T_Filtered.csv"
+    assert data["class_path"] == "adni_lightning.data.ADNIDataModule"  # real data: never generates a cohort
+    manifest = data["init_args"]["manifest"]
+    assert manifest["group_map"] == {"EMCI": "MCI", "LMCI": "MCI", "SMC": None}
+    assert ManifestSpec(**manifest).csv_file == Path("K1data/ADNI_1p5T_Filtered.csv")

@@ -47,7 +47,7 @@ def test_fit_writes_checkpoints_tensorboard_tags_and_split(cohort, tmp_path):
 def test_overfitting_a_few_batches_drives_the_loss_to_zero(cohort, tmp_path):
     cli = main(tiny_args(
         "fit", tmp_path / "run", cohort, "--trainer.overfit_batches", "2", "--trainer.max_epochs", "60",
-        "--data.flip_prob", "0", "--model.dropout", "0", "--model.optimizer.init_args.weight_decay", "0",
+        "--data.augment", "[]", "--model.dropout", "0", "--model.optimizer.init_args.weight_decay", "0",
         "--model.optimizer.init_args.lr", "0.01", "--model.lr_scheduler", "null",
         "--trainer.check_val_every_n_epoch", "100", "--trainer.num_sanity_val_steps", "0",
     ))
@@ -68,7 +68,7 @@ def test_resume_continues_at_the_right_epoch_and_step(cohort, tmp_path):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 3 * steps_per_epoch
     assert checkpoint["lr_schedulers"][0]["last_epoch"] == 3
-    assert checkpoint["ADNIDataModule"]["tabular"]["age_mean"] == pytest.approx(first.datamodule.encoder.age_mean)
+    assert checkpoint["data"]["tabular"]["age_mean"] == pytest.approx(first.datamodule.encoder.age_mean)
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("val/bacc")][-1] == 3 * steps_per_epoch - 1  # same TensorBoard run
 
@@ -120,7 +120,9 @@ def test_predict_writes_probabilities_that_sum_to_one(cohort, tmp_path):
     main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1"))
     main(tiny_args("predict", run, cohort, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
     predictions = pd.read_csv(run / "predictions.csv")
-    assert list(predictions.columns) == ["image_id", "subject", "group", "p_CN", "p_MCI", "p_AD", "predicted"]
+    assert list(predictions.columns) == ["image_id", "subject", "group", "split", "p_CN", "p_MCI", "p_AD", "predicted"]
+    sides = pd.read_csv(run / "split.csv").set_index("image_id")["split"]
+    assert (predictions["split"] == predictions["image_id"].map(sides)).all()  # every image marked with its side
     assert len(predictions) == len(pd.read_csv(cohort / "ADNI_1p5T_Filtered.csv"))
     probabilities = predictions[["p_CN", "p_MCI", "p_AD"]].to_numpy()
     assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5
@@ -137,7 +139,17 @@ def test_print_config_round_trips(cohort, tmp_path, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     again = capsys.readouterr().out
     assert yaml.safe_load(again) == yaml.safe_load(printed)
-    assert yaml.safe_load(printed)["data"]["image_size"] == 16
+    data = yaml.safe_load(printed)["data"]["init_args"]
+    assert data["preprocessing"]["image_size"] == 16
+    assert {"manifest", "preprocessing", "split", "loader", "augment", "cohort"} <= set(data)  # the config groups
+
+
+@pytest.mark.parametrize("flat", ["--data.image_size", "--data.val_fraction", "--data.flip_prob"])
+def test_old_flat_keys_are_a_parser_error(cohort, tmp_path, capsys, flat):
+    with pytest.raises(SystemExit) as exit_:
+        main(tiny_args("fit", tmp_path / "run", cohort, flat, "1"))
+    assert exit_.value.code == 2
+    assert flat.split(".")[-1] in capsys.readouterr().err
 
 
 def test_bf16_mixed_on_cpu(cohort, tmp_path):
@@ -161,12 +173,12 @@ def test_ddp_two_processes_sync_metrics_over_the_whole_validation_set(cohort, tm
     ckpt = str(run / "checkpoints" / "last.ckpt")
     single = main(tiny_args("validate", run, cohort, "--ckpt_path", ckpt)).trainer.callback_metrics
     ddp = main(tiny_args("fit", tmp_path / "ddp", cohort, "--trainer.max_epochs", "1",
-                         "--data.split_file", str(run / "split.csv"),
+                         "--data.split.file", str(run / "split.csv"),
                          "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"))
     assert ddp.trainer.world_size == 2 and ddp.trainer.state.finished
     assert {"val/acc", "val/bacc", "val/auroc", "train/loss"} <= set(ddp.trainer.callback_metrics)
     validated = main(tiny_args("validate", tmp_path / "ddp", cohort, "--ckpt_path", ckpt,
-                               "--data.split_file", str(run / "split.csv"),
+                               "--data.split.file", str(run / "split.csv"),
                                "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"))
     for name in ("val/acc", "val/bacc", "val/f1", "val/auroc", "val/loss"):
         assert float(validated.trainer.callback_metrics[name]) == pytest.approx(float(single[name]), abs=1e-5), name

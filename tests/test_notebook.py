@@ -1,4 +1,5 @@
-"""``notebooks/explore.ipynb`` runs top to bottom headless on a synthetic cohort and shows what it promises.
+"""``notebooks/explore.ipynb`` is what jupytext makes of ``notebooks/explore.py``, and it runs top to bottom headless
+on a synthetic cohort and shows what it promises.
 
 The kernel is started from a temporary kernelspec that points at this interpreter, so the notebook runs in the
 same environment as the tests whatever kernelspecs the machine has installed (a user-level ``python3`` spec
@@ -12,12 +13,18 @@ import os
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
+SOURCE = REPO / "notebooks" / "explore.py"  # the notebook as a jupytext percent script: the one to edit
+REGENERATE = "jupytext --update --to ipynb notebooks/explore.py"
+# Tags of the cells the execution test reads.
+INSPECTED = (
+    "parameters", "setup", "csv", "leak", "split", "slices", "hippocampus-slices", "resampling", "volumes", "curves",
+)
 KERNEL_NAME = "adni-lightning-test"
 
 
@@ -48,6 +55,23 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 def _pngs(cell: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Type, source and tags of each cell: what the notebook says, without ids and jupytext's own metadata."""
+    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def test_notebook_is_what_jupytext_makes_of_its_script():
+    expected = _cells(jupytext.read(SOURCE))
+    committed = _cells(nbformat.read(NOTEBOOK, as_version=4))
+    first = next((i for i, (a, b) in enumerate(zip(committed, expected)) if a != b), min(len(committed), len(expected)))
+    assert committed == expected, f"{NOTEBOOK.name} differs from {SOURCE.name} from cell {first} on: run `{REGENERATE}`"
+    assert sorted(tag for _, _, tags in expected for tag in tags) == sorted(INSPECTED)
+    # The script holds the magic commented out (plain Python for ruff); the notebook gets it back as a magic.
+    setup = next(source for _, source, tags in expected if "setup" in tags)
+    assert setup.startswith("%matplotlib inline\n")
+    assert "# %matplotlib inline\n" in SOURCE.read_text(encoding="utf-8")
 
 
 def test_committed_notebook_has_no_outputs():

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from adni_lightning import synth
+from adni_lightning.commands import synth as synth_command
+from adni_lightning.data.manifest import CSV_NAME
 from adni_lightning.data.labels import DKT_PARCELS, FREESURFER_LUT
 
 HEADER = (
@@ -52,10 +54,10 @@ def volumes(cohort: tuple[Path, pd.DataFrame]) -> dict[str, np.ndarray]:
 
 def test_csv_header_quoting_and_formats(cohort: tuple[Path, pd.DataFrame]) -> None:
     root, table = cohort
-    lines = (root / synth.CSV_NAME).read_text().splitlines()
+    lines = (root / CSV_NAME).read_text().splitlines()
     assert lines[0] == HEADER
     assert all(line.startswith('"') and line.endswith('"') and line.count('","') == 11 for line in lines)
-    written = pd.read_csv(root / synth.CSV_NAME, dtype=str)
+    written = pd.read_csv(root / CSV_NAME, dtype=str)
     pd.testing.assert_frame_equal(written, table.astype(str))
 
     assert written["Image Data ID"].str.fullmatch(r"I\d{5,6}").all()
@@ -157,7 +159,7 @@ def test_same_seed_same_bytes_any_workers(tmp_path: Path) -> None:
     b = synth.generate_cohort(tmp_path / "b", subjects=5, size=SIZE, seed=7, workers=2)
     c = synth.generate_cohort(tmp_path / "c", subjects=5, size=SIZE, seed=8, workers=1)
     pd.testing.assert_frame_equal(a, b)
-    for name in (synth.CSV_NAME, synth.TRUTH_NAME):
+    for name in (CSV_NAME, synth.TRUTH_NAME):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     for _, row in a.iterrows():
         assert _path(tmp_path / "a", row).read_bytes() == _path(tmp_path / "b", row).read_bytes()
@@ -168,7 +170,7 @@ def test_same_seed_same_bytes_any_workers(tmp_path: Path) -> None:
 
 def test_bare_ids_drop_the_prefix_in_the_csv_only(tmp_path: Path) -> None:
     table = synth.generate_cohort(tmp_path, subjects=4, size=SIZE, seed=3, bare_ids=True, workers=1)
-    written = pd.read_csv(tmp_path / synth.CSV_NAME, dtype=str)
+    written = pd.read_csv(tmp_path / CSV_NAME, dtype=str)
     assert written["Image Data ID"].str.fullmatch(r"\d{5,6}").all()
     for _, row in table.iterrows():
         assert (tmp_path / row["Group"] / f"I{row['Image Data ID']}.nii_aseg_deep.mgz").is_file()
@@ -177,11 +179,11 @@ def test_bare_ids_drop_the_prefix_in_the_csv_only(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    synth.main([
+    synth_command.main([
         "--out", str(tmp_path), "--subjects", "3", "--size", "32", "--seed", "5",
-        "--second-visit-fraction", "1", "--bare-ids", "--workers", "1",
+        "--second_visit_fraction", "1", "--bare_ids", "true", "--workers", "1",
     ])
-    table = pd.read_csv(tmp_path / synth.CSV_NAME, dtype=str)
+    table = pd.read_csv(tmp_path / CSV_NAME, dtype=str)
     assert len(table) == 6 and table["Subject"].nunique() == 3
     assert table["Image Data ID"].str.fullmatch(r"\d{5,6}").all()
     assert nib.load(_path(tmp_path, table.iloc[0])).shape == (32, 32, 32)

@@ -1,8 +1,82 @@
-"""Batch transforms run on the device after transfer: label index → channels, and hemisphere flips."""
+"""On-device training augmentations of the compact volume, and the network-input step after them.
+
+Augmentations are small classes listed in the config (``data.augment``); the DataModule applies the list in
+``on_after_batch_transfer`` and then :func:`to_channels`, which is not an augmentation but the step that
+turns a label index into the network's input. Every augmentation works on the compact ``(B, 1, D, H, W)``
+volume (uint8 label index or float16 intensity) and draws only from the context's generator, which the
+DataModule seeds from (seed, step) so that a resumed run augments exactly as the uninterrupted one.
+"""
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentContext:
+    """What an augmentation needs to know about the batch beyond its voxels.
+
+    ``swap`` maps a compact label index to that of its mirror structure; it is given for label maps only.
+    """
+
+    generator: torch.Generator
+    labelmap: bool
+    swap: torch.Tensor | None = None
+
+
+class Augmentation(ABC):
+    """A random transform of a batch of compact volumes; subclasses are listed in ``data.augment``."""
+
+    @abstractmethod
+    def __call__(self, volume: torch.Tensor, context: AugmentContext) -> torch.Tensor:
+        """``(B, 1, D, H, W)`` → same shape and dtype."""
+
+
+class HemisphereFlip(Augmentation):
+    """Mirror each volume across the left–right axis with ``probability``, swapping left and right labels.
+
+    The volumes are in RAS order, so axis 0 of a volume is left–right. A mirrored left hippocampus must become
+    a right hippocampus, or the flip teaches the network anatomy that does not exist (TorchIO #409).
+    """
+
+    def __init__(self, probability: float = 0.5) -> None:
+        self.probability = probability
+
+    def __call__(self, volume: torch.Tensor, context: AugmentContext) -> torch.Tensor:
+        if context.labelmap and context.swap is None:
+            raise ValueError("HemisphereFlip of a label map needs the left/right swap table")
+        return random_hemisphere_flip(volume, self.probability, context.swap, context.generator)
+
+
+class RandomShift(Augmentation):
+    """Translate each volume by up to ``max_voxels`` per axis, filling with background."""
+
+    def __init__(self, max_voxels: int = 2) -> None:
+        self.max_voxels = max_voxels
+
+    def __call__(self, volume: torch.Tensor, context: AugmentContext) -> torch.Tensor:
+        return random_shift(volume, self.max_voxels, context.generator)
+
+
+class RandomAffine(Augmentation):
+    """Rotate (up to ``degrees`` about each axis) and scale (by up to ``±scale``) each volume about its centre.
+
+    Label maps are resampled by nearest neighbour, so the output holds only ids of the input; intensities
+    trilinearly. Applied to each volume with ``probability``; the others pass unchanged.
+    """
+
+    def __init__(self, degrees: float = 10.0, scale: float = 0.1, probability: float = 1.0) -> None:
+        self.degrees = degrees
+        self.scale = scale
+        self.probability = probability
+
+    def __call__(self, volume: torch.Tensor, context: AugmentContext) -> torch.Tensor:
+        return random_affine(volume, self.degrees, self.scale, self.probability, context.labelmap, context.generator)
 
 
 def to_channels(index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -14,17 +88,13 @@ def to_channels(index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 def random_hemisphere_flip(
     image: torch.Tensor, probability: float, swap: torch.Tensor | None = None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Mirror a random subset of the batch across the left–right axis (axis 2 of ``(B, C, D, H, W)``).
-
-    The volumes are in RAS order, so axis 0 of a volume is left–right. For label maps pass ``swap`` (compact
-    index → index of the mirror structure): a mirrored left hippocampus must become a right hippocampus.
-    """
+    """Mirror a random subset of the batch across axis 2 of ``(B, C, D, H, W)``; ``swap`` relabels label maps."""
     chosen = torch.rand(image.shape[0], device=image.device, generator=generator) < probability
     if not chosen.any():
         return image
     flipped = image[chosen].flip(2)
     if swap is not None:
-        flipped = swap[flipped.long()].to(image.dtype)
+        flipped = swap.to(image.device)[flipped.long()].to(image.dtype)
     out = image.clone()
     out[chosen] = flipped
     return out
@@ -38,8 +108,52 @@ def random_shift(image: torch.Tensor, max_shift: int, generator: torch.Generator
     if max_shift <= 0:
         return image
     depth, height, width = image.shape[2:]
-    padded = torch.nn.functional.pad(image, [max_shift] * 6)
+    padded = F.pad(image, [max_shift] * 6)
     offsets = torch.randint(0, 2 * max_shift + 1, (image.shape[0], 3), generator=generator, device=image.device)
     return torch.stack([
         padded[b, :, d:d + depth, h:h + height, w:w + width] for b, (d, h, w) in enumerate(offsets.tolist())
     ])
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """``(B, 3)`` angles in radians → ``(B, 3, 3)`` rotations about the three axes, composed."""
+    cos, sin = angles.cos(), angles.sin()
+    one, zero = torch.ones_like(cos[:, 0]), torch.zeros_like(cos[:, 0])
+
+    def matrix(rows: list[list[torch.Tensor]]) -> torch.Tensor:
+        return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+    rx = matrix([[one, zero, zero], [zero, cos[:, 0], -sin[:, 0]], [zero, sin[:, 0], cos[:, 0]]])
+    ry = matrix([[cos[:, 1], zero, sin[:, 1]], [zero, one, zero], [-sin[:, 1], zero, cos[:, 1]]])
+    rz = matrix([[cos[:, 2], -sin[:, 2], zero], [sin[:, 2], cos[:, 2], zero], [zero, zero, one]])
+    return rz @ ry @ rx
+
+
+def random_affine(
+    image: torch.Tensor, degrees: float, scale: float, probability: float, labelmap: bool,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random rotation and isotropic scaling of each volume of ``(B, C, D, H, W)`` about its centre.
+
+    The transform is built in voxel units and expressed in ``affine_grid``'s normalised coordinates, so a
+    non-cubic volume rotates without shearing. Outside the volume is background (0).
+    """
+    batch, device = image.shape[0], image.device
+    draws = torch.rand(batch, 5, generator=generator, device=device, dtype=torch.float64)
+    angles = (draws[:, :3] * 2 - 1) * math.radians(degrees)
+    factors = 1 + (draws[:, 3] * 2 - 1) * scale
+    chosen = draws[:, 4] < probability
+    if not chosen.any():
+        return image
+    # Sampling grid: output voxel x reads input voxel R x / s (a zoom by s), in grid order (W, H, D).
+    half = torch.tensor(image.shape[:1:-1], dtype=torch.float64, device=device) / 2
+    linear = _rotation(angles) / factors[:, None, None]
+    linear = linear / half[None, :, None] * half[None, None, :]
+    identity = torch.eye(3, dtype=torch.float64, device=device).expand(batch, 3, 3)
+    linear = torch.where(chosen[:, None, None], linear, identity)
+    theta = torch.cat([linear, torch.zeros(batch, 3, 1, dtype=torch.float64, device=device)], dim=2)
+    grid = F.affine_grid(theta.float(), list(image.shape), align_corners=False)
+    mode = "nearest" if labelmap else "bilinear"
+    out = F.grid_sample(image.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    out = out.round() if labelmap else out
+    return torch.where(chosen[:, None, None, None, None], out.to(image.dtype), image)

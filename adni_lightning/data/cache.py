@@ -72,7 +72,7 @@ class VolumeCache:
         except (OSError, ValueError):
             return False
         return (
-            array.shape == self.params.image_size
+            array.shape == self.params.size
             and array.dtype == self.params.dtype
             and zlib.crc32(array.tobytes()) == meta.get("crc32")
         )

@@ -1,7 +1,8 @@
-"""Torch dataset over cached volumes: one dict per image, read from a memory-mapped cache entry."""
+"""Torch dataset over cached volumes: one item per image, read from a memory-mapped cache entry."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +10,35 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from adni_lightning.data.batch import TEXT_KEYS, Batch
 from adni_lightning.data.tabular import TabularEncoder
 
 
-class VolumeDataset(Dataset):
-    """Items ``{"image", "tabular", "label", "image_id", "subject", "group"}`` for the rows of a manifest.
+@dataclass(frozen=True)
+class LoaderSpec:
+    """How batches are drawn (the ``data.loader`` config group).
 
-    ``image`` is the cached array with a channel axis, still compact (uint8 label index or float16): it is
+    Args:
+        batch_size: images per batch (per device under DDP).
+        num_workers: loader worker processes, also used to build the cache; 0 reads in the training process.
+    """
+
+    batch_size: int = 8
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+
+
+class VolumeDataset(Dataset):
+    """Items with the :class:`~adni_lightning.data.batch.Batch` keys (one image each) for rows of a manifest.
+
+    ``volume`` is the cached array with a channel axis, still compact (uint8 label index or float16): it is
     expanded to channels on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
-    arrays; :func:`collate_volumes` makes the batch tensors.
+    arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a ``split`` column.
     """
 
     def __init__(self, rows: pd.DataFrame, entries: dict[str, Path], encoder: TabularEncoder) -> None:
@@ -32,26 +53,27 @@ class VolumeDataset(Dataset):
         row = self.rows.iloc[index]
         volume = np.load(self.entries[index], mmap_mode="r")
         return {
-            "image": np.array(volume)[None],
+            "volume": np.array(volume)[None],
             "tabular": self.encoder.encode(float(row["age"]), str(row["sex"])),
             "label": int(row["target"]),
             "image_id": str(row["image_id"]),
             "subject": str(row["subject"]),
             "group": str(row["label"]),
+            "split": str(row.get("split", "-")),
         }
 
 
-def collate_volumes(items: list[dict[str, object]]) -> dict[str, object]:
+def collate_volumes(items: list[dict[str, object]]) -> Batch:
     """Stack items into a batch with numpy, then wrap as tensors.
 
     ``default_collate`` stacks with ``torch.stack``, whose intra-op thread pool costs more than the copy itself
     for small uint8 volumes on a machine with few cores.
     """
-    batch: dict[str, object] = {
-        "image": torch.from_numpy(np.stack([item["image"] for item in items])),
+    batch: Batch = {
+        "volume": torch.from_numpy(np.stack([item["volume"] for item in items])),
         "tabular": torch.from_numpy(np.stack([item["tabular"] for item in items])),
         "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
     }
-    for key in ("image_id", "subject", "group"):
+    for key in TEXT_KEYS:
         batch[key] = [item[key] for item in items]
     return batch

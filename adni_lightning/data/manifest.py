@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 OnBadRows = Literal["error", "skip"]
 
+#: Name of the IDA collection export inside an ADNI download folder.
+CSV_NAME = "ADNI_1p5T_Filtered.csv"
+
 #: CSV columns the pipeline reads; the others of an IDA export are kept but not required.
 REQUIRED_COLUMNS = ("Image Data ID", "Subject", "Group", "Sex", "Age")
 
@@ -49,12 +52,24 @@ class Problem:
         return f"CSV row {self.row}, image {self.image_id or '?'}, file {self.path or '-'}: {self.reason}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ManifestSpec:
-    """How to read the CSV and find each image's file."""
+    """How to read the CSV and find each image's file (the ``data.manifest`` config group).
 
-    csv_path: Path
-    data_dir: Path
+    Args:
+        data_dir: folder of the download; ``filename_pattern`` is relative to it.
+        csv_path: the IDA CSV; default ``data_dir/ADNI_1p5T_Filtered.csv``, so moving ``data_dir`` moves it.
+        filename_pattern: file of a row; fields ``{group}``, ``{image_id}`` (``I123``), ``{image_number}``,
+            ``{subject}``, ``{visit}``. Ids without the ``I`` are tried too.
+        classes: class names in label order; groups are mapped onto them with ``group_map``.
+        group_map: CSV group → class (e.g. ``EMCI: MCI``), or ``null`` to exclude that group (reported).
+        age_range: ages outside it are bad rows (typos such as 7.5 or 750).
+        on_bad_rows: ``error`` stops with a report of every bad row; ``skip`` drops exactly those, reported.
+        check_files: read every file's header before training (cheap; off only for tests of the CSV alone).
+    """
+
+    data_dir: str | Path = "K1data"
+    csv_path: str | Path | None = None
     filename_pattern: str = "{group}/{image_id}.nii_aseg_deep.mgz"
     classes: tuple[str, ...] = ("CN", "MCI", "AD")
     group_map: dict[str, str | None] = field(default_factory=dict)
@@ -63,7 +78,17 @@ class ManifestSpec:
     check_files: bool = True
 
     def __post_init__(self) -> None:
-        self.csv_path, self.data_dir = Path(self.csv_path), Path(self.data_dir)
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError(f"classes must be at least two distinct names, got {list(self.classes)}")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def csv_file(self) -> Path:
+        """``csv_path``, else the IDA export's usual name inside ``data_dir``."""
+        return Path(self.csv_path) if self.csv_path else self.root / CSV_NAME
 
 
 def normalise_image_id(raw: object) -> str | None:
@@ -78,20 +103,20 @@ def normalise_image_id(raw: object) -> str | None:
 def _candidate_paths(spec: ManifestSpec, row: pd.Series, image_id: str) -> list[Path]:
     """The pattern with the id as ``I123`` and, for exports that drop it, as ``123``."""
     fields = {"group": row["Group"], "subject": row["Subject"], "visit": row.get("Visit", ""), "image_number": image_id[1:]}
-    return [spec.data_dir / spec.filename_pattern.format(image_id=i, **fields) for i in (image_id, image_id[1:])]
+    return [spec.root / spec.filename_pattern.format(image_id=i, **fields) for i in (image_id, image_id[1:])]
 
 
 def _read_csv(spec: ManifestSpec) -> pd.DataFrame:
-    if not spec.csv_path.is_file():
-        raise ManifestError(f"CSV not found: {spec.csv_path}")
+    if not spec.csv_file.is_file():
+        raise ManifestError(f"CSV not found: {spec.csv_file}")
     try:
-        table = pd.read_csv(spec.csv_path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(spec.csv_file, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{spec.csv_path}: not a readable CSV ({err})") from err
+        raise ManifestError(f"{spec.csv_file}: not a readable CSV ({err})") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ManifestError(
-            f"{spec.csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}"
+            f"{spec.csv_file}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}"
         )
     return table
 
@@ -102,8 +127,8 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
     if image_id is None:
         return None, Problem(line, str(row["Image Data ID"]), "", "image id is not of the form I12345 or 12345")
     group = str(row["Group"]).strip()
-    label = spec.group_map.get(group, group)
-    if group in spec.group_map and label is None:
+    label = (spec.group_map or {}).get(group, group)
+    if group in (spec.group_map or {}) and label is None:
         return None, None
     if label not in spec.classes:
         return None, Problem(
@@ -178,10 +203,10 @@ def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
         flagged = {p.row for p in problems}
         problems += _file_problems([r for r in records if r["row"] not in flagged])
     if excluded:
-        log.info("%s: %d row(s) excluded by group_map", spec.csv_path, excluded)
+        log.info("%s: %d row(s) excluded by group_map", spec.csv_file, excluded)
     if problems:
         problems.sort(key=lambda p: p.row)
-        report = f"{spec.csv_path}: {len(problems)} of {len(table)} row(s) cannot be used:\n" + "\n".join(
+        report = f"{spec.csv_file}: {len(problems)} of {len(table)} row(s) cannot be used:\n" + "\n".join(
             f"  {p}" for p in problems
         )
         if spec.on_bad_rows == "error":
@@ -190,5 +215,5 @@ def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
         bad_rows = {p.row for p in problems}
         records = [r for r in records if r["row"] not in bad_rows]
     if not records:
-        raise ManifestError(f"{spec.csv_path}: no usable rows")
+        raise ManifestError(f"{spec.csv_file}: no usable rows")
     return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))

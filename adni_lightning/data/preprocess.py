@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adni_lightning.data.labels import compact_lookup
+from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
 from adni_lightning.data.volume_io import to_canonical
 
 InputKind = Literal["labelmap", "intensity"]
@@ -39,20 +39,57 @@ def as_size(size: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Every parameter that changes the cached array; its :meth:`key` names cache entries."""
+    """What the network sees of a volume (the ``data.preprocessing`` config group).
+
+    Args:
+        input_kind: ``labelmap`` (FreeSurfer ids, nearest neighbour) or ``intensity`` (trilinear, normalised).
+        image_size: cached and network size, an int or (D, H, W) in RAS order.
+        crop: crop to the brain's bounding box (+ ``margin_mm``) before resizing.
+        margin_mm: margin kept around the brain when cropping.
+        normalise: intensity only: ``robust`` (head percentiles → [0, 1]) or ``zscore`` (the seed's, whole volume).
+        channels: label maps only: channel name → FreeSurfer ids one-hot encoded in that channel
+            (default :data:`~adni_lightning.data.labels.DEFAULT_CHANNELS`).
+
+    Every field but ``channels`` changes the cached array and so enters :meth:`key`; channels are made on
+    the device from the cached label index, so changing them reuses the cache.
+    """
 
     input_kind: InputKind = "labelmap"
-    image_size: tuple[int, int, int] = (128, 128, 128)
+    image_size: int | tuple[int, int, int] = 128
     crop: bool = True
     margin_mm: float = 4.0
     normalise: Normalisation = "robust"
+    channels: dict[str, list[int]] | None = None
+
+    def __post_init__(self) -> None:
+        as_size(self.image_size)
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """``image_size`` as (D, H, W)."""
+        return as_size(self.image_size)
+
+    @property
+    def channel_map(self) -> dict[str, tuple[int, ...]]:
+        """``channels``, else the default structure groups."""
+        return {name: tuple(int(i) for i in ids) for name, ids in (self.channels or DEFAULT_CHANNELS).items()}
+
+    @property
+    def labelmap(self) -> bool:
+        return self.input_kind == "labelmap"
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network input: one per structure group for label maps, one for intensities."""
+        return len(self.channel_map) if self.labelmap else 1
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.input_kind == "labelmap" else np.float16)
+        return np.dtype(np.uint8 if self.labelmap else np.float16)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        cached = {**{k: v for k, v in asdict(self).items() if k != "channels"}, "image_size": list(self.size)}
+        return hashlib.sha1(json.dumps(cached, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def to_compact(data: np.ndarray) -> np.ndarray:
@@ -160,15 +197,15 @@ def zscore(data: np.ndarray) -> np.ndarray:
 
 
 def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> np.ndarray:
-    """Decoded volume + affine → cached array of shape ``params.image_size`` and dtype ``params.dtype``."""
+    """Decoded volume + affine → cached array of shape ``params.size`` and dtype ``params.dtype``."""
     canonical, zooms = to_canonical(data, affine)
     if params.crop:
-        start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.image_size, params.margin_mm)
+        start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.size, params.margin_mm)
     else:
         start, extent = np.zeros(3), np.asarray(canonical.shape, dtype=float)
     if params.input_kind == "labelmap":
         # Ids are checked and compacted after resampling: 8-60x fewer voxels than the conformed grid.
-        return to_compact(resample_nearest(canonical, start, extent, params.image_size))
-    resampled = resample_linear(canonical, start, extent, params.image_size)
+        return to_compact(resample_nearest(canonical, start, extent, params.size))
+    resampled = resample_linear(canonical, start, extent, params.size)
     normalise = robust_normalise if params.normalise == "robust" else zscore
     return normalise(resampled).astype(np.float16)

@@ -7,6 +7,7 @@ drawn within each diagnostic group (the group of their first row), so class prop
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,40 +21,62 @@ class SplitError(ValueError):
     """A split file that would leak or does not match the manifest."""
 
 
-def split_subjects(
-    manifest: pd.DataFrame,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    n_folds: int | None = None,
-    fold: int = 0,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class SplitSpec:
+    """How subjects are dealt to train/val/test (the ``data.split`` config group).
+
+    Args:
+        val_fraction: share of each group's subjects for validation (ignored with ``folds``).
+        test_fraction: share of each group's subjects held out for testing; never in any fold.
+        seed: seed of the subject shuffle.
+        folds: deal the non-test subjects into this many stratified folds; ``fold`` is then the validation side.
+        fold: the held-out fold, in ``[0, folds)``.
+        file: where the split is saved and reused (default ``<trainer.default_root_dir>/split.csv``).
+    """
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    seed: int = 0
+    folds: int | None = None
+    fold: int = 0
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        fractions = (self.val_fraction, self.test_fraction)
+        if not all(0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} must each be in [0, 1) "
+                "and leave training data"
+            )
+        if self.folds is not None and (self.folds < 2 or not 0 <= self.fold < self.folds):
+            raise ValueError(f"folds={self.folds} must be >= 2 and fold={self.fold} in [0, folds)")
+
+
+def split_subjects(manifest: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     """Assign every image to train/val/test by subject.
 
     Within each group, shuffled subjects go first to test (``test_fraction``), then to val (``val_fraction``),
-    the rest to train. With ``n_folds`` the non-test subjects are dealt into that many stratified folds
+    the rest to train. With ``folds`` the non-test subjects are dealt into that many stratified folds
     (column ``fold``) and fold ``fold`` is the validation side, for k-fold cross-validation; otherwise
     ``fold`` is -1.
     """
-    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must leave training data")
-    if n_folds is not None and not 0 <= fold < n_folds:
-        raise ValueError(f"fold={fold} must be in [0, n_folds={n_folds})")
     subject_group = manifest.groupby("subject", sort=True)["label"].first()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(spec.seed)
     side, folds = {}, {}
+    dealt = 0  # fold dealing continues across groups, so the remainders do not all land in fold 0
     for group in sorted(subject_group.unique()):
         subjects = rng.permutation(subject_group.index[subject_group == group].to_numpy())
-        n_test = int(round(len(subjects) * test_fraction))
+        n_test = int(round(len(subjects) * spec.test_fraction))
         for subject in subjects[:n_test]:
             side[subject], folds[subject] = "test", -1
         rest = subjects[n_test:]
-        if n_folds is not None:
+        if spec.folds is not None:
             for position, subject in enumerate(rest):
-                folds[subject] = position % n_folds
-                side[subject] = "val" if folds[subject] == fold else "train"
+                folds[subject] = (dealt + position) % spec.folds
+                side[subject] = "val" if folds[subject] == spec.fold else "train"
+            dealt += len(rest)
         else:
-            n_val = int(round(len(subjects) * val_fraction))
+            n_val = int(round(len(subjects) * spec.val_fraction))
             for position, subject in enumerate(rest):
                 side[subject], folds[subject] = ("val" if position < n_val else "train"), -1
     split = manifest[["image_id", "subject", "label"]].rename(columns={"label": "group"}).copy()

@@ -15,7 +15,7 @@ PARAMS = Preprocessing("labelmap", (16, 16, 16))
 
 
 def _items(cohort):
-    manifest = build_manifest(ManifestSpec(cohort / "ADNI_1p5T_Filtered.csv", cohort))
+    manifest = build_manifest(ManifestSpec(data_dir=cohort))
     return list(zip(manifest["image_id"], manifest["path"]))
 
 
@@ -91,7 +91,7 @@ def test_real_size_256_fastsurfer_file(tmp_path):
     from adni_lightning.synth import generate_cohort
 
     generate_cohort(tmp_path / "K1data", subjects=1, size=256, seed=0, second_visit_fraction=0.0, workers=1)
-    manifest = build_manifest(ManifestSpec(tmp_path / "K1data" / "ADNI_1p5T_Filtered.csv", tmp_path / "K1data"))
+    manifest = build_manifest(ManifestSpec(data_dir=tmp_path / "K1data"))
     [path] = manifest["path"]
     img = nib.load(path)
     assert img.shape == (256, 256, 256) and img.get_data_dtype() == np.dtype(">i2")

@@ -3,13 +3,21 @@ import pandas as pd
 import pytest
 import torch
 
-from adni_lightning.data.datamodule import ADNIDataModule, SyntheticCohort
-from adni_lightning.data.labels import DEFAULT_CHANNELS
+from adni_lightning.data.augment import HemisphereFlip
+from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.data.dataset import LoaderSpec
+from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
+from adni_lightning.data.manifest import ManifestSpec
+from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.split import SplitSpec
 
 
-def _datamodule(cohort, tmp_path, **kwargs) -> ADNIDataModule:
-    defaults = dict(data_dir=str(cohort), image_size=16, batch_size=4, num_workers=0,
-                    split_file=str(tmp_path / "run" / "split.csv"), cache_dir=str(tmp_path / "cache"))
+def _datamodule(cohort, tmp_path, split_seed: int = 0, **kwargs) -> ADNIDataModule:
+    defaults = dict(
+        manifest=ManifestSpec(data_dir=str(cohort)), preprocessing=Preprocessing(image_size=16),
+        loader=LoaderSpec(batch_size=4, num_workers=0),
+        split=SplitSpec(seed=split_seed, file=str(tmp_path / "run" / "split.csv")), cache_dir=str(tmp_path / "cache"),
+    )
     return ADNIDataModule(**{**defaults, **kwargs})
 
 
@@ -17,11 +25,12 @@ def test_shapes_are_known_right_after_init(tmp_path):
     assert ADNIDataModule().num_classes == 3
     assert ADNIDataModule().num_tabular_features == 3
     assert ADNIDataModule().in_channels == len(DEFAULT_CHANNELS)
-    assert ADNIDataModule(input_kind="intensity").in_channels == 1
-    assert ADNIDataModule(channels={"hippocampus": [17, 53]}, classes=("CN", "AD")).in_channels == 1
-    assert ADNIDataModule(classes=("CN", "AD")).num_classes == 2
+    assert ADNIDataModule(preprocessing=Preprocessing(input_kind="intensity")).in_channels == 1
+    two = ADNIDataModule(preprocessing=Preprocessing(channels={"hippocampus": [17, 53]}),
+                         manifest=ManifestSpec(classes=("CN", "AD")))
+    assert two.in_channels == 1 and two.num_classes == 2
     with pytest.raises(ValueError, match="9999"):
-        ADNIDataModule(channels={"x": [9999]})
+        ADNIDataModule(preprocessing=Preprocessing(channels={"x": [9999]}))
 
 
 def test_prepare_setup_and_batches(cohort, tmp_path):
@@ -36,7 +45,8 @@ def test_prepare_setup_and_batches(cohort, tmp_path):
     assert dm.encoder.age_mean == pytest.approx(train_ages.mean())  # training split only
     assert dm.encoder.age_mean != pytest.approx(dm.manifest()["age"].mean())
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (4, 1, 16, 16, 16) and batch["image"].dtype == torch.uint8
+    assert batch["volume"].shape == (4, 1, 16, 16, 16) and batch["volume"].dtype == torch.uint8
+    assert "image" not in batch and batch["split"] == ["train"] * 4
     assert batch["tabular"].shape == (4, 3) and batch["tabular"].dtype == torch.float32
     assert batch["label"].dtype == torch.long and len(batch["image_id"]) == 4
     out = dm.on_after_batch_transfer(dict(batch), 0)
@@ -61,13 +71,13 @@ def test_state_dict_carries_training_statistics(cohort, tmp_path):
     dm = _datamodule(cohort, tmp_path)
     dm.prepare_data()
     dm.setup("fit")
-    state = dm.state_dict()
+    state = dm.checkpoint_state()
     other = _datamodule(cohort, tmp_path)
     other.encoder.fit([50.0, 60.0])
-    other.load_state_dict(state)
+    other.restore_checkpoint_state(state)
     assert other.encoder.state_dict() == dm.encoder.state_dict()
     with pytest.raises(ValueError, match="classes"):
-        _datamodule(cohort, tmp_path, classes=("CN", "AD")).load_state_dict(state)
+        _datamodule(cohort, tmp_path, manifest=ManifestSpec(data_dir=str(cohort), classes=("CN", "AD"))).restore_checkpoint_state(state)
 
 
 def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
@@ -79,8 +89,13 @@ def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
 
 
 def test_synthetic_cohort_is_generated_when_absent(tmp_path):
-    dm = ADNIDataModule(data_dir=str(tmp_path / "synthetic"), image_size=12, num_workers=0,
-                        split_file=str(tmp_path / "split.csv"), synthetic=SyntheticCohort(subjects=9, size=24, seed=1))
+    from adni_lightning.synth import SyntheticCohort, SyntheticDataModule
+
+    dm = SyntheticDataModule(
+        cohort=SyntheticCohort(subjects=9, size=24, seed=1), manifest=ManifestSpec(data_dir=str(tmp_path / "synthetic")),
+        preprocessing=Preprocessing(image_size=12), loader=LoaderSpec(num_workers=0),
+        split=SplitSpec(file=str(tmp_path / "split.csv")),
+    )
     dm.prepare_data()
     assert (tmp_path / "synthetic" / "ADNI_1p5T_Filtered.csv").is_file()
     dm.setup("predict")
@@ -88,7 +103,7 @@ def test_synthetic_cohort_is_generated_when_absent(tmp_path):
 
 
 def test_flip_happens_only_in_training(cohort, tmp_path):
-    dm = _datamodule(cohort, tmp_path, flip_prob=1.0)
+    dm = _datamodule(cohort, tmp_path, augment=[HemisphereFlip(probability=1.0)])
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
@@ -115,6 +130,6 @@ def test_collate_matches_torch_default_collate(cohort, tmp_path):
     items = [dm.datasets["train"][i] for i in range(3)]
     ours, reference = collate_volumes(items), default_collate(items)
     assert set(ours) == set(reference)
-    for key in ("image", "tabular", "label"):
+    for key in ("volume", "tabular", "label"):
         assert torch.equal(ours[key], reference[key]) and ours[key].dtype == reference[key].dtype
     assert ours["image_id"] == reference["image_id"] and ours["group"] == reference["group"]

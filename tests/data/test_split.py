@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adni_lightning.data.split import SplitError, check_no_leak, load_split, save_split, split_digest, split_subjects
+from adni_lightning.data.split import SplitError, SplitSpec, check_no_leak, load_split, save_split, split_digest, split_subjects
 
 
 def _manifest(n_subjects: int = 150, seed: int = 0) -> pd.DataFrame:
@@ -19,7 +19,7 @@ def _manifest(n_subjects: int = 150, seed: int = 0) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", range(25))
 def test_no_subject_on_two_sides_and_class_proportions_match(seed):
     manifest = _manifest(seed=seed)
-    split = split_subjects(manifest, val_fraction=0.2, test_fraction=0.1, seed=seed)
+    split = split_subjects(manifest, SplitSpec(val_fraction=0.2, test_fraction=0.1, seed=seed))
     check_no_leak(split)
     sides = split.groupby("subject")["split"].nunique()
     assert (sides == 1).all()
@@ -34,27 +34,27 @@ def test_no_subject_on_two_sides_and_class_proportions_match(seed):
 
 def test_split_is_deterministic_and_depends_on_seed():
     manifest = _manifest()
-    a, b, c = (split_subjects(manifest, seed=s) for s in (1, 1, 2))
+    a, b, c = (split_subjects(manifest, SplitSpec(seed=s)) for s in (1, 1, 2))
     pd.testing.assert_frame_equal(a, b)
     assert split_digest(a) == split_digest(b) != split_digest(c)
 
 
 def test_k_folds_partition_subjects_and_validate_on_the_chosen_fold():
     manifest = _manifest()
-    split = split_subjects(manifest, test_fraction=0.1, seed=0, n_folds=5, fold=2)
+    split = split_subjects(manifest, SplitSpec(test_fraction=0.1, seed=0, folds=5, fold=2))
     per_subject = split.drop_duplicates("subject")
     assert set(per_subject.loc[per_subject["split"] != "test", "fold"]) == {0, 1, 2, 3, 4}
     assert (per_subject.loc[per_subject["split"] == "val", "fold"] == 2).all()
     assert (per_subject.loc[per_subject["split"] == "train", "fold"] != 2).all()
     sizes = per_subject[per_subject["split"] != "test"]["fold"].value_counts()
-    assert sizes.max() - sizes.min() <= 3  # stratified round-robin: near-equal folds
+    assert sizes.max() - sizes.min() <= 1  # dealt round-robin across groups: equal folds
     with pytest.raises(ValueError):
-        split_subjects(manifest, n_folds=5, fold=5)
+        SplitSpec(folds=5, fold=5)
 
 
 def test_saved_split_round_trips_and_a_leaking_file_is_refused(tmp_path):
     manifest = _manifest()
-    split = split_subjects(manifest, seed=0)
+    split = split_subjects(manifest, SplitSpec(seed=0))
     path = tmp_path / "run" / "split.csv"
     save_split(split, path)
     assert list(pd.read_csv(path).columns) == ["image_id", "subject", "group", "split", "fold"]
@@ -71,6 +71,6 @@ def test_saved_split_round_trips_and_a_leaking_file_is_refused(tmp_path):
 def test_split_for_other_data_is_refused(tmp_path):
     manifest = _manifest()
     path = tmp_path / "split.csv"
-    save_split(split_subjects(manifest.iloc[:50], seed=0), path)
+    save_split(split_subjects(manifest.iloc[:50], SplitSpec(seed=0)), path)
     with pytest.raises(SplitError, match="have no side"):
         load_split(path, manifest)

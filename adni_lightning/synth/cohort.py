@@ -15,7 +15,6 @@ for a seed whatever the number of worker processes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 from collections.abc import Sequence
@@ -24,15 +23,19 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
+from adni_lightning.data.manifest import CSV_NAME
 
-CSV_NAME = "ADNI_1p5T_Filtered.csv"
 TRUTH_NAME = "synthetic_truth.csv"
+#: Written into every generated cohort: only a folder holding it (or no folder) may be (re)generated into.
+MARKER_NAME = ".adni_lightning_synthetic"
 FILE_SUFFIX = ".nii_aseg_deep.mgz"
 CSV_COLUMNS = (
     "Image Data ID", "Subject", "Group", "Sex", "Age", "Visit",
@@ -482,57 +485,59 @@ def _truth_row(spec: ImageSpec, counts: dict[str, int]) -> dict:
 
 
 def _render_all(specs: list[ImageSpec], size: int, out: Path, workers: int) -> list[dict[str, int]]:
-    """Draw and save every image, in-process for one worker, otherwise across processes (same bytes)."""
     job = partial(_write_image, size=size, out=out)
+    progress = {"total": len(specs), "desc": "generating synthetic label maps", "unit": "img"}
     if workers <= 1:
-        return [job(spec) for spec in specs]
+        return [job(spec) for spec in tqdm(specs, **progress)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(job, specs, chunksize=max(1, len(specs) // (4 * workers))))
+        chunks = max(1, len(specs) // (4 * workers))
+        return list(tqdm(pool.map(job, specs, chunksize=chunks), **progress))
 
 
-def generate_cohort(
-    out: str | Path,
-    subjects: int = 200,
-    size: int = 256,
-    seed: int = 0,
-    second_visit_fraction: float = 0.4,
-    bare_ids: bool = False,
-    workers: int | None = None,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class SyntheticCohort:
+    """Parameters of a synthetic cohort; every default is the real download's format.
+
+    Args:
+        subjects: number of subjects (4-digit subject numbers, so fewer than 10000).
+        size: grid side in voxels; the field of view stays 256 mm, so a voxel is 256/size mm.
+        seed: seed of every draw (same seed, same bytes, whatever the number of worker processes).
+        second_visit_fraction: share of subjects with a second (m12) visit.
+        bare_ids: write the CSV's image ids without the leading ``I``, as some IDA exports do (files keep it).
+    """
+
+    subjects: int = 200
+    size: int = 256
+    seed: int = 0
+    second_visit_fraction: float = 0.4
+    bare_ids: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.subjects < 10_000 or self.size < 8 or not 0 <= self.second_visit_fraction <= 1:
+            raise ValueError(
+                "need 1 <= subjects < 10000 (4-digit ids), size >= 8 and 0 <= second_visit_fraction <= 1, got "
+                f"subjects={self.subjects}, size={self.size}, second_visit_fraction={self.second_visit_fraction}"
+            )
+
+
+def generate_cohort(out: str | Path, *, workers: int | None = None, **params: Any) -> pd.DataFrame:
     """Write a synthetic ADNI download to ``out`` and return its CSV table.
 
-    ``bare_ids`` drops the ``I`` from the CSV's image ids while the files keep it, as some IDA exports do.
+    ``params`` are the fields of :class:`SyntheticCohort`; ``workers`` processes render the images (default:
+    every core).
     """
-    if not 1 <= subjects < 10_000 or size < 8 or not 0 <= second_visit_fraction <= 1:
-        raise ValueError("need 1 <= subjects < 10000 (4-digit ids), size >= 8 and 0 <= second_visit_fraction <= 1")
+    cohort = SyntheticCohort(**params)
     out = Path(out)
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
-    specs, rows = _plan(subjects, seed, second_visit_fraction)
-    counts = _render_all(specs, size, out, workers or os.cpu_count() or 1)
+    (out / MARKER_NAME).write_text("written by adni_lightning's synthetic cohort generator\n")
+    specs, rows = _plan(cohort.subjects, cohort.seed, cohort.second_visit_fraction)
+    counts = _render_all(specs, cohort.size, out, workers or os.cpu_count() or 1)
     pd.DataFrame([_truth_row(s, c) for s, c in zip(specs, counts)]).to_csv(
         out / TRUTH_NAME, index=False, lineterminator="\n"
     )
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS)).sort_values("Subject", kind="stable", ignore_index=True)
-    if bare_ids:
+    if cohort.bare_ids:
         table["Image Data ID"] = table["Image Data ID"].str.removeprefix("I")
     table.to_csv(out / CSV_NAME, index=False, quoting=csv.QUOTE_ALL, lineterminator="\n")
     return table
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m adni_lightning synth --out DIR ...``: write a synthetic cohort."""
-    parser = argparse.ArgumentParser(prog="adni_lightning synth", description="Write a synthetic ADNI download.")
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the cohort into")
-    parser.add_argument("--subjects", type=int, default=200)
-    parser.add_argument("--size", type=int, default=256, help="grid side in voxels (voxel = 256/size mm)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--second-visit-fraction", type=float, default=0.4)
-    parser.add_argument("--bare-ids", action="store_true", help="write image ids without the leading I")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    args = parser.parse_args(argv)
-    table = generate_cohort(
-        args.out, args.subjects, args.size, args.seed, args.second_visit_fraction, args.bare_ids, args.workers
-    )
-    groups = ", ".join(f"{g} {n}" for g, n in table["Group"].value_counts().reindex(GROUPS).items())
-    print(f"wrote {len(table)} images of {table['Subject'].nunique()} subjects ({groups}) to {args.out}")

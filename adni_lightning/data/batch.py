@@ -1,0 +1,40 @@
+"""The batch schema: the keys every stage of the pipeline reads and writes, declared once.
+
+The dataset yields items, :func:`~adni_lightning.data.dataset.collate_volumes` stacks them, the DataModule's
+``on_after_batch_transfer`` turns the compact ``volume`` into the network's ``image``, and the module, the
+prediction writer and the figures read the result. Each of them names its keys through this module so a
+new key (or a renamed one) is a change in one place.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+
+class Batch(TypedDict, total=False):
+    """One batch, as the model sees it after ``on_after_batch_transfer``.
+
+    ``volume``: ``(B, 1, D, H, W)`` compact volume as cached: uint8 label index for label maps, float16 for
+    intensities (augmented, for training batches). Present from the loader on.
+    ``image``: ``(B, C, D, H, W)`` float32 network input made from ``volume`` on the device (one-hot
+    structure channels for label maps). Added by ``on_after_batch_transfer``.
+    ``tabular``: ``(B, F)`` float32 covariates (standardised age, sex one-hot).
+    ``label``: ``(B,)`` int64 class index.
+    ``image_id``, ``subject``, ``group``, ``split``: per-image strings (group: the class name; split: train,
+    val, test or ``-`` when predicting a cohort without a split).
+    """
+
+    volume: torch.Tensor
+    image: torch.Tensor
+    tabular: torch.Tensor
+    label: torch.Tensor
+    image_id: list[str]
+    subject: list[str]
+    group: list[str]
+    split: list[str]
+
+
+#: Keys that hold one string per image, carried through unchanged.
+TEXT_KEYS: tuple[str, ...] = ("image_id", "subject", "group", "split")

@@ -1,0 +1,31 @@
+"""Statistics and reports of cross-validated evaluation: pooled OOF metrics with subject-bootstrap CIs."""
+
+from __future__ import annotations
+
+from adni_lightning.evaluation.metrics import (
+    bootstrap_ci,
+    bootstrap_samples,
+    classification_metrics,
+    confusion_metrics,
+    first_visits,
+    fold_table,
+    frame_metrics,
+    metric_names,
+    paired_difference,
+    subject_level,
+)
+from adni_lightning.evaluation.report import write_cv_report
+
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_samples",
+    "classification_metrics",
+    "confusion_metrics",
+    "first_visits",
+    "fold_table",
+    "frame_metrics",
+    "metric_names",
+    "paired_difference",
+    "subject_level",
+    "write_cv_report",
+]

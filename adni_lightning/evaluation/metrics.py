@@ -1,0 +1,315 @@
+"""Statistics of cross-validated evaluation over out-of-fold (OOF) prediction frames.
+
+A reviewer asks three things of a cross-validated result: how large is the effect (pooled OOF metrics), how
+sure are we (a confidence interval), and is it better than the baseline (a paired difference). ADNI subjects
+contribute several visits whose images are strongly correlated, so every interval here comes from a bootstrap
+over *subjects*: an image-level bootstrap would treat the visits as independent and give intervals that are
+too narrow. Metrics come from scikit-learn; the confusion-matrix metrics are also computed for a whole stack of
+resamples at once, so that 2000 resamples take seconds (AUROC, which needs sklearn per resample, dominates).
+
+A predictions frame has one row per image: ``image_id, subject, group, fold, model`` (``visit`` and
+``first_visit`` optional) and a ``p_<class>`` probability column per class.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    roc_auc_score,
+)
+
+HEADLINE = ("bacc", "acc", "f1", "auroc", "mcc")
+PER_CLASS = ("sens", "spec", "ppv", "npv")
+_CHUNK = 256  # resamples per block: bounds the (resamples × images) weight matrix
+
+
+def metric_names(classes: Sequence[str]) -> list[str]:
+    """Every metric :func:`classification_metrics` returns, in its order."""
+    return [*HEADLINE, *(f"{kind}_{c}" for kind in PER_CLASS for c in classes)]
+
+
+def prob_columns(classes: Sequence[str]) -> list[str]:
+    """The ``p_<class>`` columns of a predictions frame."""
+    return [f"p_{c}" for c in classes]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den`` is 0, without a warning."""
+    num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the defined values, NaN if none is, without a warning."""
+    defined = ~np.isnan(x)
+    return _ratio(np.where(defined, x, 0.0).sum(axis=-1), defined.sum(axis=-1))
+
+
+def confusion_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every metric a confusion matrix determines, vectorised over leading axes of ``cm`` ``(..., k, k)``.
+
+    Rows are true classes, columns predictions. Follows sklearn's conventions so that the bootstrap can use this
+    in place of sklearn: ``bacc`` is the mean recall over the classes present, macro ``f1`` leaves out classes
+    neither present nor predicted, ``mcc`` is 0 where undefined; per-class rates are NaN where undefined.
+    """
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    actual, predicted = cm.sum(axis=-1), cm.sum(axis=-2)
+    total, correct = actual.sum(axis=-1), tp.sum(axis=-1)
+    fn, fp = actual - tp, predicted - tp
+    tn = total[..., None] - actual - fp
+    rates = {"sens": _ratio(tp, actual), "spec": _ratio(tn, tn + fp),
+             "ppv": _ratio(tp, predicted), "npv": _ratio(tn, tn + fn)}
+    cov_tp = correct * total - (actual * predicted).sum(axis=-1)
+    cov_pp = total**2 - (predicted**2).sum(axis=-1)
+    cov_tt = total**2 - (actual**2).sum(axis=-1)
+    out = {
+        "bacc": _nanmean(rates["sens"]),
+        "acc": _ratio(correct, total),
+        "f1": _nanmean(_ratio(2 * tp, 2 * tp + fp + fn)),
+        "mcc": np.nan_to_num(_ratio(cov_tp, np.sqrt(cov_pp * cov_tt)), nan=0.0),
+    }
+    for kind, values in rates.items():
+        out.update({f"{kind}_{c}": values[..., i] for i, c in enumerate(classes)})
+    return out
+
+
+def _auroc(y: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """Macro one-vs-rest AUROC; NaN when a class is absent, where sklearn would raise.
+
+    Passed to sklearn in its multilabel form (one-hot truth), which is exactly what ``multi_class="ovr"`` computes
+    after binarising, also covers k = 2, and skips checks that make the bootstrap a third slower.
+    """
+    onehot = np.eye(k)[y]
+    if (onehot.sum(axis=0) == 0).any():
+        return float("nan")
+    # Inputs are checked by the callers; sklearn's per-call validation would otherwise dominate the bootstrap.
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        return float(roc_auc_score(onehot, proba, average="macro"))
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Headline metrics (sklearn) and per-class sensitivity, specificity, PPV, NPV; prediction = argmax.
+
+    ``y_true`` holds indices into ``classes``; ``proba`` is ``(n, k)``. Undefined values are NaN (``mcc``: 0, as
+    sklearn has it) and no warning is printed.
+    """
+    y_true, proba = np.asarray(y_true, dtype=int), np.asarray(proba, dtype=float)
+    k = len(classes)
+    if proba.shape != (len(y_true), k) or len(y_true) == 0:
+        raise ValueError(f"need (n, {k}) probabilities for n = {len(y_true)} > 0 labels, got {proba.shape}")
+    if not np.isfinite(proba).all() or y_true.min() < 0 or y_true.max() >= k:
+        raise ValueError(f"labels must be in 0..{k - 1} and probabilities finite")
+    pred, labels = proba.argmax(axis=1), np.arange(k)
+    with warnings.catch_warnings():  # sklearn's notes on absent classes: the results already say it (NaN, or 0)
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
+        out = {
+            "bacc": float(balanced_accuracy_score(y_true, pred)),
+            "acc": float(accuracy_score(y_true, pred)),
+            "f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=np.nan)),
+            "auroc": _auroc(y_true, proba, k),
+            "mcc": float(matthews_corrcoef(y_true, pred)),
+        }
+    per_class = confusion_metrics(confusion_matrix(y_true, pred, labels=labels), classes)
+    out.update({name: float(per_class[name]) for name in metric_names(classes) if name not in out})
+    return out
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"predictions frame lacks columns {missing}")
+
+
+def _labels(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """``group`` as indices into ``classes``."""
+    codes = frame["group"].map({c: i for i, c in enumerate(classes)})
+    if codes.isna().any():
+        unknown = sorted(set(frame["group"][codes.isna()].astype(str)))
+        raise ValueError(f"groups {unknown} are not among the classes {list(classes)}")
+    return codes.to_numpy(int)
+
+
+def _single_model(frame: pd.DataFrame) -> None:
+    if "model" in frame.columns and frame["model"].nunique() > 1:
+        raise ValueError(f"expected one model's predictions, got {sorted(frame['model'].unique())}")
+
+
+def frame_metrics(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
+    """:func:`classification_metrics` of one model's predictions frame, pooled over its rows."""
+    _require(frame, ["group", *prob_columns(classes)])
+    _single_model(frame)
+    return classification_metrics(_labels(frame, classes), frame[prob_columns(classes)].to_numpy(float), classes)
+
+
+def first_visits(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of first visits (all rows when there is no ``first_visit`` column): one image per subject."""
+    if "first_visit" not in frame.columns:
+        return frame.reset_index(drop=True)
+    return frame[frame["first_visit"].astype(bool)].reset_index(drop=True)
+
+
+def subject_level(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per (model, subject): the mean probability over the subject's images.
+
+    ``group`` and ``fold`` are those of the subject's first-visit image (the first row in frame order when no
+    image, or every image, is flagged ``first_visit``), so that a diagnosis changing across visits resolves to
+    the baseline one. ``image_id`` is the subject (the row stands for all its images); ``n_images`` counts them.
+    The result is again a predictions frame.
+    """
+    probs = prob_columns(classes)
+    _require(frame, ["model", "subject", "group", "fold", *probs])
+    keys = ["model", "subject"]
+    later = ~frame["first_visit"].astype(bool) if "first_visit" in frame.columns else pd.Series(False, frame.index)
+    head = frame.assign(_later=later).sort_values("_later", kind="stable").drop_duplicates(keys, keep="last")
+    grouped = frame.groupby(keys, sort=False)
+    means = grouped[probs].mean().join(grouped.size().rename("n_images"))
+    out = head.set_index(keys)[["group", "fold"]].join(means).reset_index()
+    out["image_id"], out["first_visit"] = out["subject"], True
+    columns = ["image_id", "subject", "group", "first_visit", "fold", "model", "n_images", *probs]
+    return out[columns].sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _resample_counts(draws: np.ndarray, n_subjects: int) -> np.ndarray:
+    """``(b, n_subjects)`` drawn subject indices → how often each subject is drawn in each resample."""
+    offsets = np.arange(len(draws))[:, None] * n_subjects
+    return np.bincount((draws + offsets).ravel(), minlength=draws.size).reshape(len(draws), n_subjects)
+
+
+def bootstrap_samples(
+    frame: pd.DataFrame, classes: Sequence[str], n_resamples: int = 2000, seed: int = 0,
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One model's bootstrap distribution over subjects: a row per resample, a column per metric.
+
+    Resample ``r`` takes the subjects ``np.random.default_rng(seed).integers(0, S, (n_resamples, S))[r]`` (indices
+    into the ``S`` sorted subjects), drawn with replacement, with all the images of each: a subject drawn twice
+    counts its images twice. Two frames with the same subjects therefore get the same resamples, which is what
+    makes :func:`paired_difference` paired. A metric undefined in a resample is NaN there.
+    """
+    probs = prob_columns(classes)
+    _require(frame, ["subject", "group", *probs])
+    _single_model(frame)
+    names = metric_names(classes) if metrics is None else list(metrics)
+    unknown = sorted(set(names) - set(metric_names(classes)))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {metric_names(classes)}")
+    k = len(classes)
+    y, proba = _labels(frame, classes), frame[probs].to_numpy(float)
+    subject, subjects = pd.factorize(frame["subject"], sort=True)
+    cell = np.eye(k * k)[y * k + proba.argmax(axis=1)]  # one-hot confusion-matrix cell of each image
+    draws = np.random.default_rng(seed).integers(0, len(subjects), size=(n_resamples, len(subjects)))
+    images = np.arange(len(frame))
+    out = {name: np.empty(n_resamples) for name in names}
+    for start in range(0, n_resamples, _CHUNK):
+        copies = _resample_counts(draws[start:start + _CHUNK], len(subjects))[:, subject]  # (block, images)
+        block = slice(start, start + len(copies))
+        values = confusion_metrics((copies @ cell).reshape(-1, k, k), classes)
+        for name in names:
+            if name != "auroc":
+                out[name][block] = values[name]
+        if "auroc" in out:
+            for row, n_copies in zip(range(start, start + len(copies)), copies):
+                resample = np.repeat(images, n_copies)
+                out["auroc"][row] = _auroc(y[resample], proba[resample], k)
+    return pd.DataFrame(out)
+
+
+def interval_table(point: Mapping[str, float], samples: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Point estimate and percentile interval per metric column of ``samples``, ignoring NaN resamples."""
+    rows = []
+    for name in samples.columns:
+        values = samples[name].to_numpy(float)
+        valid = int((~np.isnan(values)).sum())
+        low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)]) if valid else (np.nan, np.nan)
+        rows.append({"metric": name, "estimate": point[name], "ci_low": low, "ci_high": high, "n_valid": valid})
+    return pd.DataFrame(rows, columns=["metric", "estimate", "ci_low", "ci_high", "n_valid"])
+
+
+def _by_model(frame: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+    _require(frame, ["model"])
+    return frame.groupby("model", sort=True)
+
+
+def bootstrap_ci(
+    frame: pd.DataFrame, classes: Sequence[str], n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+) -> pd.DataFrame:
+    """Per model and metric: pooled estimate and percentile CI from a bootstrap over subjects.
+
+    Columns ``model, metric, estimate, ci_low, ci_high, n_valid``; ``n_valid`` counts the resamples in which
+    the metric is defined (e.g. AUROC needs every class drawn). See :func:`bootstrap_samples` for the draws.
+    """
+    tables = [
+        interval_table(frame_metrics(part, classes), bootstrap_samples(part, classes, n_resamples, seed), level)
+        .assign(model=model)
+        for model, part in _by_model(frame)
+    ]
+    out = pd.concat(tables, ignore_index=True)
+    return out[["model", *out.columns.drop("model")]]
+
+
+def paired_parts(frame: pd.DataFrame, model_a: str, model_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two models' rows, aligned by ``image_id``; a ValueError unless they cover the same images."""
+    _require(frame, ["model", "image_id", "subject", "group"])
+    a, b = (frame[frame["model"] == m].sort_values("image_id").reset_index(drop=True) for m in (model_a, model_b))
+    ids_a, ids_b = set(a["image_id"]), set(b["image_id"])
+    if ids_a != ids_b or len(a) != len(ids_a) or len(b) != len(ids_b):
+        raise ValueError(
+            f"paired comparison needs both models on the same images: {model_a!r} has {len(a)} rows "
+            f"({len(ids_a)} images), {model_b!r} has {len(b)} rows ({len(ids_b)} images), "
+            f"{len(ids_a & ids_b)} images in common"
+        )
+    for column in ("subject", "group"):
+        if not a[column].equals(b[column]):
+            raise ValueError(f"{model_a!r} and {model_b!r} disagree on the {column} of some images")
+    return a, b
+
+
+def paired_difference(
+    frame: pd.DataFrame, model_a: str, model_b: str, classes: Sequence[str],
+    metrics: Sequence[str] = ("bacc", "auroc"), n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+) -> pd.DataFrame:
+    """Difference ``model_a − model_b`` per metric with a paired bootstrap CI over subjects.
+
+    Each resample draws the same subjects for both models, so that what the two share (which subjects are easy)
+    cancels. Columns ``model_a, model_b, metric, estimate, ci_low, ci_high, n_valid``.
+    """
+    a, b = paired_parts(frame, model_a, model_b)
+    point_a, point_b = frame_metrics(a, classes), frame_metrics(b, classes)
+    samples = (bootstrap_samples(a, classes, n_resamples, seed, metrics)
+               - bootstrap_samples(b, classes, n_resamples, seed, metrics))
+    point = {m: point_a[m] - point_b[m] for m in metrics}
+    return interval_table(point, samples, level).assign(model_a=model_a, model_b=model_b)[
+        ["model_a", "model_b", "metric", "estimate", "ci_low", "ci_high", "n_valid"]
+    ]
+
+
+def fold_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """A row of metrics per (model, fold), then per model a ``mean`` and an ``sd`` (ddof=1) row over its folds.
+
+    ``mean``/``sd`` skip folds where a metric is undefined (e.g. AUROC of a fold lacking a class).
+    """
+    _require(frame, ["model", "fold", "subject"])
+    tables = []
+    for model, per_model in _by_model(frame):
+        rows = pd.DataFrame([
+            {"fold": fold, "n_images": len(part), "n_subjects": part["subject"].nunique(),
+             **frame_metrics(part, classes)}
+            for fold, part in per_model.groupby("fold", sort=True)
+        ])
+        values = rows.drop(columns="fold")
+        summary = pd.DataFrame([values.mean(), values.std(ddof=1)]).assign(fold=["mean", "sd"])
+        tables.append(pd.concat([rows.astype({"fold": object}), summary], ignore_index=True).assign(model=model))
+    out = pd.concat(tables, ignore_index=True)
+    return out[["model", "fold", *out.columns.drop(["model", "fold"])]]

@@ -1,0 +1,218 @@
+"""The cross-validation report: the files a reviewer reads and the data behind them.
+
+Reviewers reject a single accuracy: they ask for the spread over folds, an interval for the pooled estimate
+that respects repeated visits of one subject, figures at subject level and at first visits (no subject counted
+twice), a paired comparison with the baseline, per-class rates, the sample size, and an honest note when
+folds are missing. :func:`write_cv_report` writes all of it from one out-of-fold predictions frame, so the
+numbers in the text are the numbers in the CSVs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
+
+from adni_lightning.evaluation.metrics import (
+    HEADLINE,
+    PER_CLASS,
+    bootstrap_samples,
+    first_visits,
+    fold_table,
+    frame_metrics,
+    interval_table,
+    paired_difference,
+    paired_parts,
+    prob_columns,
+    subject_level,
+)
+
+LEVELS = ("image", "subject", "first visit")
+_NAMES = {"bacc": "balanced accuracy", "acc": "accuracy", "f1": "macro F1", "auroc": "macro AUROC (one-vs-rest)",
+          "mcc": "MCC", "sens": "sensitivity", "spec": "specificity", "ppv": "PPV", "npv": "NPV"}
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if pd.isna(x) else f"{x:.3f}"
+
+
+def _numbers(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+
+def _interval(ci: pd.DataFrame, metric: str, n_resamples: int) -> str:
+    """``estimate [low, high]``, with the count of valid resamples when some were left out."""
+    row = ci.set_index("metric").loc[metric]
+    text = f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+    return text if row["n_valid"] == n_resamples else f"{text} ({int(row['n_valid'])}/{n_resamples} resamples)"
+
+
+class _Bootstraps:
+    """Each model's bootstrap distribution per level, computed once for its CIs and its paired differences.
+
+    Equal to :func:`bootstrap_ci` and :func:`paired_difference`: the draws depend only on the subjects and the
+    seed, so two models on the same images share them.
+    """
+
+    def __init__(self, levels: dict[str, pd.DataFrame], classes: Sequence[str], n_resamples: int, seed: int):
+        self.levels, self.classes, self.n_resamples, self.seed = levels, classes, n_resamples, seed
+        self._cache: dict[tuple[str, str], tuple[dict[str, float], pd.DataFrame]] = {}
+
+    def _get(self, level: str, model: str) -> tuple[dict[str, float], pd.DataFrame]:
+        if (level, model) not in self._cache:
+            part = self.levels[level]
+            part = part[part["model"] == model]
+            samples = bootstrap_samples(part, self.classes, self.n_resamples, self.seed)
+            self._cache[level, model] = frame_metrics(part, self.classes), samples
+        return self._cache[level, model]
+
+    def ci(self, level: str, model: str) -> pd.DataFrame:
+        return interval_table(*self._get(level, model))
+
+    def difference(self, level: str, model: str, reference: str, metrics: Sequence[str]) -> pd.DataFrame:
+        paired_parts(self.levels[level], model, reference)  # the same images, hence the same draws
+        (point_m, samples_m), (point_r, samples_r) = self._get(level, model), self._get(level, reference)
+        return interval_table({m: point_m[m] - point_r[m] for m in metrics}, samples_m[metrics] - samples_r[metrics])
+
+
+def _mean_sd(folds: pd.DataFrame, metric: str) -> str:
+    rows = folds.set_index("fold")
+    return f"{_fmt(rows.at['mean', metric])} ± {_fmt(rows.at['sd', metric])}"
+
+
+def _covered(frame: pd.DataFrame) -> str:
+    """The folds present, per model where the models differ."""
+    per_model = {model: _numbers(sorted(part["fold"].unique())) for model, part in frame.groupby("model")}
+    if len(set(per_model.values())) == 1:
+        return f"folds {next(iter(per_model.values()))} only"
+    return "; ".join(f"folds {folds} for `{model}`" for model, folds in per_model.items())
+
+
+def _levels(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, pd.DataFrame]:
+    return {"image": frame, "subject": subject_level(frame, classes), "first visit": first_visits(frame)}
+
+
+def _data_section(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str]) -> list[str]:
+    rows = []
+    for model in models:
+        part = frame[frame["model"] == model]
+        per_class = part["group"].value_counts()
+        rows.append([f"`{model}`", _numbers(sorted(part["fold"].unique())), str(len(part)),
+                     str(part["subject"].nunique()), str(len(first_visits(part))),
+                     " / ".join(str(per_class.get(c, 0)) for c in classes)])
+    header = ["model", "folds", "images", "subjects", "first visits", f"images {' / '.join(classes)}"]
+    return ["## Data", "", *_table(header, rows)]
+
+
+def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataFrame], boot: _Bootstraps) -> list[str]:
+    folds = {level: table[table["model"] == model] for level, table in folds.items()}
+    cis = {level: boot.ci(level, model) for level in LEVELS}
+    n = boot.n_resamples
+    header = ["metric", *(f"{level}: {kind}" for level in LEVELS
+                          for kind in ("mean ± sd over folds", "pooled OOF [95% CI]"))]
+    rows = [[_NAMES[m], *(cell for level in LEVELS
+                          for cell in (_mean_sd(folds[level], m), _interval(cis[level], m, n)))]
+            for m in HEADLINE]
+    per_class = [[c, *(_interval(cis["image"], f"{kind}_{c}", n) for kind in PER_CLASS)] for c in classes]
+    return [
+        f"## Model `{model}`", "", *_table(header, rows),
+        "Per class, image level, pooled OOF [95% CI]:", "",
+        *_table(["class", *(_NAMES[kind] for kind in PER_CLASS)], per_class),
+    ]
+
+
+def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str, boot: _Bootstraps) -> list[str]:
+    lines = [f"## Paired differences vs `{reference}`", "",
+             "Difference model − reference; each resample draws the same subjects for both models.", ""]
+    metrics, rows = ["bacc", "auroc"], []
+    for model in sorted(set(frame["model"]) - {reference}):
+        pair = frame[frame["model"].isin([model, reference])]
+        shared = set.intersection(*(set(part["image_id"]) for _, part in pair.groupby("model")))
+        if len(pair) == 2 * len(shared):
+            diffs = {level: boot.difference(level, model, reference, metrics) for level in LEVELS}
+        else:
+            lines += [(f"`{model}` and `{reference}` differ in the images they cover: "
+                       f"compared on the {len(shared)} images both predicted."), ""]
+            diffs = {level: paired_difference(part, model, reference, classes, metrics, boot.n_resamples, boot.seed)
+                     for level, part in _levels(pair[pair["image_id"].isin(shared)], classes).items()}
+        rows += [[f"`{model}` − `{reference}`", level,
+                  *(_interval(diffs[level], m, boot.n_resamples) for m in metrics)] for level in LEVELS]
+    return lines + _table(["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows)
+
+
+def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str]) -> Figure:
+    """Pooled image-level confusion matrices, one panel per model: counts, shaded by row-normalised rate."""
+    fig = Figure(figsize=(3.4 * len(models), 3.4), dpi=100)  # no pyplot: leaves the user's backend alone
+    for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
+        part = frame[frame["model"] == model]
+        truth = part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
+        counts = confusion_matrix(truth, part[prob_columns(classes)].to_numpy().argmax(axis=1),
+                                  labels=np.arange(len(classes)))
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{model} ({len(part)} images)")
+    fig.tight_layout()
+    return fig
+
+
+def write_cv_report(
+    out_dir: Path, frame: pd.DataFrame, classes: Sequence[str], reference_model: str | None = None,
+    missing_folds: Sequence[int] = (), notes: Sequence[str] = (), *, n_resamples: int = 2000, seed: int = 0,
+) -> dict[str, Path]:
+    """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md`` and ``cv_report.png`` to ``out_dir``.
+
+    ``cv_metrics.csv`` is the image-level :func:`fold_table`. The paired section compares every other model with
+    ``reference_model`` (a ValueError if it is given but absent). Returns the paths by key ``metrics``,
+    ``predictions``, ``report``, ``figure``.
+    """
+    models = sorted(frame["model"].unique())
+    if reference_model is not None and reference_model not in models:
+        raise ValueError(f"reference model {reference_model!r} is not among the models {models}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out_dir / "cv_metrics.csv", "predictions": out_dir / "oof_predictions.csv",
+             "report": out_dir / "cv_report.md", "figure": out_dir / "cv_report.png"}
+    levels = _levels(frame, classes)
+    folds = {level: fold_table(part, classes) for level, part in levels.items()}
+    boot = _Bootstraps(levels, classes, n_resamples, seed)
+    folds["image"].to_csv(paths["metrics"], index=False)
+    frame.to_csv(paths["predictions"], index=False)
+
+    lines = ["# Cross-validated evaluation", ""]
+    if missing_folds:
+        verb = "folds {} are" if len(missing_folds) > 1 else "fold {} is"
+        missing = verb.format(_numbers(missing_folds))
+        lines += [f"> **{missing} not finished: these figures cover {_covered(frame)}.**", ""]
+    lines += [
+        (f"Classes: {', '.join(classes)}. Confidence intervals are {n_resamples}-resample percentile bootstrap "
+        f"intervals over subjects (seed {seed}): each resample draws subjects with replacement and keeps all "
+        "images of each drawn subject. Resamples where a metric is undefined (e.g. AUROC without every class) are "
+        "left out and their count shown. mean ± sd is over folds (sd with ddof=1). Levels: every image; "
+        "subject (mean probability over a subject's images); first visits only. Undefined values read n/a "
+        "(MCC reads 0, sklearn's convention)."), "",
+        *_data_section(frame, classes, models),
+    ]
+    for model in models:
+        lines += _model_section(model, classes, folds, boot)
+    if reference_model is not None and len(models) > 1:
+        lines += _paired_section(frame, classes, reference_model, boot)
+    if notes:
+        lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
+    paths["report"].write_text("\n".join(lines))
+    _confusion_figure(frame, classes, models).savefig(paths["figure"])
+    return paths

@@ -1,0 +1,22 @@
+"""Synthetic ADNI cohorts in the exact download format, and the DataModule that trains on one.
+
+This package sits above :mod:`adni_lightning.data`: it imports the data layer, never the reverse.
+"""
+
+from adni_lightning.synth.cohort import (
+    CSV_COLUMNS,
+    FILE_SUFFIX,
+    GROUPS,
+    MARKER_NAME,
+    TRUTH_NAME,
+    SyntheticCohort,
+    conformed_affine,
+    generate_cohort,
+    render,
+)
+from adni_lightning.synth.datamodule import SyntheticDataModule
+
+__all__ = [
+    "CSV_COLUMNS", "FILE_SUFFIX", "GROUPS", "MARKER_NAME", "TRUTH_NAME", "SyntheticCohort", "SyntheticDataModule",
+    "conformed_affine", "generate_cohort", "render",
+]

@@ -1,0 +1,49 @@
+"""The DataModule of ``configs/synthetic.yaml``: generates its cohort on first use, then reads it as real data.
+
+Generation lives here, above the data layer, so a real-data run (``ADNIDataModule``) can never write fake
+files: only a config that names this class generates, and only into a folder that does not exist yet, is
+empty, or holds an earlier synthetic cohort (its marker file says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.data.manifest import ManifestError
+from adni_lightning.synth.cohort import MARKER_NAME, SyntheticCohort, generate_cohort
+
+log = logging.getLogger(__name__)
+
+
+class SyntheticDataModule(ADNIDataModule):
+    """:class:`~adni_lightning.data.datamodule.ADNIDataModule` over a generated cohort.
+
+    Args:
+        cohort: the cohort written into ``manifest.data_dir`` when its CSV does not exist yet.
+        **kwargs: the groups of :class:`~adni_lightning.data.datamodule.ADNIDataModule`.
+    """
+
+    def __init__(self, cohort: SyntheticCohort = SyntheticCohort(), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cohort = cohort
+
+    def prepare_data(self) -> None:
+        spec = self.manifest_spec
+        if not spec.csv_file.exists():
+            folder = spec.root
+            foreign = [p.name for p in folder.iterdir()] if folder.is_dir() and not (folder / MARKER_NAME).exists() else []
+            if foreign:
+                raise ManifestError(
+                    f"{spec.csv_file} not found, and {folder} holds other files ({', '.join(sorted(foreign)[:5])}): "
+                    "refusing to generate a synthetic cohort there; point data.manifest.data_dir at a new folder, "
+                    "or use an ADNIDataModule config for real data"
+                )
+            log.info(
+                "generating a synthetic cohort (%d subjects, %d³ voxels) in %s",
+                self.cohort.subjects, self.cohort.size, folder,
+            )
+            generate_cohort(folder, workers=max(1, self.loader.num_workers), **asdict(self.cohort))
+        super().prepare_data()

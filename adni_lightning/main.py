@@ -8,10 +8,14 @@ other commands (:data:`~adni_lightning.commands.COMMANDS`) each live in a small 
 
 from __future__ import annotations
 
+import glob
 import logging
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
+import pandas as pd
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -19,7 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from adni_lightning import commands
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.module import ADNIClassifier
-from adni_lightning.prediction_writer import PredictionWriter
+from adni_lightning.prediction_writer import PredictionWriter, write_predictions
 
 PROG = "python -m adni_lightning"
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -103,20 +107,51 @@ class ADNILightningCLI(LightningCLI):
         if ckpt_path == "last" and not last.exists():
             raise ResumeError(f"--ckpt_path last: no {last} to resume from")
 
+    def after_fit(self) -> None:
+        """Say where the run's checkpoints are and how to use them."""
+        best = self.trainer.checkpoint_callback
+        last = next((c.last_model_path for c in self.trainer.checkpoint_callbacks if c.last_model_path), None)
+        if not self.trainer.is_global_zero or last is None:
+            return
+        lines = [f"last checkpoint: {last}"]
+        if best is not None and best.best_model_path:
+            lines.insert(0, f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}")
+        given = [str(c) for c in self.config[self.subcommand].get("config") or [] if str(c) != str(DEFAULT_CONFIG)]
+        configs = " ".join([*(f"--config {c}" for c in given), f"--trainer.default_root_dir {self.trainer.default_root_dir}"])
+        lines += [
+            f"resume:   {PROG} fit {configs} --ckpt_path last",
+            f"validate: {PROG} validate {configs} --ckpt_path {best.best_model_path if best and best.best_model_path else last}",
+            f"predict:  {PROG} predict {configs} --ckpt_path {last}",
+        ]
+        print("\n".join(lines))
+
     def before_predict(self) -> None:
         """Make sure predictions are written even if the config names no PredictionWriter."""
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-def _show_project_logs() -> None:
-    """Send the project's INFO messages (split table, cache and cohort progress) to the console once."""
+#: Messages that say nothing to this project's users, silenced by their exact text (not by category).
+KNOWN_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning, on every run (torch >= 2.9)
+    r"Checkpoint directory .* exists and is not empty.*",  # resume: before_fit already refuses an overwrite
+    r"LightningCLI's args parameter is intended to run from within Python.*",  # commands that run fit in-process
+)
+
+
+def _console() -> None:
+    """Show the project's INFO messages (split table, cache and cohort progress) and hide known noise, once."""
     logger = logging.getLogger("adni_lightning")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+            lambda record: "litlogger" not in record.getMessage()
+        )
+    for pattern in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def overview() -> str:
@@ -128,12 +163,14 @@ def overview() -> str:
     return "\n".join(lines)
 
 
-def lightning_cli(argv: list[str], from_command_line: bool) -> ADNILightningCLI:
-    """Run a LightningCLI subcommand; ``argv`` starts with the subcommand."""
+def lightning_cli(argv: list[str], from_command_line: bool, run: bool = True) -> ADNILightningCLI:
+    """Run a LightningCLI subcommand (``argv`` starts with it), or with ``run=False`` only build its objects."""
     if not any(a == "--config" or a.startswith("--config=") for a in argv[1:]) and "-h" not in argv and "--help" not in argv:
         argv[1:1] = ["--config", str(DEFAULT_CONFIG)]
     if from_command_line:
         sys.argv[1:] = argv  # DDP's re-launch of this command reads sys.argv
+    if not run:
+        argv = argv[1:]  # LightningCLI without a subcommand
     return ADNILightningCLI(
         ADNIClassifier,
         ADNIDataModule,
@@ -141,17 +178,63 @@ def lightning_cli(argv: list[str], from_command_line: bool) -> ADNILightningCLI:
         args=None if from_command_line else argv,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": PROG},
+        run=run,
     )
+
+
+def _checkpoint_paths(argv: list[str]) -> list[str]:
+    """Every ``--ckpt_path`` value, with glob patterns expanded (``fold_*/checkpoints/last.ckpt``)."""
+    values = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt_path"]
+    values += [a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")]
+    paths = []
+    for value in values:
+        matches = sorted(glob.glob(value)) if glob.has_magic(value) else [value]
+        if not matches:
+            raise FileNotFoundError(f"--ckpt_path {value}: no checkpoint matches")
+        paths += matches
+    return paths
+
+
+def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
+    """``predict`` with several checkpoints (e.g. every fold's): the members' probabilities, averaged.
+
+    Each member is scored as a normal ``predict`` (with its own checkpoint's age statistics) into a scratch
+    folder beside the output; ``predictions.csv`` holds the mean probability per image and the number of
+    members. Returns its path.
+    """
+    rest = [a for i, a in enumerate(argv) if a != "--ckpt_path" and not a.startswith("--ckpt_path=")
+            and (i == 0 or argv[i - 1] != "--ckpt_path")]
+    root = Path(lightning_cli(rest, from_command_line=False, run=False).trainer.default_root_dir)
+    members = []
+    for index, checkpoint in enumerate(checkpoints):
+        scratch = root / "ensemble_members" / f"member{index}"
+        lightning_cli([*rest, "--ckpt_path", checkpoint, "--trainer.default_root_dir", str(scratch),
+                       "--trainer.logger", "false"], from_command_line=False)
+        members.append(pd.read_csv(scratch / "predictions.csv", dtype={"image_id": str, "subject": str}))
+    shutil.rmtree(root / "ensemble_members")
+    merged = pd.concat(members, ignore_index=True)
+    probabilities = [c for c in merged.columns if c.startswith("p_")]
+    keys = [c for c in merged.columns if c not in probabilities and c != "predicted"]
+    mean = merged.groupby(keys, sort=False, as_index=False)[probabilities].mean()
+    path = root / "predictions.csv"
+    by_subject = write_predictions(mean.assign(members=len(checkpoints)), path)
+    print(f"predict: averaged {len(checkpoints)} checkpoints into {path} and {by_subject}")
+    return path
 
 
 def main(args: list[str] | None = None) -> ADNILightningCLI | None:
     """Entry point; ``args`` as on the command line (tests call ``main([...])``)."""
     argv = sys.argv[1:] if args is None else list(args)
-    _show_project_logs()
+    _console()
     if not argv or argv[0] in ("-h", "--help"):
         print(overview())
         return None
     if argv[0] in commands.COMMANDS:
         commands.run(argv[0], argv[1:])
         return None
+    if argv[0] == "predict":
+        checkpoints = _checkpoint_paths(argv)
+        if len(checkpoints) > 1:
+            ensemble_predict(argv, checkpoints)
+            return None
     return lightning_cli(argv, from_command_line=args is None)

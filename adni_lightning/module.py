@@ -126,7 +126,7 @@ class ADNIClassifier(L.LightningModule):
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
         if not finite:
             raise NonFiniteLossError(self._non_finite_report(batch, loss, stage))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(batch["label"]), sync_dist=True)
         return loss, logits
 
@@ -145,14 +145,15 @@ class ADNIClassifier(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, logits = self._shared_step(batch, "train")
         self.train_metrics(logits, batch["label"])
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._shared_step(batch, "val")
         self.val_metrics.update(logits.softmax(dim=1), batch["label"])
         self.val_confusion.update(logits, batch["label"])
-        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        for name, metric in self.val_metrics.items():  # the bar shows loss and val/bacc; the rest is in TensorBoard
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "val/bacc")
         if batch_idx == 0:
             self._log_volumes(batch)
 

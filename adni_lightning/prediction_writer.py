@@ -1,4 +1,9 @@
-"""Writes ``predict`` results as one CSV: image_id, subject, group, split, p_<class>…, predicted."""
+"""Writes ``predict`` results: ``predictions.csv`` (one row per image) and ``predictions_by_subject.csv``.
+
+Per image: image_id, subject, group, split (the image's side in the run's split, ``-`` if none), p_<class>…,
+predicted. Per subject: the mean probability over the subject's images and the class it predicts, since a
+subject's scans are not independent and may disagree.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,21 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
+    """Write the per-image table to ``path`` and the per-subject table beside it; return the latter's path."""
+    probabilities = [c for c in frame.columns if c.startswith("p_")]
+    frame = frame.assign(predicted=frame[probabilities].idxmax(axis=1).str[2:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.6f")
+    by_subject = frame.groupby(["subject", "group"], sort=True, as_index=False).agg(
+        images=("image_id", "size"), **{c: (c, "mean") for c in probabilities}
+    )
+    by_subject["predicted"] = by_subject[probabilities].idxmax(axis=1).str[2:]
+    subject_path = path.with_name(f"{path.stem}_by_subject{path.suffix}")
+    by_subject.to_csv(subject_path, index=False, float_format="%.6f")
+    return subject_path
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -36,16 +56,13 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, Any],
         batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int,
     ) -> None:
-        names = pl_module.class_names
         probabilities: torch.Tensor = prediction["probabilities"]
         for i, image_id in enumerate(prediction["image_id"]):
-            row = {key: prediction[key][i] for key in ("subject", "group", "split")}
-            row = {"image_id": image_id, **row}
-            row.update({f"p_{name}": float(p) for name, p in zip(names, probabilities[i])})
-            row["predicted"] = names[int(probabilities[i].argmax())]
+            row = {"image_id": image_id, **{key: prediction[key][i] for key in ("subject", "group", "split")}}
+            row.update({f"p_{name}": float(p) for name, p in zip(pl_module.class_names, probabilities[i])})
             self._rows.append(row)
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self.resolved_path(trainer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(self._rows).to_csv(path, index=False, float_format="%.6f")
+        by_subject = write_predictions(pd.DataFrame(self._rows), path)
+        print(f"predict: wrote {path} and {by_subject}")

@@ -196,3 +196,34 @@ def test_predict_on_a_new_cohort_uses_the_checkpoints_age_statistics(cohort, tmp
     rows = pd.read_csv(tmp_path / "scoring" / "predictions.csv")
     assert sorted(rows["image_id"]) == sorted("I" + new["Image Data ID"].str.lstrip("I"))
     assert not (tmp_path / "scoring" / "split.csv").exists()  # no split is drawn to score a cohort
+
+
+def test_predict_with_several_checkpoints_averages_their_probabilities(cohort, tmp_path):
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"run{seed}"
+        main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1", "--seed_everything", str(seed),
+                       "--data.split.file", str(tmp_path / "split.csv")))
+        main(tiny_args("predict", run, cohort, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
+        runs.append(pd.read_csv(run / "predictions.csv").set_index("image_id"))
+    scoring = tmp_path / "scoring"
+    main(tiny_args("predict", scoring, cohort, "--ckpt_path", str(tmp_path / "run*" / "checkpoints" / "last.ckpt")))
+    ensemble = pd.read_csv(scoring / "predictions.csv").set_index("image_id")
+    columns = ["p_CN", "p_MCI", "p_AD"]
+    expected = (runs[0][columns] + runs[1][columns]) / 2
+    pd.testing.assert_frame_equal(ensemble[columns], expected.loc[ensemble.index], atol=2e-6)
+    assert (ensemble["members"] == 2).all() and not (scoring / "ensemble_members").exists()
+    assert (ensemble["predicted"] == ensemble[columns].idxmax(axis=1).str[2:]).all()
+
+
+def test_predictions_by_subject_average_a_subjects_images(cohort, tmp_path):
+    run = tmp_path / "run"
+    main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1"))
+    main(tiny_args("predict", run, cohort, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
+    images = pd.read_csv(run / "predictions.csv")
+    subjects = pd.read_csv(run / "predictions_by_subject.csv").set_index("subject")
+    assert len(subjects) == images["subject"].nunique() and subjects.index.is_unique
+    twice = images["subject"].value_counts().index[0]
+    assert subjects.at[twice, "images"] == 2
+    mean = images.loc[images["subject"] == twice, "p_AD"].mean()
+    assert subjects.at[twice, "p_AD"] == pytest.approx(mean, abs=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 #: Command names, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("synth",)
+COMMANDS: tuple[str, ...] = ("synth", "inspect", "baseline", "cv", "interpret")
 
 
 def _module(name: str):

@@ -133,27 +133,33 @@ def random_affine(
     image: torch.Tensor, degrees: float, scale: float, probability: float, labelmap: bool,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random rotation and isotropic scaling of each volume of ``(B, C, D, H, W)`` about its centre.
-
-    The transform is built in voxel units and expressed in ``affine_grid``'s normalised coordinates, so a
-    non-cubic volume rotates without shearing. Outside the volume is background (0).
-    """
+    """Random rotation (uniform in ±``degrees`` about each axis) and isotropic scaling (±``scale``) of each volume
+    of ``(B, C, D, H, W)``, applied with ``probability``; see :func:`affine_resample`."""
     batch, device = image.shape[0], image.device
     draws = torch.rand(batch, 5, generator=generator, device=device, dtype=torch.float64)
-    angles = (draws[:, :3] * 2 - 1) * math.radians(degrees)
-    factors = 1 + (draws[:, 3] * 2 - 1) * scale
     chosen = draws[:, 4] < probability
     if not chosen.any():
         return image
-    # Sampling grid: output voxel x reads input voxel R x / s (a zoom by s), in grid order (W, H, D).
+    angles = torch.where(chosen[:, None], (draws[:, :3] * 2 - 1) * math.radians(degrees), 0.0)
+    factors = torch.where(chosen, 1 + (draws[:, 3] * 2 - 1) * scale, 1.0)
+    return affine_resample(image, angles, factors, labelmap)
+
+
+def affine_resample(image: torch.Tensor, angles: torch.Tensor, factors: torch.Tensor, labelmap: bool) -> torch.Tensor:
+    """Rotate each volume of ``(B, C, D, H, W)`` by ``angles`` (``(B, 3)`` radians about the W, H and D axes, in
+    that order) and zoom it by ``factors`` (``(B,)``) about its centre; outside the volume is background (0).
+
+    The transform is built in voxel units and expressed in ``affine_grid``'s normalised coordinates, so a
+    non-cubic volume rotates without shearing. Label maps are resampled by nearest neighbour (only input ids
+    come out), intensities trilinearly.
+    """
+    batch, device = image.shape[0], image.device
+    # Output voxel x reads input voxel R x / s, in grid order (W, H, D); normalised by each axis' half-size.
     half = torch.tensor(image.shape[:1:-1], dtype=torch.float64, device=device) / 2
-    linear = _rotation(angles) / factors[:, None, None]
+    linear = _rotation(angles.to(device, torch.float64)) / factors.to(device, torch.float64)[:, None, None]
     linear = linear / half[None, :, None] * half[None, None, :]
-    identity = torch.eye(3, dtype=torch.float64, device=device).expand(batch, 3, 3)
-    linear = torch.where(chosen[:, None, None], linear, identity)
     theta = torch.cat([linear, torch.zeros(batch, 3, 1, dtype=torch.float64, device=device)], dim=2)
     grid = F.affine_grid(theta.float(), list(image.shape), align_corners=False)
-    mode = "nearest" if labelmap else "bilinear"
-    out = F.grid_sample(image.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
-    out = out.round() if labelmap else out
-    return torch.where(chosen[:, None, None, None, None], out.to(image.dtype), image)
+    out = F.grid_sample(image.float(), grid, mode="nearest" if labelmap else "bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return (out.round() if labelmap else out).to(image.dtype)

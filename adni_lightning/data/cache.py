@@ -1,9 +1,14 @@
 """On-disk cache of preprocessed volumes: each source file is decoded and preprocessed once.
 
-An entry is a ``.npy`` file (memory-mapped on read) plus a ``.json`` sidecar with its CRC32. Its name holds a
-key of the source file's identity (resolved path, size, mtime) and of every preprocessing parameter, so a
-changed file or setting never reuses an old entry. Both files are written to a temporary name and renamed,
-so a crash leaves no half-written entry under the real name; an entry that fails its check is rebuilt.
+An entry is a ``.npy`` file (memory-mapped on read) plus a ``.json`` sidecar with its CRC32 and, for label maps,
+the regional volumes counted on the full-resolution voxels while they are decoded anyway (see
+:mod:`adni_lightning.data.volumes`). Its name holds a key of the source file's identity (resolved path, size,
+mtime), of every preprocessing parameter and of the entry format, so a changed file, setting or format never
+reuses an old entry. Both files are written to a temporary name and renamed, so a crash leaves no half-written
+entry under the real name; an entry that fails its check is rebuilt.
+
+Sidecar: ``{"crc32": int, "voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two
+for label maps only (every non-zero id present; absent ids are absent).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from tqdm.auto import tqdm
 
 from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
 from adni_lightning.data.volume_io import VolumeError, read_volume
+from adni_lightning.data.volumes import structure_volumes, voxel_volume
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1
+#: 2: label-map sidecars hold the regional volumes (entries of format 1 have none and are rebuilt).
+_CACHE_FORMAT = 2
 
 
 class CacheBuildError(RuntimeError):
@@ -64,7 +71,9 @@ class VolumeCache:
         return self.root / f"{image_id}-{digest}.npy"
 
     def is_valid(self, entry: Path) -> bool:
-        """True when the entry has the expected shape and dtype and its bytes match the recorded CRC32."""
+        """True when the entry has the expected shape and dtype, its bytes match the recorded CRC32 and, for a
+        label map, its sidecar holds the regional volumes.
+        """
         sidecar = entry.with_suffix(".json")
         try:
             meta = json.loads(sidecar.read_text())
@@ -75,13 +84,33 @@ class VolumeCache:
             array.shape == self.params.size
             and array.dtype == self.params.dtype
             and zlib.crc32(array.tobytes()) == meta.get("crc32")
+            and (not self.params.labelmap or isinstance(meta.get("volumes_mm3"), dict))
         )
 
-    def write(self, entry: Path, array: np.ndarray) -> None:
+    def write(
+        self, entry: Path, array: np.ndarray, volumes: dict[int, float] | None = None, voxel_mm3: float | None = None
+    ) -> None:
+        """Write the array and its sidecar; ``volumes`` (id → mm³) and ``voxel_mm3`` for label maps."""
         entry.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(entry, lambda f: np.save(f, array, allow_pickle=False))
-        meta = json.dumps({"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}).encode()
-        _atomic_write(entry.with_suffix(".json"), lambda f: f.write(meta))
+        meta: dict[str, object] = {"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}
+        if volumes is not None:
+            meta.update(voxel_mm3=voxel_mm3, volumes_mm3={str(i): v for i, v in sorted(volumes.items())})
+        encoded = json.dumps(meta).encode()
+        _atomic_write(entry.with_suffix(".json"), lambda f: f.write(encoded))
+
+    def volumes(self, image_id: str, source: str | Path) -> dict[int, float]:
+        """FreeSurfer id → mm³ at full resolution, as stored with the entry (build it first); label maps only."""
+        if not self.params.labelmap:
+            raise ValueError("regional volumes exist for label maps only (data.preprocessing.input_kind: labelmap)")
+        sidecar = self.entry_path(image_id, source).with_suffix(".json")
+        try:
+            stored = json.loads(sidecar.read_text())["volumes_mm3"]
+        except (OSError, ValueError, KeyError) as err:
+            raise FileNotFoundError(
+                f"image {image_id}: {source}: no cache entry with volumes ({sidecar}): build the cache first"
+            ) from err
+        return {int(i): float(v) for i, v in stored.items()}
 
     def build(self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0) -> dict[str, Path]:
         """Make sure every ``(image_id, source)`` has a valid entry; return image_id → entry path.
@@ -119,7 +148,11 @@ def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> str | None:
     cache, image_id, source, entry = job
     try:
         data, affine = read_volume(source)
-        cache.write(entry, preprocess(data, affine, cache.params))
+        if cache.params.labelmap:  # counted (and checked) before preprocess picks its subset of the voxels
+            volumes = structure_volumes(data, affine)
+            cache.write(entry, preprocess(data, affine, cache.params), volumes, voxel_volume(affine))
+        else:
+            cache.write(entry, preprocess(data, affine, cache.params))
     except VolumeError as err:
         return f"image {image_id}: {err}"
     except UnknownLabelError as err:

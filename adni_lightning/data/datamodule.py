@@ -27,7 +27,8 @@ from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, SplitSpec, load_split, save_split, split_digest, split_subjects
-from adni_lightning.data.tabular import TabularEncoder
+from adni_lightning.data.tabular import TabularEncoder, TabularSpec
+from adni_lightning.data.volumes import LABELLED, regional_volumes
 from adni_lightning.seeding import derived_seed, run_seed
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ADNIDataModule(L.LightningDataModule):
         preprocessing: what the cache stores and the network sees.
         split: the subject-level split.
         loader: batch size and worker processes.
+        tabular: covariates of the numeric branch beyond age and sex (ICV-normalised regional volumes).
         augment: training augmentations, applied on the device in this order (none by default).
         cache_dir: preprocessed volumes (default ``<manifest.data_dir>/.cache``).
         predict_split: which images ``predict`` scores; ``all`` needs no split (a new cohort).
@@ -54,6 +56,7 @@ class ADNIDataModule(L.LightningDataModule):
         preprocessing: Preprocessing = Preprocessing(),
         split: SplitSpec = SplitSpec(),
         loader: LoaderSpec = LoaderSpec(),
+        tabular: TabularSpec = TabularSpec(),
         augment: list[Augmentation] | None = None,
         cache_dir: str | None = None,
         predict_split: PredictSplit = "all",
@@ -66,7 +69,9 @@ class ADNIDataModule(L.LightningDataModule):
         self.augment = list(augment or [])
         self.predict_split = predict_split
         self.cache = VolumeCache(Path(cache_dir) if cache_dir else self.manifest_spec.root / ".cache", self.preprocessing)
-        self.encoder = TabularEncoder()
+        self.encoder = TabularEncoder(tabular.volumes)
+        if tabular.volumes and not self.preprocessing.labelmap:
+            raise ValueError("data.tabular.volumes needs label maps: intensity volumes have no structures to measure")
         self.classes = list(self.manifest_spec.classes)
         # Read by LightningCLI's argument links right after __init__, before setup().
         self.num_classes = len(self.classes)
@@ -92,8 +97,26 @@ class ADNIDataModule(L.LightningDataModule):
             self._manifest = build_manifest(self.manifest_spec)
         return self._manifest
 
+    def _with_volumes(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """The manifest plus the configured structures' volumes divided by the labelled (ICV proxy) volume."""
+        if not self.encoder.volumes:
+            return manifest
+        volumes = regional_volumes(manifest, self.cache)
+        unknown = [name for name in self.encoder.volumes if name not in volumes.columns]
+        if unknown:
+            raise ValueError(
+                f"data.tabular.volumes: {', '.join(unknown)} not in any label map of the cohort "
+                "(names as in FreeSurferColorLUT, e.g. Left-Hippocampus; see `inspect`'s volumes.csv)"
+            )
+        ratios = volumes[list(self.encoder.volumes)].div(volumes[LABELLED], axis=0)
+        return pd.concat([manifest.reset_index(drop=True), ratios.reset_index(drop=True)], axis=1)
+
+    def prepare_cohort(self) -> None:
+        """Make sure the cohort's files exist before the CSV is read; real data exists already."""
+
     def prepare_data(self) -> None:
         """Validate the CSV, fix the split, fill the cache."""
+        self.prepare_cohort()
         manifest = self.manifest()
         if not self._predicting_everything:
             if not self.split_path.exists():
@@ -115,13 +138,15 @@ class ADNIDataModule(L.LightningDataModule):
         missing = [i for i, e in entries.items() if not e.exists()]
         if missing:
             raise RuntimeError(f"{len(missing)} volume(s) are not cached (e.g. {missing[0]}): run prepare_data first")
+        manifest = self._with_volumes(manifest)
         if self._predicting_everything:
             self.datasets = {"predict": VolumeDataset(self._marked_with_saved_split(manifest), entries, self.encoder)}
             return
         self.split = load_split(self.split_path, manifest)
         rows = manifest.merge(self.split[["image_id", "split"]], on="image_id", validate="one_to_one")
         if self.encoder.age_mean is None:
-            self.encoder.fit(rows.loc[rows["split"] == "train", "age"])
+            train = rows[rows["split"] == "train"]
+            self.encoder.fit(train["age"], train[list(self.encoder.volumes)].to_numpy())
         self.datasets = {side: VolumeDataset(rows[rows["split"] == side], entries, self.encoder) for side in ("train", "val", "test")}
         predict_rows = rows if self.predict_split == "all" else rows[rows["split"] == self.predict_split]
         self.datasets["predict"] = VolumeDataset(predict_rows, entries, self.encoder)

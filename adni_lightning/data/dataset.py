@@ -54,7 +54,7 @@ class VolumeDataset(Dataset):
         volume = np.load(self.entries[index], mmap_mode="r")
         return {
             "volume": np.array(volume)[None],
-            "tabular": self.encoder.encode(float(row["age"]), str(row["sex"])),
+            "tabular": self.encoder.encode(float(row["age"]), str(row["sex"]), row[list(self.encoder.volumes)]),
             "label": int(row["target"]),
             "image_id": str(row["image_id"]),
             "subject": str(row["subject"]),

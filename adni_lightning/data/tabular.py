@@ -1,48 +1,88 @@
-"""Age and sex as the network's numeric input: ``[age_z, sex_F, sex_M]`` in float32.
+"""The network's numeric input: ``[age_z, sex_F, sex_M]`` and, optionally, regional volumes, in float32.
 
 The blog fed raw ages (~75) next to 0/1 sex flags. Age is standardised here with the mean and standard
-deviation of the *training* split only; the statistics are part of the checkpoint (through the DataModule's
-state), so validation, test and predict runs standardise exactly as training did.
+deviation of the *training* split only; so is each regional volume chosen in ``data.tabular.volumes``
+(divided by the label map's total labelled volume, the intracranial-volume proxy, then z-scored). The
+statistics are part of the checkpoint, so validation, test and predict runs encode exactly as training did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-FEATURES = ("age_z", "sex_F", "sex_M")
+BASE_FEATURES = ("age_z", "sex_F", "sex_M")
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """Covariates of the numeric branch beyond age and sex (the ``data.tabular`` config group).
+
+    Args:
+        volumes: FreeSurfer structure names (as in ``inspect``'s ``volumes.csv``, e.g. ``Left-Hippocampus``)
+            whose ICV-normalised volumes join age and sex. Empty: age and sex only.
+    """
+
+    volumes: tuple[str, ...] = ()
 
 
 class TabularEncoder:
-    """Encodes (age, sex) rows; :meth:`fit` on training ages before use."""
+    """Encodes (age, sex[, volumes]) rows; :meth:`fit` on the training split before use."""
 
-    def __init__(self) -> None:
+    def __init__(self, volumes: Sequence[str] = ()) -> None:
+        self.volumes = tuple(volumes)
         self.age_mean: float | None = None
         self.age_std: float | None = None
+        self.volume_mean: list[float] | None = None
+        self.volume_std: list[float] | None = None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return BASE_FEATURES + tuple(f"{name}_icv_z" for name in self.volumes)
 
     @property
     def num_features(self) -> int:
-        return len(FEATURES)
+        return len(self.features)
 
-    def fit(self, ages: Iterable[float]) -> TabularEncoder:
-        values = np.asarray(list(ages), dtype=np.float64)
-        if values.size == 0:
-            raise ValueError("cannot fit age statistics on an empty training split")
-        self.age_mean = float(values.mean())
-        self.age_std = float(values.std()) if values.size > 1 and values.std() > 0 else 1.0
+    def fit(self, ages: Iterable[float], volumes: np.ndarray | None = None) -> TabularEncoder:
+        """Statistics of the training split: ages, and ``volumes`` (images × structures) when configured."""
+        self.age_mean, self.age_std = _mean_std(np.asarray(list(ages), dtype=np.float64)[:, None])
+        self.age_mean, self.age_std = self.age_mean[0], self.age_std[0]
+        if self.volumes:
+            if volumes is None or np.shape(volumes)[1:] != (len(self.volumes),):
+                raise ValueError(f"fit needs the training split's volumes of {list(self.volumes)}")
+            self.volume_mean, self.volume_std = _mean_std(np.asarray(volumes, dtype=np.float64))
         return self
 
-    def encode(self, age: float, sex: str) -> np.ndarray:
+    def encode(self, age: float, sex: str, volumes: Sequence[float] = ()) -> np.ndarray:
         if self.age_mean is None or self.age_std is None:
             raise RuntimeError(
                 "age statistics are unknown: fit on a training split first, or predict with --ckpt_path "
                 "(the checkpoint holds the training split's statistics)"
             )
-        return np.array([(age - self.age_mean) / self.age_std, sex == "F", sex == "M"], dtype=np.float32)
+        base = [(age - self.age_mean) / self.age_std, sex == "F", sex == "M"]
+        if not self.volumes:
+            return np.array(base, dtype=np.float32)
+        scaled = (np.asarray(volumes, dtype=np.float64) - self.volume_mean) / self.volume_std
+        return np.concatenate([base, scaled]).astype(np.float32)
 
-    def state_dict(self) -> dict[str, float | None]:
-        return {"age_mean": self.age_mean, "age_std": self.age_std}
+    def state_dict(self) -> dict[str, object]:
+        return {"age_mean": self.age_mean, "age_std": self.age_std, "volumes": list(self.volumes),
+                "volume_mean": self.volume_mean, "volume_std": self.volume_std}
 
-    def load_state_dict(self, state: dict[str, float | None]) -> None:
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        trained = tuple(state.get("volumes") or ())
+        if trained != self.volumes:
+            raise ValueError(f"the checkpoint's tabular volumes {list(trained)} differ from the configured {list(self.volumes)}")
         self.age_mean, self.age_std = state["age_mean"], state["age_std"]
+        self.volume_mean, self.volume_std = state.get("volume_mean"), state.get("volume_std")
+
+
+def _mean_std(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Column means and standard deviations; a column without spread gets 1 (it cannot be scaled)."""
+    if values.shape[0] == 0:
+        raise ValueError("cannot fit statistics on an empty training split")
+    std = values.std(axis=0) if values.shape[0] > 1 else np.ones(values.shape[1])
+    return values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()

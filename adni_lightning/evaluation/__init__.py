@@ -10,8 +10,11 @@ from adni_lightning.evaluation.metrics import (
     first_visits,
     fold_table,
     frame_metrics,
+    interval_table,
     metric_names,
     paired_difference,
+    paired_parts,
+    prob_columns,
     subject_level,
 )
 from adni_lightning.evaluation.report import write_cv_report
@@ -24,8 +27,11 @@ __all__ = [
     "first_visits",
     "fold_table",
     "frame_metrics",
+    "interval_table",
     "metric_names",
     "paired_difference",
+    "paired_parts",
+    "prob_columns",
     "subject_level",
     "write_cv_report",
 ]

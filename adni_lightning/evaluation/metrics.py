@@ -153,11 +153,16 @@ def frame_metrics(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, floa
     return classification_metrics(_labels(frame, classes), frame[prob_columns(classes)].to_numpy(float), classes)
 
 
+def _is_first(frame: pd.DataFrame) -> pd.Series:
+    """``first_visit`` as bool: missing (NaN, e.g. from a left merge) is not first; no column means all are."""
+    if "first_visit" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    return frame["first_visit"].eq(True)
+
+
 def first_visits(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of first visits (all rows when there is no ``first_visit`` column): one image per subject."""
-    if "first_visit" not in frame.columns:
-        return frame.reset_index(drop=True)
-    return frame[frame["first_visit"].astype(bool)].reset_index(drop=True)
+    return frame[_is_first(frame)].reset_index(drop=True)
 
 
 def subject_level(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -171,8 +176,7 @@ def subject_level(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     probs = prob_columns(classes)
     _require(frame, ["model", "subject", "group", "fold", *probs])
     keys = ["model", "subject"]
-    later = ~frame["first_visit"].astype(bool) if "first_visit" in frame.columns else pd.Series(False, frame.index)
-    head = frame.assign(_later=later).sort_values("_later", kind="stable").drop_duplicates(keys, keep="last")
+    head = frame.assign(_later=~_is_first(frame)).sort_values("_later", kind="stable").drop_duplicates(keys)
     grouped = frame.groupby(keys, sort=False)
     means = grouped[probs].mean().join(grouped.size().rename("n_images"))
     out = head.set_index(keys)[["group", "fold"]].join(means).reset_index()

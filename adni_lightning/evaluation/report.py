@@ -63,7 +63,7 @@ class _Bootstraps:
     seed, so two models on the same images share them.
     """
 
-    def __init__(self, levels: dict[str, pd.DataFrame], classes: Sequence[str], n_resamples: int, seed: int):
+    def __init__(self, levels: dict[str, pd.DataFrame], classes: Sequence[str], n_resamples: int, seed: int) -> None:
         self.levels, self.classes, self.n_resamples, self.seed = levels, classes, n_resamples, seed
         self._cache: dict[tuple[str, str], tuple[dict[str, float], pd.DataFrame]] = {}
 
@@ -200,11 +200,11 @@ def write_cv_report(
         lines += [f"> **{missing} not finished: these figures cover {_covered(frame)}.**", ""]
     lines += [
         (f"Classes: {', '.join(classes)}. Confidence intervals are {n_resamples}-resample percentile bootstrap "
-        f"intervals over subjects (seed {seed}): each resample draws subjects with replacement and keeps all "
-        "images of each drawn subject. Resamples where a metric is undefined (e.g. AUROC without every class) are "
-        "left out and their count shown. mean ± sd is over folds (sd with ddof=1). Levels: every image; "
-        "subject (mean probability over a subject's images); first visits only. Undefined values read n/a "
-        "(MCC reads 0, sklearn's convention)."), "",
+         f"intervals over subjects (seed {seed}): each resample draws subjects with replacement and keeps all "
+         "images of each drawn subject. Resamples where a metric is undefined (e.g. AUROC without every class) "
+         "are left out and their count shown. mean ± sd is over folds (sd with ddof=1). Levels: every image; "
+         "subject (mean probability over a subject's images); first visits only. Undefined values read n/a "
+         "(MCC reads 0, sklearn's convention)."), "",
         *_data_section(frame, classes, models),
     ]
     for model in models:
@@ -213,6 +213,6 @@ def write_cv_report(
         lines += _paired_section(frame, classes, reference_model, boot)
     if notes:
         lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
-    paths["report"].write_text("\n".join(lines))
+    paths["report"].write_text("\n".join(lines), encoding="utf-8")
     _confusion_figure(frame, classes, models).savefig(paths["figure"])
     return paths

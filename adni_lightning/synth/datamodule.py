@@ -30,7 +30,8 @@ class SyntheticDataModule(ADNIDataModule):
         super().__init__(**kwargs)
         self.cohort = cohort
 
-    def prepare_data(self) -> None:
+    def prepare_cohort(self) -> None:
+        """Generate the cohort unless its CSV exists, into a new, empty or earlier synthetic folder only."""
         spec = self.manifest_spec
         if not spec.csv_file.exists():
             folder = spec.root
@@ -46,4 +47,3 @@ class SyntheticDataModule(ADNIDataModule):
                 self.cohort.subjects, self.cohort.size, folder,
             )
             generate_cohort(folder, workers=max(1, self.loader.num_workers), **asdict(self.cohort))
-        super().prepare_data()

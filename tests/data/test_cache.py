@@ -100,3 +100,56 @@ def test_real_size_256_fastsurfer_file(tmp_path):
     ids = KNOWN_LABELS[np.unique(cached)]
     assert {17, 53, 4, 43} <= set(ids.tolist())
     assert set(ids.tolist()) <= set(np.unique(np.asarray(img.dataobj)).tolist())
+
+
+def _brain(size: int = 32) -> np.ndarray:
+    """A blocky label map: white matter with both hippocampi inside, background around."""
+    data = np.zeros((size,) * 3, dtype=np.int16)
+    data[4:-4, 4:-4, 4:-4] = 2
+    data[8:12, 8:14, 8:12], data[20:24, 8:14, 8:12] = 17, 53
+    return data
+
+
+def test_one_voxel_of_an_unknown_id_is_caught_at_full_resolution(tmp_path):
+    from adni_lightning.data.preprocess import preprocess
+    from adni_lightning.data.volume_io import read_volume
+
+    normal = write_mgz(tmp_path / "normal.mgz", _brain())
+    damaged = _brain()
+    damaged[15, 17, 19] = 9999
+    foreign = write_mgz(tmp_path / "one_voxel.mgz", damaged)
+    params = Preprocessing("labelmap", (8, 8, 8))
+    preprocess(*read_volume(foreign), params)  # the downsampled grid alone misses the voxel
+    with pytest.raises(CacheBuildError) as err:
+        VolumeCache(tmp_path / "cache", params).build([("I1", normal), ("I2", foreign)])
+    lines = str(err.value).splitlines()[1:]
+    assert lines == [f"image I2: {foreign}: label ids not in the FreeSurfer aseg/DKT table: 9999"]
+    assert VolumeCache(tmp_path / "cache", params).volumes("I1", normal)[17] == 4 * 6 * 4
+
+
+def test_label_map_entries_carry_volumes_and_entries_without_are_rebuilt(tmp_path):
+    import json
+
+    source = write_mgz(tmp_path / "a.mgz", _brain())
+    cache = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8)))
+    entry = cache.build([("I1", source)])["I1"]
+    meta = json.loads(entry.with_suffix(".json").read_text())
+    assert meta["voxel_mm3"] == 1.0 and meta["volumes_mm3"] == {"2": 24**3 - 2 * 96.0, "17": 96.0, "53": 96.0}
+    entry.with_suffix(".json").write_text(json.dumps({"crc32": meta["crc32"]}))  # a sidecar of format 1
+    assert not cache.is_valid(entry)
+    cache.build([("I1", source)])
+    assert cache.volumes("I1", source) == {2: 24**3 - 192.0, 17: 96.0, 53: 96.0}
+
+
+def test_intensity_inputs_get_no_volumes_and_no_error(tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "orig.mgz"
+    nib.save(nib.MGHImage((rng.random((16, 16, 16)) * 200).astype(np.float32), np.eye(4)), source)
+    cache = VolumeCache(tmp_path / "cache", Preprocessing("intensity", (8, 8, 8)))
+    entry = cache.build([("I1", source)])["I1"]
+    assert set(json.loads(entry.with_suffix(".json").read_text())) == {"crc32"}
+    assert cache.is_valid(entry)
+    with pytest.raises(ValueError, match="label maps only"):
+        cache.volumes("I1", source)

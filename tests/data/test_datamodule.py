@@ -6,7 +6,7 @@ import torch
 from adni_lightning.data.augment import HemisphereFlip
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.dataset import LoaderSpec
-from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
+from adni_lightning.data.labels import DEFAULT_CHANNELS
 from adni_lightning.data.manifest import ManifestSpec
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.split import SplitSpec
@@ -133,3 +133,24 @@ def test_collate_matches_torch_default_collate(cohort, tmp_path):
     for key in ("volume", "tabular", "label"):
         assert torch.equal(ours[key], reference[key]) and ours[key].dtype == reference[key].dtype
     assert ours["image_id"] == reference["image_id"] and ours["group"] == reference["group"]
+
+
+def test_a_label_map_flip_swaps_left_and_right_labels(cohort, tmp_path):
+    """With channels that keep the hemispheres apart, the flip must move the left hippocampus channel's voxels
+    into the right hippocampus channel (the DataModule passes the swap table)."""
+    apart = Preprocessing(image_size=16, channels={"left_hippocampus": [17], "right_hippocampus": [53]})
+    dm = _datamodule(cohort, tmp_path, preprocessing=apart, augment=[HemisphereFlip(probability=1.0)])
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+
+    class _Trainer:
+        training = True
+        global_step = 0
+
+    plain = dm.on_after_batch_transfer(dict(batch), 0)
+    dm.trainer = _Trainer()
+    flipped = dm.on_after_batch_transfer(dict(batch), 0)
+    assert plain["image"][:, 0].sum() > 0
+    torch.testing.assert_close(flipped["image"][:, 1], plain["image"][:, 0].flip(1))  # left → mirrored right
+    torch.testing.assert_close(flipped["image"][:, 0], plain["image"][:, 1].flip(1))

@@ -7,7 +7,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    f1_score,
+    matthews_corrcoef,
+    roc_auc_score,
+)
 
 from adni_lightning.evaluation import (
     bootstrap_ci,
@@ -167,6 +172,8 @@ def test_first_visits() -> None:
     assert first["first_visit"].all() and len(first) == 2 * 12
     assert first.groupby("model")["subject"].nunique().eq(12).all()
     assert len(first_visits(frame.drop(columns="first_visit"))) == len(frame)
+    unknown = frame.assign(first_visit=frame["first_visit"].astype(object).where(frame.index > 0, np.nan))
+    assert len(first_visits(unknown)) == len(first) - 1  # a visit of unknown rank (NaN) is not a first visit
 
 
 def clustered_frame() -> pd.DataFrame:

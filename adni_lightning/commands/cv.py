@@ -1,0 +1,216 @@
+"""Subject-grouped k-fold cross-validation: one normal run per fold, a same-fold volume baseline, one report.
+
+``python -m adni_lightning cv [--config FILE] [--folds 5] [--root DIR] [--fold K] [--no_baseline] [overrides]``
+
+Each fold is an ordinary ``fit`` run in ``DIR/fold_K`` (checkpoints, TensorBoard, split.csv), so the folds
+overlay in TensorBoard and resume like any run. The held-out fold is the run's validation side, which is
+only *watched*: its out-of-fold predictions come from the **last epoch's** checkpoint, no checkpoint is
+chosen by validation score, and schedules or callbacks that react to validation metrics are refused, so
+the held-out fold never chooses anything. Finished folds are skipped, an interrupted one resumes from its
+``last.ckpt``, and the report covers whatever folds are complete, naming the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from jsonargparse import ArgumentParser
+
+from adni_lightning.commands.baseline import write_baseline
+from adni_lightning.commands.run_config import config_args, load_run, split_run_options
+from adni_lightning.data.volumes import regional_volumes
+from adni_lightning.evaluation.baseline import check_fold_count, first_visit_flags
+from adni_lightning.data.split import SplitSpec, split_subjects
+from adni_lightning.evaluation.report import write_cv_report
+from adni_lightning.main import ADNILightningCLI, main as run_main
+
+log = logging.getLogger(__name__)
+
+PROG = "python -m adni_lightning cv"
+OOF_FILE = "oof_predictions.csv"
+TEST_FILE = "test_predictions.csv"
+CONFIG_FILE = "cv_config.yaml"
+CHECKPOINT_NOTE = (
+    "Out-of-fold predictions come from each fold's last-epoch checkpoint; the held-out fold chose no checkpoint, "
+    "no early stop and no learning-rate step."
+)
+
+
+class CrossValidationError(ValueError):
+    """The cross-validation cannot run as asked (too many folds, a folder of another configuration, a leak)."""
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, action="append", help="run config, as for fit; repeat to stack (default: synthetic.yaml)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (subject-level, stratified by group)")
+    p.add_argument("--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/cv)")
+    p.add_argument("--fold", type=int | None, default=None, help="run only this fold, then report what is complete")
+    p.add_argument("--no_baseline", type=bool, default=False, help="skip the regional-volume logistic regression")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    own, overrides = split_run_options(argv)
+    args = parser().parse_args(own)
+    run_cv(args.config, overrides, args.folds, args.root, args.fold, not args.no_baseline, args.bootstrap)
+
+
+def _check_no_validation_choice(cli: ADNILightningCLI) -> None:
+    """Refuse a configuration in which the held-out fold would steer training."""
+    scheduler = cli.config.get("model.lr_scheduler")
+    if scheduler is not None and "ReduceLROnPlateau" in str(scheduler.get("class_path", "")):
+        raise CrossValidationError("cv: ReduceLROnPlateau steps on validation metrics, i.e. on the held-out fold; use a fixed schedule")
+    steering = [type(c).__name__ for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
+    if steering:
+        raise CrossValidationError("cv: EarlyStopping would stop on the held-out fold's metrics; remove it")
+
+
+def _config_record(cli: ADNILightningCLI, folds: int, overrides: list[str]) -> dict:
+    """What must be equal for two invocations to add folds to the same cross-validation."""
+    config = yaml.safe_load(cli.parser.dump(cli.config, skip_check=True))
+    config.get("trainer", {}).pop("default_root_dir", None)
+    return {"folds": folds, "config": config}
+
+
+def _check_same_config(root: Path, record: dict) -> None:
+    path = root / CONFIG_FILE
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(record, sort_keys=True))
+        return
+    saved = yaml.safe_load(path.read_text())
+    if saved != record:
+        differing = sorted(_differences(saved, record))
+        raise CrossValidationError(
+            f"cv: {root} holds folds run with another configuration ({', '.join(differing[:6])} differ); "
+            "use another --root, or delete it"
+        )
+
+
+def _differences(a: object, b: object, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _fold_args(configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int) -> list[str]:
+    return [
+        *config_args(configs), *overrides, "--trainer.default_root_dir", str(fold_dir),
+        "--data.split.folds", str(folds), "--data.split.fold", str(fold), "--data.split.file", str(fold_dir / "split.csv"),
+        "--checkpoint.save_top_k", "0",  # no checkpoint is chosen by the held-out fold's score
+    ]
+
+
+def _run_fold(configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int, test: bool) -> None:
+    """Train (or resume) one fold, then write its out-of-fold (and test) predictions from the last epoch."""
+    args = _fold_args(configs, overrides, fold_dir, folds, fold)
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("cv: fold %d resumes from %s", fold, last)
+    run_main(["fit", *args, *(["--ckpt_path", "last"] if last.exists() else [])])
+    sides = [("val", OOF_FILE)] + ([("test", TEST_FILE)] if test else [])
+    for side, name in sides:
+        run_main([
+            "predict", *args, "--ckpt_path", str(last), "--data.predict_split", side, "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(fold_dir / f"predict_{side}"),
+        ])
+        shutil.move(fold_dir / f"predict_{side}" / "predictions.csv", fold_dir / f".{name}")
+        shutil.rmtree(fold_dir / f"predict_{side}")
+    for _, name in reversed(sides):  # the OOF file last: its presence marks the fold as finished
+        (fold_dir / f".{name}").replace(fold_dir / name)
+
+
+def run_cv(
+    configs: list[Path] | None, overrides: list[str], folds: int = 5, root: Path | None = None,
+    only_fold: int | None = None, baseline: bool = True, n_resamples: int = 2000,
+) -> Path:
+    """Run (or continue) the cross-validation and write its report; returns the report's folder."""
+    cli = load_run(configs, overrides)
+    _check_no_validation_choice(cli)
+    dm = cli.datamodule
+    root = Path(root) if root else Path(cli.trainer.default_root_dir) / "cv"
+    if folds < 2:
+        raise CrossValidationError(f"cv: --folds must be at least 2, got {folds}")
+    if only_fold is not None and not 0 <= only_fold < folds:
+        raise CrossValidationError(f"cv: --fold {only_fold} is not in [0, {folds})")
+    dm.split_spec = SplitSpec(**{**vars(dm.split_spec), "folds": folds, "fold": 0, "file": str(root / "split.csv")})
+    dm.prepare_cohort()
+    manifest = dm.manifest()
+    split = split_subjects(manifest, dm.split_spec)
+    check_fold_count(split, folds, dm.classes)
+    _check_same_config(root, _config_record(cli, folds, overrides))
+    dm.prepare_data()  # the CV split (fold 0 as validation) beside the folds, and the cache
+    has_test = (split["split"] == "test").any()
+    for fold in range(folds) if only_fold is None else [only_fold]:
+        fold_dir = root / f"fold_{fold}"
+        if (fold_dir / OOF_FILE).exists():
+            log.info("cv: fold %d is finished (%s), skipped", fold, fold_dir / OOF_FILE)
+            continue
+        _run_fold(configs, overrides, fold_dir, folds, fold, has_test)
+    return report(root, manifest, split, dm.classes, folds, baseline, n_resamples, dm)
+
+
+def report(
+    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], folds: int, baseline: bool,
+    n_resamples: int, dm,
+) -> Path:
+    """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report."""
+    frames, missing = [], []
+    for fold in range(folds):
+        path = root / f"fold_{fold}" / OOF_FILE
+        if not path.exists():
+            missing.append(fold)
+            continue
+        frames.append(pd.read_csv(path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="oof"))
+        test_path = root / f"fold_{fold}" / TEST_FILE
+        if test_path.exists():
+            frames.append(pd.read_csv(test_path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="test"))
+    if not frames:
+        raise CrossValidationError(f"cv: no finished fold in {root}")
+    predictions = pd.concat(frames, ignore_index=True)
+    if baseline:
+        predictions = pd.concat([predictions, _baseline(root, manifest, split, classes, dm)], ignore_index=True)
+    predictions = predictions.drop(columns=["visit", "first_visit", "predicted", "split"], errors="ignore")
+    visits = manifest[["image_id", "subject", "visit"]].assign(first_visit=first_visit_flags(manifest))
+    predictions = predictions.merge(visits.drop(columns="subject"), on="image_id", how="left", validate="many_to_one")
+    done = sorted(set(range(folds)) - set(missing))
+    oof = predictions[(predictions["set"] == "oof") & predictions["fold"].isin(done)]
+    notes = [CHECKPOINT_NOTE]
+    if baseline:
+        notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
+    write_cv_report(root, oof.drop(columns=["set"]), classes, reference_model="baseline" if baseline else None,
+                    missing_folds=missing, notes=notes, n_resamples=n_resamples)
+    test = predictions[predictions["set"] == "test"]
+    if len(test):
+        _test_report(root, test, classes, n_resamples)
+    print(f"cv: report in {root / 'cv_report.md'}" + (f" (folds {missing} not finished)" if missing else ""))
+    return root
+
+
+def _baseline(root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], dm) -> pd.DataFrame:
+    return write_baseline(root, regional_volumes(manifest, dm.cache), split, classes, dm.split_spec.seed)
+
+
+def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples: int) -> None:
+    """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble)."""
+    from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
+
+    columns = prob_columns(classes)
+    keys = ["image_id", "subject", "group", "visit", "first_visit"]
+    rows = []
+    for model, frame in test.groupby("model"):
+        ensemble = frame.groupby(keys, as_index=False)[columns].mean().assign(model=f"{model}-ensemble")
+        ci = bootstrap_ci(ensemble, classes, n_resamples=n_resamples)
+        intervals = ci.set_index("metric")
+        rows.append({"model": f"{model}-ensemble", "fold": "all", **frame_metrics(ensemble, classes),
+                     **{f"{m}_ci": f"[{intervals.at[m, 'ci_low']:.3f}, {intervals.at[m, 'ci_high']:.3f}]"
+                        for m in ("bacc", "auroc")}})
+        for fold, part in frame.groupby("fold"):
+            rows.append({"model": model, "fold": fold, **frame_metrics(part, classes)})
+    pd.DataFrame(rows).to_csv(root / "test_metrics.csv", index=False, float_format="%.4f")

@@ -1,0 +1,306 @@
+"""Which brain structures drive a prediction: structure occlusion and Integrated Gradients for a checkpoint.
+
+``python -m adni_lightning interpret [--config FILE ...] --ckpt_path C [--split val|test|all] [--out DIR]
+[--ig_steps N] [--max_images N] [overrides]`` builds the DataModule and model exactly as ``fit`` does (same config,
+same ``--data.*``/``--trainer.*`` overrides), loads the checkpoint's weights and its data state (the training
+split's age statistics), and explains each image of the chosen split:
+
+- **structure occlusion** (label maps only): for every FreeSurfer structure in the image (left and right apart)
+  and every class, ``delta_p`` = the class probability with the structure *removed* minus the probability of the
+  intact image. Removed = its voxels set to background (compact index 0) in the compact label volume before
+  the one-hot channels are made, so it vanishes from every channel. Rows in ``structure_importance.csv``; the
+  mean per class and structure (and left+right summed), with a 95% bootstrap interval over subjects, ranked by
+  absolute mean, in ``structure_ranking.csv`` and ``structure_ranking*.png``.
+- **voxel attribution**: Integrated Gradients of the predicted class's probability with respect to the network
+  input (baseline: all background), summed over channels, mapped back onto the source file's voxel grid
+  (``attributions/<image_id>_ig.nii.gz``, the file's affine and shape: overlay it on the subject's own label
+  map) and averaged per class over correctly classified images at network resolution
+  (``mean_attribution_<class>.nii.gz`` over ``reference_<class>.nii.gz``, and ``mean_attribution_<class>.png``).
+
+``images.csv`` lists each image's probabilities, IG's convergence delta and the seconds each method took. The
+figures also go to ``DIR/tensorboard`` (never the training run's own event folder). The checkpoint must match the
+config: model shapes from its hyper-parameters, and the preprocessing (input kind, image size, crop, channels)
+from the run's ``config.yaml`` that ``fit`` saved beside it (``<run>/tensorboard/`` or ``<run>/``, where
+``<run>`` holds the ``checkpoints/`` folder); without that file the preprocessing is not checked, and says so.
+Needs Captum for voxel attribution (``pip install 'adni_lightning[interpret]'``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Subset
+
+from adni_lightning.commands.inspect import parser as run_parser
+from adni_lightning.commands.run_config import load_run, run_root, split_run_options
+from adni_lightning.data.dataset import VolumeDataset, collate_volumes
+from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup
+from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.split import split_digest
+from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
+from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
+from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid, source_grid
+from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
+from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
+from adni_lightning.main import ADNILightningCLI
+from adni_lightning.module import DATA_STATE_KEY
+
+PROG = "python -m adni_lightning interpret"
+SPLITS = ("val", "test", "all")
+NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
+#: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
+MODEL_KEYS = ("input_kind", "in_channels", "num_classes", "class_names", "num_tabular_features", "image_encoder",
+              "tabular_dim")
+#: Preprocessing fields whose change makes the cached volumes (or the channels) differ from training's.
+PREPROCESSING_KEYS = ("input_kind", "size", "crop", "margin_mm", "normalise", "channel_map")
+
+
+class InterpretError(ValueError):
+    """The checkpoint, config and split cannot be interpreted together; the message says why, in one line."""
+
+
+def parser():
+    p = run_parser(PROG, __doc__)
+    p.add_argument("--ckpt_path", type=Path, required=True, help="the trained model's checkpoint (.ckpt)")
+    p.add_argument("--split", type=str, default="val", choices=SPLITS,
+                   help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV")
+    p.add_argument("--out", type=Path | None, default=None,
+                   help="output folder (default: <trainer.default_root_dir>/interpret)")
+    p.add_argument("--ig_steps", type=int, default=32,
+                   help="Integrated Gradients steps per image (Riemann sum); 0 skips voxel attribution")
+    p.add_argument("--max_images", type=int | None, default=None,
+                   help="explain only the first N images of the split (default: all)")
+    p.add_argument("--chunk", type=int, default=16,
+                   help="volumes per forward pass (occluded copies, IG steps): memory against speed")
+    p.add_argument("--top", type=int, default=10, help="structures per class in the bar charts")
+    p.add_argument("--bootstrap", type=int, default=2000,
+                   help="bootstrap resamples (over subjects) for the ranking's 95%% intervals")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    own, overrides = split_run_options(argv)
+    args = parser().parse_args(own)
+    run_interpret(
+        [Path(c) for c in args.config] if args.config else None, overrides, args.ckpt_path, args.split, args.out,
+        args.ig_steps, args.max_images, args.chunk, args.top, args.bootstrap,
+    )
+
+
+def _saved_preprocessing(ckpt_path: Path) -> tuple[Preprocessing, Path] | None:
+    """The ``data.preprocessing`` group of the ``config.yaml`` that ``fit`` wrote beside the checkpoint."""
+    run = ckpt_path.resolve().parent.parent
+    for path in (run / "tensorboard" / "config.yaml", run / "config.yaml"):
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()).get("data") or {}
+            group = (data.get("init_args") or data).get("preprocessing")
+            if group is not None:
+                return Preprocessing(**group), path
+    return None
+
+
+def check_checkpoint(checkpoint: dict[str, Any], ckpt_path: Path, hparams: dict[str, Any], params: Preprocessing) -> str:
+    """Raise :class:`InterpretError` when the checkpoint was trained on other inputs or outputs than the config
+    describes; return a note on how the preprocessing was checked."""
+    trained = checkpoint.get("hyper_parameters", {})
+    differ = [f"model.{k} {trained[k]!r} vs {hparams[k]!r}" for k in MODEL_KEYS if k in trained and trained[k] != hparams[k]]
+    if differ:
+        raise InterpretError(f"{ckpt_path} does not match the config (checkpoint vs config): {'; '.join(differ)}")
+    saved = _saved_preprocessing(ckpt_path)
+    if saved is None:
+        return f"preprocessing not checked: no config.yaml of the run beside {ckpt_path}"
+    preprocessing, path = saved
+    differ = [f"{k} {getattr(preprocessing, k)!r} vs {getattr(params, k)!r}" for k in PREPROCESSING_KEYS
+              if getattr(preprocessing, k) != getattr(params, k)]
+    if differ:
+        raise InterpretError(
+            f"{ckpt_path} was trained with another data.preprocessing (training's {path} vs this config): "
+            f"{'; '.join(differ)}; pass the run's config"
+        )
+    return f"preprocessing checked against {path}"
+
+
+def _images(cli: ADNILightningCLI, checkpoint: dict[str, Any], split: str) -> VolumeDataset:
+    """The split's images, read as ``predict`` reads them, with the checkpoint's age statistics."""
+    dm = cli.datamodule
+    dm.trainer = cli.trainer
+    cli.trainer.state.fn = TrainerFn.PREDICTING  # as `predict` runs: `all` needs no split
+    dm.predict_split = split
+    if split != "all" and not dm.split_path.is_file():
+        raise InterpretError(
+            f"--split {split}: no split file {dm.split_path} (fit writes it into the run folder): "
+            "pass the run's --trainer.default_root_dir or --data.split.file"
+        )
+    if DATA_STATE_KEY not in checkpoint:
+        raise InterpretError("the checkpoint holds no data state (age statistics): it was not written by this project")
+    dm.prepare_data()
+    dm.setup("predict")
+    dm.restore_checkpoint_state(checkpoint[DATA_STATE_KEY])
+    if split != "all":
+        trained_on = checkpoint[DATA_STATE_KEY].get("split_digest")
+        if trained_on is not None and trained_on != split_digest(dm.split):
+            raise InterpretError(f"--split {split}: {dm.split_path} is not the split the checkpoint was trained on")
+    dataset = dm.datasets["predict"]
+    if len(dataset) == 0:
+        raise InterpretError(
+            f"--split {split}: the run's split {dm.split_path} has no {split} images "
+            f"(set data.split.{split}_fraction > 0 when training)"
+        )
+    return dataset
+
+
+def _predictor(model: torch.nn.Module, to_input, tabular: torch.Tensor) -> Predictor:
+    def predict(volumes: torch.Tensor) -> torch.Tensor:
+        return model(to_input(volumes), tabular.expand(len(volumes), -1)).float().softmax(dim=1)
+
+    return predict
+
+
+@dataclass
+class _Results:
+    """What the per-image loop collects."""
+
+    images: list[dict[str, Any]] = field(default_factory=list)
+    importance: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _occlusion_rows(
+    row: dict[str, Any], volume: torch.Tensor, predict: Predictor, table: torch.Tensor, classes: list[str], chunk: int,
+) -> list[dict[str, Any]]:
+    """``structure_importance.csv`` rows of one image: each visible structure present × each class."""
+    labels = present_structures(volume, table)
+    deltas = structure_occlusion(predict, volume, labels, chunk).cpu()
+    voxels = torch.bincount(volume.flatten().long(), minlength=len(KNOWN_LABELS)).cpu()
+    image = {k: row[k] for k in ("image_id", "subject", "group", "predicted")}
+    rows = []
+    for index, delta in zip(labels.tolist(), deltas):
+        label_id = int(KNOWN_LABELS[index])
+        structure = {"label_id": label_id, "structure": FREESURFER_LUT[label_id][0], "voxels": int(voxels[index])}
+        rows += [{**image, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(classes, delta)]
+    return rows
+
+
+def _explain(
+    cli: ADNILightningCLI, dataset: VolumeDataset, out: Path, ig_steps: int, max_images: int | None, chunk: int,
+) -> tuple[_Results, ClassMaps]:
+    """Occlusion (label maps) and IG for each image; IG maps saved on the source grid as they are made."""
+    dm, model = cli.datamodule, cli.model
+    classes, labelmap = dm.classes, dm.preprocessing.labelmap
+    device = next(model.parameters()).device
+    table = torch.from_numpy(channel_lookup(dm.preprocessing.channel_map)).to(device)
+    paths = dict(zip(dataset.rows["image_id"], dataset.rows["path"]))
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=dm.loader.batch_size, collate_fn=collate_volumes)
+    results, maps = _Results(), ClassMaps(len(classes), labelmap)
+    (out / "attributions").mkdir(parents=True, exist_ok=True)
+    for batch in loader:
+        volumes, tabular = batch["volume"].to(device), batch["tabular"].to(device)
+        with torch.no_grad():
+            images = dm.network_input(volumes)
+            probabilities = model(images, tabular).float().softmax(dim=1).cpu()
+        for i, image_id in enumerate(batch["image_id"]):
+            predicted, true_class = int(probabilities[i].argmax()), int(batch["label"][i])
+            row = {"image_id": image_id, "subject": batch["subject"][i], "group": batch["group"][i],
+                   "split": batch["split"][i], "predicted": classes[predicted],
+                   **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])}}
+            if labelmap:
+                started = time.perf_counter()
+                predict = _predictor(model, dm.network_input, tabular[i:i + 1])
+                results.importance += _occlusion_rows(row, volumes[i], predict, table, classes, chunk)
+                row["occlusion_s"] = time.perf_counter() - started
+            if ig_steps:
+                started = time.perf_counter()
+                attribution, convergence = integrated_gradients(
+                    model, images[i:i + 1], tabular[i:i + 1], predicted, ig_steps, chunk
+                )
+                row["ig_s"] = time.perf_counter() - started
+                target = out / "attributions" / f"{image_id}_ig.nii.gz"
+                save_on_source_grid(attribution.cpu().numpy(), source_grid(paths[image_id], dm.preprocessing), target)
+                row.update(ig_class=classes[predicted], ig_sum=float(attribution.sum()),
+                           ig_convergence_delta=convergence, attribution_file=str(target.relative_to(out)))
+                if predicted == true_class:
+                    maps.add(predicted, attribution, volumes[i, 0])
+            results.images.append(row)
+    return results, maps
+
+
+def _write_maps(maps: ClassMaps, classes: list[str], labelmap: bool, out: Path, writer) -> list[str]:
+    """Per-class mean maps as NIfTI (network grid) and triplanar PNGs; returns the classes drawn."""
+    drawn = []
+    for k, klass in enumerate(classes):
+        mean, reference = maps.mean(k), maps.reference(k)
+        if mean is None:
+            continue
+        save_network_grid(mean, out / f"mean_attribution_{klass}.nii.gz")
+        save_network_grid(reference, out / f"reference_{klass}.nii.gz")
+        title = f"mean IG of p({klass}), {maps.counts[k]} correctly classified {klass} image(s)"
+        figure = triplanar_figure(mean, reference, labelmap, title)
+        figure.savefig(out / f"mean_attribution_{klass}.png")
+        writer.add_figure(f"interpret/mean_attribution/{klass}", figure)
+        drawn.append(klass)
+    return drawn
+
+
+def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top: int, n_resamples: int, writer) -> None:
+    importance.to_csv(out / "structure_importance.csv", index=False, float_format="%.6g")
+    ranking = rank_structures(importance, classes, n_resamples)
+    ranking.to_csv(out / "structure_ranking.csv", index=False, float_format="%.6g")
+    for level, name in (("structure", "structure_ranking.png"), ("bilateral", "structure_ranking_bilateral.png")):
+        figure = ranking_figure(ranking, classes, level, top)
+        figure.savefig(out / name)
+        writer.add_figure(f"interpret/ranking/{level}", figure)
+    lines = ["| class | rank | structure | mean Δp | 95% CI |", "|---|---|---|---|---|"]
+    for row in ranking[(ranking["level"] == "bilateral") & (ranking["rank"] <= top)].to_dict("records"):
+        lines.append(f"| {row['class']} | {row['rank']} | {row['structure']} | {row['mean_delta_p']:+.4f} | "
+                     f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] |")
+    writer.add_text("interpret/top_structures_bilateral", "\n".join(lines))
+
+
+def run_interpret(
+    configs: list[Path] | None, overrides: list[str], ckpt_path: Path, split: str = "val", out: Path | None = None,
+    ig_steps: int = 32, max_images: int | None = None, chunk: int = 16, top: int = 10, n_resamples: int = 2000,
+) -> Path:
+    """Explain the checkpoint's predictions on ``split``; returns the output folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if split not in SPLITS:
+        raise InterpretError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if ig_steps < 0 or chunk < 2 or (max_images is not None and max_images < 1):
+        raise InterpretError("--ig_steps must be >= 0, --chunk >= 2 and --max_images >= 1")
+    if ig_steps:
+        captum_attr()  # fail before any work when Captum is missing
+    if not Path(ckpt_path).is_file():
+        raise InterpretError(f"--ckpt_path {ckpt_path}: no such file")
+    cli = load_run(configs, overrides)
+    dm, model = cli.datamodule, cli.model
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    note = check_checkpoint(checkpoint, Path(ckpt_path), dict(model.hparams), dm.preprocessing)
+    print(f"interpret: {note}")
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval().to(cli.trainer.strategy.root_device)
+    dataset = _images(cli, checkpoint, split)
+    out = Path(out) if out else run_root(cli) / "interpret"
+    out.mkdir(parents=True, exist_ok=True)
+    if not dm.preprocessing.labelmap:
+        print(f"interpret: {NO_OCCLUSION}")
+    results, maps = _explain(cli, dataset, out, ig_steps, max_images, chunk)
+    images = pd.DataFrame(results.images)
+    images.to_csv(out / "images.csv", index=False, float_format="%.6g")
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        if results.importance:
+            importance = pd.DataFrame(results.importance, columns=list(IMPORTANCE_COLUMNS))
+            _write_ranking(importance, dm.classes, out, top, n_resamples, writer)
+        drawn = _write_maps(maps, dm.classes, dm.preprocessing.labelmap, out, writer)
+    timings = ", ".join(f"{name} {images[column].mean():.2f} s/image" for name, column in
+                        (("occlusion", "occlusion_s"), ("IG", "ig_s")) if column in images)
+    print(f"interpret: {len(images)} {split} image(s) explained into {out} ({timings or 'nothing timed'}); "
+          f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}")
+    return out

@@ -1,0 +1,57 @@
+"""Voxel attribution: Integrated Gradients (Captum) of a class probability with respect to the network input.
+
+The baseline is the all-zero input, which is background both for one-hot label channels (no structure
+anywhere) and for normalised intensities. IG's completeness makes the attributions of an image add up to
+``p(class | image) − p(class | baseline)`` (up to the Riemann error Captum reports as the convergence delta),
+so the voxel map and the structure occlusion share one unit: probability. The map is summed over channels; a
+one-hot input is non-zero in at most one channel per voxel, so the sum is that structure's attribution. With a
+background baseline, only labelled voxels can receive attribution: IG cannot point at tissue that is missing.
+Age and sex are held at the image's values (they are an additional forward argument, not attributed).
+
+Captum is an optional dependency (``pip install adni_lightning[interpret]``), imported when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def captum_attr() -> Any:
+    """``captum.attr``, or an ImportError that says how to install it."""
+    try:
+        import captum.attr
+    except ImportError as err:
+        raise ImportError(
+            "interpret needs Captum: pip install 'adni_lightning[interpret]' (or pip install captum)"
+        ) from err
+    return captum.attr
+
+
+class ProbabilityModel(nn.Module):
+    """A classifier's softmax probabilities as a function of the network input, for Captum."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        return self.model(image, tabular.expand(len(image), -1)).float().softmax(dim=1)
+
+
+def integrated_gradients(
+    model: nn.Module, image: torch.Tensor, tabular: torch.Tensor, target: int, steps: int = 32, chunk: int = 8
+) -> tuple[torch.Tensor, float]:
+    """IG of ``p(target)`` for one ``(1, C, D, H, W)`` input: the ``(D, H, W)`` map summed over channels, and
+    Captum's convergence delta (sum of attributions minus the probability change from the baseline).
+
+    ``chunk`` inputs go through the network at a time (Captum's ``internal_batch_size``).
+    """
+    ig = captum_attr().IntegratedGradients(ProbabilityModel(model))
+    attributions, delta = ig.attribute(
+        image, baselines=torch.zeros_like(image), target=target, additional_forward_args=(tabular,),
+        n_steps=steps, internal_batch_size=chunk, return_convergence_delta=True,
+    )
+    return attributions[0].sum(dim=0).detach(), float(delta.item())

@@ -1,0 +1,119 @@
+"""The regional-volume baseline: honest out-of-fold predictions on the CNN's folds, and its command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from adni_lightning.data.cache import VolumeCache
+from adni_lightning.data.manifest import ManifestSpec, build_manifest
+from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.split import SplitError, SplitSpec, split_subjects
+from adni_lightning.data.volumes import regional_volumes
+from adni_lightning.evaluation.baseline import baseline_predictions, visit_order
+from adni_lightning.main import main
+from tests.helpers import tiny_args
+
+CLASSES = ["CN", "MCI", "AD"]
+PROBS = [f"p_{c}" for c in CLASSES]
+
+
+def _volumes(data_dir: Path, cache_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifest = build_manifest(ManifestSpec(data_dir=data_dir))
+    cache = VolumeCache(cache_dir, Preprocessing("labelmap", (8, 8, 8)))
+    cache.build(zip(manifest["image_id"], manifest["path"], strict=True))
+    return manifest, regional_volumes(manifest, cache)
+
+
+@pytest.fixture
+def cohort_volumes(cohort, tmp_path):
+    """Manifest, volumes and a 3-fold split with a test side of the 24-subject fixture."""
+    manifest, volumes = _volumes(cohort, tmp_path / "cache")
+    split = split_subjects(manifest, SplitSpec(folds=3, test_fraction=0.2, seed=0))
+    return manifest, volumes, split
+
+
+def test_every_non_test_image_is_predicted_once_out_of_fold(cohort_volumes):
+    _, volumes, split = cohort_volumes
+    predictions = baseline_predictions(volumes, split, CLASSES)
+    expected = ["image_id", "subject", "group", "visit", "first_visit", "fold", "set", "model", *PROBS]
+    assert list(predictions.columns) == expected and (predictions["model"] == "baseline").all()
+    oof = predictions[predictions["set"] == "oof"]
+    non_test = split[split["split"] != "test"]
+    assert sorted(oof["image_id"]) == sorted(non_test["image_id"])
+    for column in ("fold", "group"):
+        truth = non_test.set_index("image_id")[column].sort_index()
+        assert oof.set_index("image_id")[column].sort_index().equals(truth)
+    test = predictions[predictions["set"] == "test"]
+    test_images = split.loc[split["split"] == "test", "image_id"]
+    assert len(test_images) > 0 and len(test) == 3 * len(test_images)
+    assert test.groupby("image_id")["fold"].apply(sorted).tolist() == [[0, 1, 2]] * len(test_images)
+    np.testing.assert_allclose(predictions[PROBS].sum(axis=1), 1.0, atol=1e-12)
+    assert (predictions[PROBS] >= 0).all().all()
+    firsts = predictions[predictions["set"] == "oof"].groupby("subject")["first_visit"].sum()
+    assert (firsts == 1).all()
+    assert not predictions.loc[predictions["visit"] != "sc", "first_visit"].any()
+
+
+def test_a_fold_model_never_sees_its_own_fold(cohort_volumes):
+    _, volumes, split = cohort_volumes
+    before = baseline_predictions(volumes, split, CLASSES).set_index(["set", "fold", "image_id"])[PROBS]
+    relabelled = split.copy()
+    in_fold_1 = (relabelled["fold"] == 1) & (relabelled["split"] != "test")
+    rotate = {"CN": "MCI", "MCI": "AD", "AD": "CN"}
+    relabelled.loc[in_fold_1, "group"] = relabelled.loc[in_fold_1, "group"].map(rotate)
+    after = baseline_predictions(volumes, relabelled, CLASSES).set_index(["set", "fold", "image_id"])[PROBS]
+    pd.testing.assert_frame_equal(after.loc[("oof", 1)], before.loc[("oof", 1)])
+    pd.testing.assert_frame_equal(after.loc[("test", 1)], before.loc[("test", 1)])
+    for fold in (0, 2):  # their models trained on fold 1's (now wrong) labels
+        assert np.abs(after.loc[("oof", fold)].to_numpy() - before.loc[("oof", fold)].to_numpy()).max() > 1e-3
+
+
+def test_the_synthetic_disease_signal_is_found_out_of_fold(tmp_path):
+    from adni_lightning.synth import generate_cohort
+
+    generate_cohort(tmp_path / "K1data", subjects=60, size=64, seed=1, workers=1)
+    manifest, volumes = _volumes(tmp_path / "K1data", tmp_path / "cache")
+    predictions = baseline_predictions(volumes, split_subjects(manifest, SplitSpec(folds=3, seed=0)), CLASSES)
+    predicted = np.array(CLASSES)[predictions[PROBS].to_numpy().argmax(axis=1)]
+    assert balanced_accuracy_score(predictions["group"], predicted) > 0.45  # chance: 1/3
+
+
+def test_visits_sort_by_month():
+    codes = ["m24", "uns1", "bl", "m06", "sc", "12", "scmri"]
+    assert sorted(codes, key=visit_order) == ["sc", "scmri", "bl", "m06", "12", "m24", "uns1"]
+
+
+def _run(cohort: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return tiny_args("baseline", tmp_path / "run", cohort, *extra)
+
+
+def test_command_writes_the_cv_split_and_predictions_and_reuses_the_split(cohort, tmp_path, capsys):
+    main(_run(cohort, tmp_path, "--folds", "3", "--data.split.test_fraction", "0.2", "--data.split.seed", "7"))
+    root = tmp_path / "run" / "cv"
+    assert "baseline: OOF balanced accuracy" in capsys.readouterr().out
+    manifest = build_manifest(ManifestSpec(data_dir=cohort))
+    expected = split_subjects(manifest, SplitSpec(folds=3, test_fraction=0.2, seed=7))  # as cv draws it
+    saved = pd.read_csv(root / "split.csv", dtype={"image_id": str, "subject": str})
+    pd.testing.assert_frame_equal(saved, expected)
+    oof = pd.read_csv(root / "baseline" / "oof_predictions.csv", dtype={"image_id": str})
+    test = pd.read_csv(root / "baseline" / "test_predictions.csv", dtype={"image_id": str})
+    assert sorted(oof["image_id"]) == sorted(expected.loc[expected["split"] != "test", "image_id"])
+    assert set(test["image_id"]) == set(expected.loc[expected["split"] == "test", "image_id"])
+
+    stamp = (root / "split.csv").stat().st_mtime_ns
+    main(_run(cohort, tmp_path, "--folds", "3", "--data.split.test_fraction", "0.2", "--data.split.seed", "8"))
+    assert (root / "split.csv").stat().st_mtime_ns == stamp  # reused, not redrawn with the new seed
+    pd.testing.assert_frame_equal(pd.read_csv(root / "baseline" / "oof_predictions.csv", dtype={"image_id": str}), oof)
+    with pytest.raises(SplitError, match="deals folds \\[0, 1, 2\\], not the 4"):
+        main(_run(cohort, tmp_path, "--folds", "4"))
+
+
+def test_too_many_folds_names_the_subjects_per_group(cohort, tmp_path):
+    with pytest.raises(ValueError, match="non-test subjects per group: CN 8, MCI 10, AD 6"):
+        main(_run(cohort, tmp_path, "--folds", "7"))
+    assert not (tmp_path / "run" / "cv" / "split.csv").exists()

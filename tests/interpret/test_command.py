@@ -1,0 +1,126 @@
+"""``interpret``: the outputs of a run, and one-line errors for a checkpoint or split that does not fit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from adni_lightning.commands.interpret import InterpretError, NO_OCCLUSION, parser
+from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
+from adni_lightning.main import main, overview
+from tests.helpers import tiny_args
+
+pytest.importorskip("captum")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cohort_template) -> dict[str, Path]:
+    """A tiny model trained for one epoch on a copy of the session cohort (no test split)."""
+    base = tmp_path_factory.mktemp("interpret")
+    cohort = base / "K1data"
+    shutil.copytree(cohort_template, cohort)
+    main(tiny_args("fit", base / "run", cohort, "--trainer.max_epochs", "1"))
+    return {"base": base, "cohort": cohort, "root": base / "run", "ckpt": base / "run" / "checkpoints" / "last.ckpt"}
+
+
+def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
+    return tiny_args("interpret", run["root"], run["cohort"], "--ckpt_path", str(run["ckpt"]), "--ig_steps", "2",
+                     "--bootstrap", "50", *extra)
+
+
+def test_interpret_writes_every_output(run, capsys):
+    main(interpret_args(run, "--max_images", "4"))
+    out = run["root"] / "interpret"
+    assert "preprocessing checked against" in capsys.readouterr().out
+    images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
+    split = pd.read_csv(run["root"] / "split.csv", dtype=str)
+    assert len(images) == 4 and set(images["image_id"]) <= set(split.loc[split["split"] == "val", "image_id"])
+    assert (images["occlusion_s"] > 0).all() and (images["ig_s"] > 0).all()
+
+    importance = pd.read_csv(out / "structure_importance.csv")
+    assert list(importance.columns) == list(IMPORTANCE_COLUMNS)
+    assert set(importance["class"]) == {"CN", "MCI", "AD"} and set(importance["image_id"]) == set(images["image_id"])
+    # delta_p of one structure sums to 0 over the classes (probabilities sum to one before and after)
+    assert importance.groupby(["image_id", "label_id"])["delta_p"].sum().abs().max() < 1e-5
+
+    ranking = pd.read_csv(out / "structure_ranking.csv")
+    assert list(ranking.columns) == list(RANKING_COLUMNS)
+    assert set(ranking["level"]) == {"structure", "bilateral"}
+    hippocampus = ranking[(ranking["level"] == "bilateral") & (ranking["structure"] == "Hippocampus")]
+    assert set(hippocampus["label_ids"]) == {"17+53"}
+    for _, part in ranking.groupby(["class", "level"]):
+        assert list(part["rank"]) == list(range(1, len(part) + 1))
+        assert (part["mean_delta_p"].abs().diff().dropna() <= 0).all()
+
+    for name in ("structure_ranking.png", "structure_ranking_bilateral.png"):
+        assert (out / name).stat().st_size > 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    manifest = pd.read_csv(run["cohort"] / "ADNI_1p5T_Filtered.csv", dtype=str)
+    group = dict(zip(manifest["Image Data ID"], manifest["Group"]))
+    for row in images.itertuples():
+        source = nib.load(run["cohort"] / group[row.image_id] / f"{row.image_id}.nii_aseg_deep.mgz")
+        saved = nib.load(out / row.attribution_file)
+        assert saved.shape == source.shape and np.allclose(saved.affine, source.affine)
+    correct = images[images["predicted"] == images["group"]]
+    for klass in correct["group"].unique():
+        assert (out / f"mean_attribution_{klass}.png").is_file()
+        assert nib.load(out / f"mean_attribution_{klass}.nii.gz").shape == (16, 16, 16)
+
+
+def _one_line_error(argv: list[str]) -> str:
+    with pytest.raises(InterpretError) as caught:
+        main(argv)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_no_test_split_is_a_one_line_error(run):
+    message = _one_line_error(interpret_args(run, "--split", "test"))
+    assert message.startswith("--split test:") and "no test images" in message and "test_fraction" in message
+
+
+def test_checkpoint_of_another_image_size_is_a_one_line_error(run):
+    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12", "--out", str(run["base"] / "x")))
+    assert "size (16, 16, 16) vs (12, 12, 12)" in message and str(run["ckpt"]) in message
+
+
+def test_checkpoint_of_other_channels_is_a_one_line_error(run):
+    channels = '{"hippocampus": [17, 53], "amygdala": [18, 54]}'
+    message = _one_line_error(interpret_args(run, "--data.preprocessing.channels", channels))
+    assert "model.in_channels 9 vs 2" in message
+
+
+def test_missing_split_file_is_a_one_line_error(run, tmp_path):
+    message = _one_line_error(interpret_args(run, "--data.split.file", str(tmp_path / "nowhere.csv")))
+    assert "no split file" in message
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    options = [a for a in parser()._actions if a.option_strings and a.dest not in ("help", "print_config")]
+    assert {a.dest for a in options} >= {"config", "ckpt_path", "split", "out", "ig_steps", "max_images"}
+    for action in options:
+        assert action.help and action.option_strings[0] in text, action.dest
+    assert "structure occlusion and Integrated Gradients" in text.splitlines()[2] or "interpret" in text
+    assert "interpret  Which brain structures drive a prediction" in overview()
+
+
+def test_intensity_inputs_get_voxel_attribution_only(run, capsys):
+    """The label maps read as intensities: a pipeline check of the intensity path, not of its anatomy."""
+    root = run["base"] / "intensity"
+    kind = ("--data.preprocessing.input_kind", "intensity")
+    main(tiny_args("fit", root, run["cohort"], "--trainer.max_epochs", "1", *kind))
+    main(tiny_args("interpret", root, run["cohort"], "--ckpt_path", str(root / "checkpoints" / "last.ckpt"),
+                   "--ig_steps", "2", "--max_images", "2", *kind))
+    assert NO_OCCLUSION in capsys.readouterr().out
+    out = root / "interpret"
+    assert not (out / "structure_importance.csv").exists()
+    assert len(list((out / "attributions").glob("*_ig.nii.gz"))) == 2

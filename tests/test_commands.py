@@ -1,0 +1,59 @@
+"""Every command is listed by ``python -m adni_lightning --help`` and has a ``--help`` of its own."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adni_lightning import commands
+from adni_lightning.main import LIGHTNING_COMMANDS, main
+
+PACKAGE = Path(__file__).resolve().parents[1] / "adni_lightning"
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) is None
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m adni_lightning COMMAND")
+    for name in (*LIGHTNING_COMMANDS, *commands.COMMANDS):
+        assert f"\n  {name} " in text, name
+    assert "synth" in commands.COMMANDS and "cv" in commands.COMMANDS
+
+
+@pytest.mark.parametrize("name", [*LIGHTNING_COMMANDS, *commands.COMMANDS])
+def test_every_command_has_a_help_naming_the_program(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m adni_lightning ") and f" {name} " in text.split("\n")[0] + " "
+    if name in commands.COMMANDS:
+        parser = commands._module(name).parser()
+        for action in parser._actions:
+            if action.option_strings and action.dest not in ("help", "config", "print_config"):
+                assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_the_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "adni_lightning", "--help"], capture_output=True, text=True, check=True)
+    assert "cv" in out.stdout and "fit" in out.stdout
+
+
+def test_imports_run_one_way():
+    """data/ and models/ import nothing from the package root, synth, commands or evaluation."""
+    upper = ("adni_lightning.main", "adni_lightning.module", "adni_lightning.synth", "adni_lightning.commands",
+             "adni_lightning.evaluation", "adni_lightning.figures", "adni_lightning.prediction_writer",
+             "adni_lightning.interpret")
+    for layer in ("data", "models"):
+        for path in (PACKAGE / layer).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    name = node.module if node.level == 0 else f"adni_lightning.{layer}.{node.module}"
+                    assert not name.startswith(upper), f"{path.name} imports {name}"
+                    assert name != "adni_lightning", f"{path.name} imports the package root"
+    code = "import adni_lightning.data.datamodule, sys; assert 'adni_lightning.synth' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

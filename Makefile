@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/synthetic.yaml
 
-.PHONY: install test test-slow train tensorboard bench clean
+.PHONY: install lint format test test-slow train cv tensorboard bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ install: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
 
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 test:
 	$(BIN)/python -m pytest -q -m "not slow"
 
@@ -24,6 +32,9 @@ test-slow:
 
 train:
 	$(BIN)/python -m adni_lightning fit --config $(CONFIG)
+
+cv:
+	$(BIN)/python -m adni_lightning cv --config $(CONFIG) --folds 5
 
 tensorboard:
 	$(BIN)/tensorboard --logdir runs

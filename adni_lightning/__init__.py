@@ -1,0 +1,1 @@
+"""adni_lightning: CN / MCI / AD from FastSurfer label maps fused with age and sex (PyTorch Lightning)."""

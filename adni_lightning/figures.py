@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from adni_lightning.data.labels import compact_colours
@@ -31,12 +34,10 @@ def mid_slices(volume: torch.Tensor, labelmap: bool) -> torch.Tensor:
     return grey.expand(3, -1, -1).contiguous()
 
 
-def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
+def draw_confusion(ax: Axes, counts: np.ndarray, class_names: Sequence[str]) -> None:
     """Counts with row-normalised shading: rows are true classes, columns predictions."""
-    counts = matrix.detach().cpu().numpy().astype(int)
+    counts = np.asarray(counts, dtype=int)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(3.6, 3.2), dpi=100)  # no pyplot: leaves the user's backend (e.g. inline) alone
-    ax = fig.subplots()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
@@ -44,5 +45,11 @@ def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
+    """The confusion matrix of a validation or test epoch, for TensorBoard."""
+    fig = Figure(figsize=(3.6, 3.2), dpi=100)  # no pyplot: leaves the user's backend (e.g. inline) alone
+    draw_confusion(fig.subplots(), matrix.detach().cpu().numpy(), class_names)
     fig.tight_layout()
     return fig

@@ -115,12 +115,17 @@ class ADNILightningCLI(LightningCLI):
             return
         lines = [f"last checkpoint: {last}"]
         if best is not None and best.best_model_path:
-            lines.insert(0, f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}")
+            lines.insert(
+                0, f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}"
+            )
         given = [str(c) for c in self.config[self.subcommand].get("config") or [] if str(c) != str(DEFAULT_CONFIG)]
-        configs = " ".join([*(f"--config {c}" for c in given), f"--trainer.default_root_dir {self.trainer.default_root_dir}"])
+        configs = " ".join(
+            [*(f"--config {c}" for c in given), f"--trainer.default_root_dir {self.trainer.default_root_dir}"]
+        )
+        chosen = best.best_model_path if best is not None and best.best_model_path else last
         lines += [
             f"resume:   {PROG} fit {configs} --ckpt_path last",
-            f"validate: {PROG} validate {configs} --ckpt_path {best.best_model_path if best and best.best_model_path else last}",
+            f"validate: {PROG} validate {configs} --ckpt_path {chosen}",
             f"predict:  {PROG} predict {configs} --ckpt_path {last}",
         ]
         print("\n".join(lines))
@@ -165,7 +170,11 @@ def overview() -> str:
 
 def lightning_cli(argv: list[str], from_command_line: bool, run: bool = True) -> ADNILightningCLI:
     """Run a LightningCLI subcommand (``argv`` starts with it), or with ``run=False`` only build its objects."""
-    if not any(a == "--config" or a.startswith("--config=") for a in argv[1:]) and "-h" not in argv and "--help" not in argv:
+    if (
+        not any(a == "--config" or a.startswith("--config=") for a in argv[1:])
+        and "-h" not in argv
+        and "--help" not in argv
+    ):
         argv[1:1] = ["--config", str(DEFAULT_CONFIG)]
     if from_command_line:
         sys.argv[1:] = argv  # DDP's re-launch of this command reads sys.argv
@@ -202,14 +211,19 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     folder beside the output; ``predictions.csv`` holds the mean probability per image and the number of
     members. Returns its path.
     """
-    rest = [a for i, a in enumerate(argv) if a != "--ckpt_path" and not a.startswith("--ckpt_path=")
-            and (i == 0 or argv[i - 1] != "--ckpt_path")]
+    rest = [
+        a
+        for i, a in enumerate(argv)
+        if a != "--ckpt_path" and not a.startswith("--ckpt_path=") and (i == 0 or argv[i - 1] != "--ckpt_path")
+    ]
     root = Path(lightning_cli(rest, from_command_line=False, run=False).trainer.default_root_dir)
     members = []
     for index, checkpoint in enumerate(checkpoints):
         scratch = root / "ensemble_members" / f"member{index}"
-        lightning_cli([*rest, "--ckpt_path", checkpoint, "--trainer.default_root_dir", str(scratch),
-                       "--trainer.logger", "false"], from_command_line=False)
+        lightning_cli(
+            [*rest, "--ckpt_path", checkpoint, "--trainer.default_root_dir", str(scratch), "--trainer.logger", "false"],
+            from_command_line=False,
+        )
         members.append(pd.read_csv(scratch / "predictions.csv", dtype={"image_id": str, "subject": str}))
     shutil.rmtree(root / "ensemble_members")
     merged = pd.concat(members, ignore_index=True)

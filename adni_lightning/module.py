@@ -27,7 +27,6 @@ from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
 from adni_lightning.seeding import derived_seed, run_seed
 
-
 #: Checkpoint key of the DataModule's state, whatever the DataModule's class.
 DATA_STATE_KEY = "data"
 
@@ -89,7 +88,9 @@ class ADNIClassifier(L.LightningModule):
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.net = FusionNet(image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
         self.register_buffer("class_weights", torch.ones(num_classes))
-        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/")
+        self.train_metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/"
+        )
         self.val_metrics = _evaluation_metrics(num_classes, "val/")
         self.test_metrics = _evaluation_metrics(num_classes, "test/")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
@@ -114,7 +115,8 @@ class ADNIClassifier(L.LightningModule):
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         """Reseed the global generators from (seed, step) so dropout depends only on the step: a run resumed
-        from a checkpoint then continues exactly as the uninterrupted run would have."""
+        from a checkpoint then continues exactly as the uninterrupted run would have.
+        """
         seed = derived_seed(run_seed(), self.global_step)
         torch.manual_seed(seed)
         random.seed(seed)
@@ -126,8 +128,15 @@ class ADNIClassifier(L.LightningModule):
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
         if not finite:
             raise NonFiniteLossError(self._non_finite_report(batch, loss, stage))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(batch["label"]), sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(batch["label"]),
+            sync_dist=True,
+        )
         return loss, logits
 
     def _non_finite_report(self, batch: Batch, loss: torch.Tensor, stage: str) -> str:
@@ -136,7 +145,11 @@ class ADNIClassifier(L.LightningModule):
             for image_id, image, tabular in zip(batch["image_id"], batch["image"], batch["tabular"])
             if not (torch.isfinite(image).all() and torch.isfinite(tabular).all())
         ]
-        where = f"non-finite inputs in {', '.join(bad_inputs)}" if bad_inputs else "inputs are finite (diverged: lower the learning rate or clip gradients)"
+        where = (
+            f"non-finite inputs in {', '.join(bad_inputs)}"
+            if bad_inputs
+            else "inputs are finite (diverged: lower the learning rate or clip gradients)"
+        )
         return (
             f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
             f"batch images: {', '.join(batch['image_id'])}; {where}"
@@ -192,7 +205,11 @@ class ADNIClassifier(L.LightningModule):
             datamodule.restore_checkpoint_state(checkpoint[DATA_STATE_KEY])
 
     def _tensorboard(self) -> Any | None:
-        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if (
+            isinstance(self.logger, TensorBoardLogger)
+            and self.trainer.is_global_zero
+            and not self.trainer.sanity_checking
+        ):
             return self.logger.experiment
         return None
 
@@ -208,7 +225,9 @@ class ADNIClassifier(L.LightningModule):
         if writer is None:
             return
         labelmap = self.hparams.input_kind == "labelmap"
-        for volume, image_id, group in list(zip(batch["volume"], batch["image_id"], batch["group"]))[: self.hparams.num_logged_volumes]:
+        for volume, image_id, group in list(zip(batch["volume"], batch["image_id"], batch["group"]))[
+            : self.hparams.num_logged_volumes
+        ]:
             writer.add_image(f"val/volumes/{image_id}_{group}", mid_slices(volume[0], labelmap), self.global_step)
 
     def configure_optimizers(self) -> Any:
@@ -216,4 +235,7 @@ class ADNIClassifier(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
+        }

@@ -53,8 +53,14 @@ class PredictionWriter(BasePredictionWriter):
         self._rows = []
 
     def write_on_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, Any],
-        batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
         probabilities: torch.Tensor = prediction["probabilities"]
         for i, image_id in enumerate(prediction["image_id"]):

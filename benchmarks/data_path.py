@@ -56,7 +56,6 @@ if str(_REPO) not in sys.path:  # runnable from a checkout without `pip install 
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -65,7 +64,7 @@ from adni_lightning.data.augment import to_channels  # noqa: E402
 from adni_lightning.data.cache import VolumeCache  # noqa: E402
 from adni_lightning.data.dataset import VolumeDataset, collate_volumes  # noqa: E402
 from adni_lightning.data.labels import DEFAULT_CHANNELS, channel_lookup  # noqa: E402
-from adni_lightning.data.manifest import ManifestSpec, build_manifest  # noqa: E402
+from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest  # noqa: E402
 from adni_lightning.data.preprocess import (  # noqa: E402
     Preprocessing,
     _foreground,
@@ -76,7 +75,7 @@ from adni_lightning.data.preprocess import (  # noqa: E402
 )
 from adni_lightning.data.tabular import TabularEncoder  # noqa: E402
 from adni_lightning.data.volume_io import read_volume, to_canonical  # noqa: E402
-from adni_lightning.synth import CSV_NAME, generate_cohort  # noqa: E402
+from adni_lightning.synth import generate_cohort  # noqa: E402
 
 #: Targets set by the issue, as ratios to the seed's path (printed for reference, never asserted).
 TARGET_WARM = 100.0
@@ -148,8 +147,8 @@ def _fmt(rate: float) -> str:
 
 
 def _batch_volumes(batch: object) -> int:
-    """Volumes in a collated batch: a tensor (seed) or a dict with ``image`` (VolumeDataset)."""
-    image = batch["image"] if isinstance(batch, dict) else batch
+    """Volumes in a collated batch: a tensor (seed) or a dict with ``volume`` (VolumeDataset)."""
+    image = batch["volume"] if isinstance(batch, dict) else batch
     return int(image.shape[0])
 
 
@@ -187,14 +186,15 @@ def loader_rates(
     so one item is fetched untimed instead (first-call costs) and no pass is spent on it. ``collate_fn``
     ``None`` is torch's ``default_collate`` (the seed's loader).
     """
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
-                        collate_fn=collate_fn)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_fn
+    )
     if workers == 0:
         dataset[0]
         warmup = 0
 
     def one_pass() -> int:
-        return sum(_batch_volumes(batch) for batch in loader)
+        return sum(_batch_volumes(batch) for batch in loader)  # noqa: F821 (deleted only after the passes)
 
     try:
         return time_passes(one_pass, warmup, repeats, min_seconds)
@@ -222,6 +222,7 @@ def check_rates(items: list[tuple[str, Path]], folder: Path, params: Preprocessi
 
     ``is_valid`` reads each entry in full and recomputes its CRC32; nothing is rebuilt.
     """
+
     def one_pass() -> int:
         VolumeCache(folder, params).build(items)
         return len(items)
@@ -293,7 +294,7 @@ def profile_cold(items: list[tuple[str, Path]], root: Path, params: Preprocessin
         def lap(stage: str) -> None:  # time since the previous lap, added to ``stage``
             nonlocal clock
             now = time.perf_counter()
-            spent[stage] += now - clock
+            spent[stage] += now - clock  # noqa: B023 (called within this iteration only)
             clock = now
 
         entry = cache.entry_path(image_id, source)
@@ -302,9 +303,7 @@ def profile_cold(items: list[tuple[str, Path]], root: Path, params: Preprocessin
         data, affine = read_volume(source)
         lap("read_volume")
         canonical, zooms = to_canonical(data, affine)
-        start, extent = crop_box(
-            _foreground(canonical, params.input_kind), zooms, params.image_size, params.margin_mm
-        )
+        start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.image_size, params.margin_mm)
         lap("canonical_crop")
         resampled = resample_nearest(canonical, start, extent, params.image_size)
         lap("resample")
@@ -316,8 +315,9 @@ def profile_cold(items: list[tuple[str, Path]], root: Path, params: Preprocessin
             times[stage].append(seconds)
         del data, canonical  # release the decompressed buffer before the check reads the file again
         if not np.array_equal(compact, preprocess(*read_volume(source), params)):
-            raise RuntimeError(f"{source}: the staged profile no longer matches preprocess(read_volume()): "
-                               "update profile_cold")
+            raise RuntimeError(
+                f"{source}: the staged profile no longer matches preprocess(read_volume()): update profile_cold"
+            )
         began = time.perf_counter()
         real_cache.build([(image_id, source)])
         actual.append(time.perf_counter() - began)
@@ -370,8 +370,10 @@ def print_profile(profile: ColdProfile, cold_single: float) -> None:
     for name, what in STAGES:
         mean = statistics.fmean(times[name])
         print(f"{name:<14} {1000 * mean:>7.1f} {100 * mean / total:>5.1f}%  {what}")
-    print(f"{'sum':<14} {1000 * total:>7.1f}         real VolumeCache.build of each file in the same loop: "
-          f"{1000 * statistics.fmean(profile.actual):.1f} ms/vol")
+    print(
+        f"{'sum':<14} {1000 * total:>7.1f}         real VolumeCache.build of each file in the same loop: "
+        f"{1000 * statistics.fmean(profile.actual):.1f} ms/vol"
+    )
     print(f"{'':<14} {'':>7}         (cold 1-proc row above: {1000 / cold_single:.1f} ms/vol, other time, other load)")
 
 
@@ -382,15 +384,24 @@ def _mib(n: float) -> str:
 def measure_seed(paths: list[Path], size: tuple[int, int, int], workers: int, repeats: int) -> dict[str, Rate]:
     """The blog's per-item path: single process (its ``num_workers=0``) and through ``workers`` workers."""
     seed = SeedDataset(paths, size)
-    rates = {"seed1": Rate("seed: nib get_fdata+interp+zscore, 1 proc, bs1",
-                           loader_rates(seed, 1, 0, 1, repeats), note="seed, 1 proc")}
+    rates = {
+        "seed1": Rate(
+            "seed: nib get_fdata+interp+zscore, 1 proc, bs1", loader_rates(seed, 1, 0, 1, repeats), note="seed, 1 proc"
+        )
+    }
     if torch.get_num_threads() > 1:
         with torch_threads(1):
-            rates["seed1t1"] = Rate("seed: same, 1 proc, bs1 [torch threads 1]",
-                                    loader_rates(seed, 1, 0, 1, repeats), note="seed, 1 proc, torch threads 1")
+            rates["seed1t1"] = Rate(
+                "seed: same, 1 proc, bs1 [torch threads 1]",
+                loader_rates(seed, 1, 0, 1, repeats),
+                note="seed, 1 proc, torch threads 1",
+            )
     if workers > 0:
-        rates["seedW"] = Rate(f"seed: same, DataLoader {workers} workers, bs1",
-                              loader_rates(seed, 1, workers, 1, repeats), note=f"seed, {workers} workers")
+        rates["seedW"] = Rate(
+            f"seed: same, DataLoader {workers} workers, bs1",
+            loader_rates(seed, 1, workers, 1, repeats),
+            note=f"seed, {workers} workers",
+        )
     return rates
 
 
@@ -405,11 +416,14 @@ def measure_warm(
         for batch_size in (1, 4):
             measured = loader_rates(dataset, batch_size, n_workers, 1, 3, min_seconds, collate_fn=collate_volumes)
             rates[f"warm{n_workers}b{batch_size}"] = Rate(
-                f"warm: VolumeDataset mmap + collate_volumes, {label}, bs{batch_size}", measured, base)
+                f"warm: VolumeDataset mmap + collate_volumes, {label}, bs{batch_size}", measured, base
+            )
     for batch_size in (1, 4):
         rates[f"chan{batch_size}"] = Rate(
             f"to_channels on CPU only ({len(DEFAULT_CHANNELS)} ch), bs{batch_size}",
-            channel_rates(entries, batch_size, min_seconds), note="not in the warm rows (on the device in training)")
+            channel_rates(entries, batch_size, min_seconds),
+            note="not in the warm rows (on the device in training)",
+        )
     combined = 1 / (1 / rates["warm0b4"].median + 1 / rates["chan4"].median)
     rates["warmchan"] = Rate("warm 1 proc bs4 + to_channels on CPU, 1/(1/a+1/b)", [combined], bases["seed1"])
     return rates
@@ -422,23 +436,34 @@ def print_sizes(paths: list[Path], entries: list[Path], size: tuple[int, int, in
     mgz_bytes = statistics.fmean(p.stat().st_size for p in paths)
     seed_bytes = 4 * int(np.prod(size))
     print(f".mgz on disk (mean)            {_mib(mgz_bytes)}  ({mgz_bytes:,.0f} B)")
-    print(f"cache entry .npy uint8 (mean)  {_mib(entry_bytes)}  ({entry_bytes:,.0f} B)"
-          f" + {sidecar_bytes:.0f} B CRC sidecar")
-    print(f"seed float32 tensor            {_mib(seed_bytes)}  ({seed_bytes:,} B) = {seed_bytes / entry_bytes:.1f}x"
-          f" the entry; transient float64 from get_fdata {_mib(8 * grid**3)}")
+    print(
+        f"cache entry .npy uint8 (mean)  {_mib(entry_bytes)}  ({entry_bytes:,.0f} B)"
+        f" + {sidecar_bytes:.0f} B CRC sidecar"
+    )
+    print(
+        f"seed float32 tensor            {_mib(seed_bytes)}  ({seed_bytes:,} B) = {seed_bytes / entry_bytes:.1f}x"
+        f" the entry; transient float64 from get_fdata {_mib(8 * grid**3)}"
+    )
     print(f"to_channels output float32     {_mib(4 * len(DEFAULT_CHANNELS) * np.prod(size))} (made on the device)")
 
 
 def print_targets(rates: dict[str, Rate]) -> None:
     """Each warm and cold ratio next to the issue's target; informational, nothing is asserted."""
+
     def ratio(key: str) -> float:
         return rates[key].median / rates[rates[key].baseline].median
 
-    warm = "; ".join(f"{rates[k].path.removeprefix('warm: VolumeDataset mmap + collate_volumes, ')} {ratio(k):.0f}x"
-                     for k in rates if k.startswith("warm") and k != "warmchan")
+    warm = "; ".join(
+        f"{rates[k].path.removeprefix('warm: VolumeDataset mmap + collate_volumes, ')} {ratio(k):.0f}x"
+        for k in rates
+        if k.startswith("warm") and k != "warmchan"
+    )
     print(f"warm >= {TARGET_WARM:.0f}x seed: {warm}")
-    cold = "; ".join(f"{rates[k].path.removeprefix('cold: VolumeCache.build, ')} {ratio(k):.2f}x"
-                     for k in rates if k.startswith("cold"))
+    cold = "; ".join(
+        f"{rates[k].path.removeprefix('cold: VolumeCache.build, ')} {ratio(k):.2f}x"
+        for k in rates
+        if k.startswith("cold")
+    )
     print(f"cold >= {TARGET_COLD:.0f}x seed: {cold}")
 
 
@@ -449,13 +474,21 @@ def run(args: argparse.Namespace, work: Path) -> None:
     params = Preprocessing("labelmap", size)
     cohort = work / "cohort"
     started = time.perf_counter()
-    generate_cohort(cohort, subjects=args.images, size=args.size, seed=args.seed, second_visit_fraction=0.0,
-                    workers=max(1, args.workers))
-    manifest = build_manifest(ManifestSpec(csv_path=cohort / CSV_NAME, data_dir=cohort))
+    generate_cohort(
+        cohort,
+        subjects=args.images,
+        size=args.size,
+        seed=args.seed,
+        second_visit_fraction=0.0,
+        workers=max(1, args.workers),
+    )
+    manifest = build_manifest(ManifestSpec(data_dir=cohort, csv_path=cohort / CSV_NAME))
     items = list(zip(manifest["image_id"], manifest["path"]))
     paths = [Path(p) for p in manifest["path"]]
-    print(f"generated {len(items)} label maps of {args.size}^3 in {cohort} "
-          f"({time.perf_counter() - started:.1f} s); image_size {args.image_size}^3, workers {args.workers}")
+    print(
+        f"generated {len(items)} label maps of {args.size}^3 in {cohort} "
+        f"({time.perf_counter() - started:.1f} s); image_size {args.image_size}^3, workers {args.workers}"
+    )
     print("all paths read files from the page cache (just written; OS caches not dropped)\n")
 
     w = args.workers
@@ -470,22 +503,27 @@ def run(args: argparse.Namespace, work: Path) -> None:
     single, built = cold_rates(items, work, params, 0, args.repeats)
     rates["cold1"] = Rate("cold: VolumeCache.build, 1 proc", single, bases["seed1"])
     if w > 0:
-        rates["coldW"] = Rate(f"cold: VolumeCache.build, {w} procs",
-                              cold_rates(items, work, params, w, args.repeats)[0], bases["seedW"])
+        rates["coldW"] = Rate(
+            f"cold: VolumeCache.build, {w} procs", cold_rates(items, work, params, w, args.repeats)[0], bases["seedW"]
+        )
 
     print("timing warm reads ...", flush=True)
     entries = [built[i] for i in manifest["image_id"]]
-    rates["check"] = Rate("cache check: build() on the built cache (read + CRC)",
-                          check_rates(items, entries[0].parent, params, args.min_seconds),
-                          note="once per prepare_data, not per epoch")
+    rates["check"] = Rate(
+        "cache check: build() on the built cache (read + CRC)",
+        check_rates(items, entries[0].parent, params, args.min_seconds),
+        note="once per prepare_data, not per epoch",
+    )
     dataset = VolumeDataset(manifest, built, TabularEncoder().fit(manifest["age"]))
     rates |= measure_warm(dataset, entries, w, args.min_seconds, bases)
 
     print("profiling the cold path stage by stage ...\n", flush=True)
     profile = profile_cold(items, work, params)
 
-    print("== throughput (median over passes; single-process ratios vs the seed's faster single-process figure, "
-          "parallel vs parallel)")
+    print(
+        "== throughput (median over passes; single-process ratios vs the seed's faster single-process figure, "
+        "parallel vs parallel)"
+    )
     print_table(rates)
     print("\n== sizes per volume")
     print_sizes(paths, entries, size, args.size)

@@ -17,8 +17,9 @@ import torch
 from adni_lightning.models import FusionNet, ResNet3d
 
 
-def timed_logits(model: torch.nn.Module, image: torch.Tensor, tabular: torch.Tensor, dtype: torch.dtype | None,
-                 repeats: int) -> tuple[torch.Tensor, float]:
+def timed_logits(
+    model: torch.nn.Module, image: torch.Tensor, tabular: torch.Tensor, dtype: torch.dtype | None, repeats: int
+) -> tuple[torch.Tensor, float]:
     """Logits (fp32) and mean seconds per forward, under autocast to ``dtype`` (None: plain fp32)."""
     device_type = image.device.type
     with torch.inference_mode(), torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):

@@ -95,8 +95,9 @@ else:
         f"{csv_path} not found: generating a synthetic cohort of {SYNTHETIC_SUBJECTS} subjects at "
         f"{SYNTHETIC_SIZE}³ voxels in {data_dir.resolve()} (cartoon anatomy, real ADNI file format)"
     )
-    generate_cohort(data_dir, subjects=SYNTHETIC_SUBJECTS, size=SYNTHETIC_SIZE, seed=0,
-                    workers=min(4, os.cpu_count() or 1))
+    generate_cohort(
+        data_dir, subjects=SYNTHETIC_SUBJECTS, size=SYNTHETIC_SIZE, seed=0, workers=min(4, os.cpu_count() or 1)
+    )
 
 # %% [markdown]
 # ## 2. The CSV
@@ -110,10 +111,12 @@ display(df.head())
 
 order = [g for g in ("CN", "MCI", "AD") if g in set(df["Group"])]
 order += sorted(set(df["Group"]) - set(order))
-per_group = pd.DataFrame({
-    "images": df["Group"].value_counts(),
-    "subjects": df.groupby("Group")["Subject"].nunique(),
-}).reindex(order)
+per_group = pd.DataFrame(
+    {
+        "images": df["Group"].value_counts(),
+        "subjects": df.groupby("Group")["Subject"].nunique(),
+    }
+).reindex(order)
 per_group["images per subject"] = (per_group["images"] / per_group["subjects"]).round(2)
 per_group.loc["total"] = [len(df), df["Subject"].nunique(), round(len(df) / df["Subject"].nunique(), 2)]
 display(per_group)
@@ -133,6 +136,7 @@ display(df.loc[df["Subject"] == example, ["Image Data ID", "Subject", "Group", "
 # network has already seen (same head size, same ventricles, same cortex), so validation accuracy measures
 # memory, not diagnosis. Wen et al. (2020) found that more than half of the surveyed AD papers likely leaked
 # this way. Count it on this CSV:
+
 
 # %% tags=["leak"]
 def naive_image_split(table, seed, train_fraction=0.8):
@@ -256,8 +260,11 @@ first = next(iter(volumes.values()))[0]
 print(f"stored as {ids.dtype} on a {ids.shape} grid, {np.unique(first).size} distinct ids in the first volume")
 
 legend = [
-    (17, "hippocampus (17 / 53)"), (18, "amygdala (18 / 54)"), (4, "lateral ventricle (4 / 43)"),
-    (5, "inferior lateral ventricle (5 / 44)"), (2, "cerebral white matter (2 / 41)"),
+    (17, "hippocampus (17 / 53)"),
+    (18, "amygdala (18 / 54)"),
+    (4, "lateral ventricle (4 / 43)"),
+    (5, "inferior lateral ventricle (5 / 44)"),
+    (2, "cerebral white matter (2 / 41)"),
     (1030, "cortex: one colour per DKT parcel"),
 ]
 handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(FREESURFER_LUT[i][1]) / 255) for i, _ in legend]
@@ -282,6 +289,7 @@ show(fig)
 # of the **left hippocampus** (outlined) show the structures the diagnosis depends on; compare the
 # hippocampus and the ventricles across groups. Left: the same coronal slice the blog's way, ids as grey.
 
+
 # %% tags=["hippocampus-slices"]
 def centroid(vol, ids):
     where = np.argwhere(np.isin(vol, ids))
@@ -305,8 +313,14 @@ for c, (label, (vol, zooms)) in enumerate(volumes.items(), start=1):
         ax.set_title(f"{label}: {name} through left hippocampus", fontsize=9)
 for ax in axes.flat:
     ax.set_xticks([]), ax.set_yticks([])
-fig.legend(handles[:4], [text for _, text in legend[:4]], loc="lower left", fontsize=8, frameon=False,
-           bbox_to_anchor=(0.02, 0.1))
+fig.legend(
+    handles[:4],
+    [text for _, text in legend[:4]],
+    loc="lower left",
+    fontsize=8,
+    frameon=False,
+    bbox_to_anchor=(0.02, 0.1),
+)
 fig.tight_layout()
 show(fig)
 
@@ -338,15 +352,18 @@ for mode in ("trilinear", "nearest"):
 vol = volumes[classes[-1]][0]
 size = tuple(max(8, 3 * n // 4) for n in vol.shape)
 input_ids = set(np.unique(vol).tolist())
-tri = F.interpolate(torch.from_numpy(vol.astype(np.float32))[None, None], size=size, mode="trilinear",
-                    align_corners=True)[0, 0].numpy()
+tri = F.interpolate(
+    torch.from_numpy(vol.astype(np.float32))[None, None], size=size, mode="trilinear", align_corners=True
+)[0, 0].numpy()
 rounded = np.rint(tri).astype(np.int64)
 new = sorted(set(np.unique(rounded).tolist()) - input_ids)
 foreign = np.isin(rounded, new)
 fractional = int((np.abs(tri - rounded) > 1e-3).sum())
-print(f"trilinear to {size}: {fractional} voxels hold fractional ids; after rounding, {len(new)} ids that "
-      f"are not in the input (e.g. {new[:8]}) on {foreign.sum()} voxels "
-      f"({foreign.sum() / max(1, (rounded > 0).sum()):.1%} of the brain)")
+print(
+    f"trilinear to {size}: {fractional} voxels hold fractional ids; after rounding, {len(new)} ids that "
+    f"are not in the input (e.g. {new[:8]}) on {foreign.sum()} voxels "
+    f"({foreign.sum() / max(1, (rounded > 0).sum()):.1%} of the brain)"
+)
 near = resample_nearest(vol, np.zeros(3), np.asarray(vol.shape, dtype=float), size)
 print(f"nearest to {size}: {len(set(np.unique(near).tolist()) - input_ids)} ids that are not in the input")
 
@@ -367,12 +384,16 @@ for row in baseline.itertuples():
     ids, affine = read_volume(row.path)
     counts = np.bincount(np.clip(ids, 0, None).ravel().astype(np.intp), minlength=3000)
     ml = abs(np.linalg.det(affine[:3, :3])) / 1000
-    records.append({
-        "subject": row.subject, "label": row.label, "age": row.age,
-        "hippocampus_ml": ml * counts[list(HIPPOCAMPUS)].sum(),
-        "lateral_ventricles_ml": ml * counts[list(LATERAL_VENTRICLE)].sum(),
-        "brain_ml": ml * counts[1:].sum(),
-    })
+    records.append(
+        {
+            "subject": row.subject,
+            "label": row.label,
+            "age": row.age,
+            "hippocampus_ml": ml * counts[list(HIPPOCAMPUS)].sum(),
+            "lateral_ventricles_ml": ml * counts[list(LATERAL_VENTRICLE)].sum(),
+            "brain_ml": ml * counts[1:].sum(),
+        }
+    )
 markers = pd.DataFrame(records)
 markers["hippocampus_per_brain_%"] = 100 * markers["hippocampus_ml"] / markers["brain_ml"]
 columns = ["hippocampus_ml", "lateral_ventricles_ml", "hippocampus_per_brain_%"]
@@ -423,12 +444,25 @@ if not event_dirs(run_dir):
     from adni_lightning.main import main
 
     with mock.patch.object(sys, "argv", sys.argv[:1]):  # hide the kernel's own -f <connection file>
-        main([
-            "fit", "--trainer.default_root_dir", str(run_dir),
-            "--data.manifest.data_dir", str(data_dir), "--data.manifest.csv_path", str(csv_path),
-            "--data.preprocessing.image_size", "32", "--trainer.max_epochs", "2",
-            "--data.loader.num_workers", "0", "--trainer.enable_progress_bar", "false",
-        ])
+        main(
+            [
+                "fit",
+                "--trainer.default_root_dir",
+                str(run_dir),
+                "--data.manifest.data_dir",
+                str(data_dir),
+                "--data.manifest.csv_path",
+                str(csv_path),
+                "--data.preprocessing.image_size",
+                "32",
+                "--trainer.max_epochs",
+                "2",
+                "--data.loader.num_workers",
+                "0",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
 log_dir = event_dirs(run_dir)[-1]
 events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
 events.Reload()

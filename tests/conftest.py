@@ -9,7 +9,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-
 LIA_1MM = np.array([[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]])
 
 

@@ -13,17 +13,40 @@ from lightning.pytorch.callbacks import Callback
 
 #: A 2-stage ResNet of width 4/8 on 16³ inputs: a CPU epoch of the test cohort takes well under a second.
 TINY = [
-    "--data.preprocessing.image_size", "16", "--data.loader.num_workers", "0", "--data.loader.batch_size", "4",
-    "--model.image_encoder.init_args.widths", "[4, 8]", "--model.image_encoder.init_args.blocks", "[1, 1]",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-    "--model.lr_scheduler.init_args.T_max", "4", "--trainer.log_every_n_steps", "1",
+    "--data.preprocessing.image_size",
+    "16",
+    "--data.loader.num_workers",
+    "0",
+    "--data.loader.batch_size",
+    "4",
+    "--model.image_encoder.init_args.widths",
+    "[4, 8]",
+    "--model.image_encoder.init_args.blocks",
+    "[1, 1]",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--model.lr_scheduler.init_args.T_max",
+    "4",
+    "--trainer.log_every_n_steps",
+    "1",
 ]
 
 
 def tiny_args(subcommand: str, root: Path, data_dir: Path, *extra: str) -> list[str]:
     """``subcommand`` on the packaged synthetic config, shrunk to the test cohort, run in ``root``."""
-    return [subcommand, "--trainer.default_root_dir", str(root), "--data.manifest.data_dir", str(data_dir),
-            "--data.cache_dir", str(root.parent / "cache"), *TINY, *extra]
+    return [
+        subcommand,
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.manifest.data_dir",
+        str(data_dir),
+        "--data.cache_dir",
+        str(root.parent / "cache"),
+        *TINY,
+        *extra,
+    ]
 
 
 class KillAtStep(Callback):
@@ -43,7 +66,9 @@ class InjectNaN(Callback):
     def __init__(self, batch_idx: int = 1) -> None:
         self.batch_idx = batch_idx
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx == self.batch_idx:
             batch["tabular"][1, 0] = torch.nan
 

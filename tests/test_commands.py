@@ -45,9 +45,16 @@ def test_the_module_entry_point_runs():
 
 def test_imports_run_one_way():
     """data/ and models/ import nothing from the package root, synth, commands or evaluation."""
-    upper = ("adni_lightning.main", "adni_lightning.module", "adni_lightning.synth", "adni_lightning.commands",
-             "adni_lightning.evaluation", "adni_lightning.figures", "adni_lightning.prediction_writer",
-             "adni_lightning.interpret")
+    upper = (
+        "adni_lightning.main",
+        "adni_lightning.module",
+        "adni_lightning.synth",
+        "adni_lightning.commands",
+        "adni_lightning.evaluation",
+        "adni_lightning.figures",
+        "adni_lightning.prediction_writer",
+        "adni_lightning.interpret",
+    )
     for layer in ("data", "models"):
         for path in (PACKAGE / layer).glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -1,9 +1,9 @@
 """Every shipped config parses and builds its model and DataModule (no data or GPU needed)."""
 
+from pathlib import Path
+
 import pytest
 import torch
-
-from pathlib import Path
 
 from adni_lightning.data.manifest import ManifestSpec
 from adni_lightning.main import CONFIG_DIR, main

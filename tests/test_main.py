@@ -19,6 +19,7 @@ from adni_lightning.module import NonFiniteLossError
 from tests.helpers import tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
+DDP = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
 def test_fast_dev_run(cohort, tmp_path):
@@ -45,12 +46,31 @@ def test_fit_writes_checkpoints_tensorboard_tags_and_split(cohort, tmp_path):
 
 
 def test_overfitting_a_few_batches_drives_the_loss_to_zero(cohort, tmp_path):
-    cli = main(tiny_args(
-        "fit", tmp_path / "run", cohort, "--trainer.overfit_batches", "2", "--trainer.max_epochs", "60",
-        "--data.augment", "[]", "--model.dropout", "0", "--model.optimizer.init_args.weight_decay", "0",
-        "--model.optimizer.init_args.lr", "0.01", "--model.lr_scheduler", "null",
-        "--trainer.check_val_every_n_epoch", "100", "--trainer.num_sanity_val_steps", "0",
-    ))
+    cli = main(
+        tiny_args(
+            "fit",
+            tmp_path / "run",
+            cohort,
+            "--trainer.overfit_batches",
+            "2",
+            "--trainer.max_epochs",
+            "60",
+            "--data.augment",
+            "[]",
+            "--model.dropout",
+            "0",
+            "--model.optimizer.init_args.weight_decay",
+            "0",
+            "--model.optimizer.init_args.lr",
+            "0.01",
+            "--model.lr_scheduler",
+            "null",
+            "--trainer.check_val_every_n_epoch",
+            "100",
+            "--trainer.num_sanity_val_steps",
+            "0",
+        )
+    )
     assert cli.trainer.callback_metrics["train/loss"] < 0.05
     assert cli.trainer.callback_metrics["train/acc"] == 1.0
 
@@ -80,7 +100,12 @@ def test_resume_last_without_a_checkpoint_is_an_error(cohort, tmp_path):
 
 def _subprocess_fit(run: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "adni_lightning", *tiny_args("fit", run, data, "--trainer.max_epochs", "3", *extra)]
+    command = [
+        sys.executable,
+        "-m",
+        "adni_lightning",
+        *tiny_args("fit", run, data, "--trainer.max_epochs", "3", *extra),
+    ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -156,8 +181,18 @@ def test_bf16_mixed_on_cpu(cohort, tmp_path):
     from tests.helpers import RecordConvDtype
 
     recorder = RecordConvDtype()
-    cli = main(tiny_args("fit", tmp_path / "run", cohort, "--trainer.fast_dev_run", "2",
-                         "--trainer.precision", "bf16-mixed", "--trainer.callbacks+=tests.helpers.RecordConvDtype"))
+    cli = main(
+        tiny_args(
+            "fit",
+            tmp_path / "run",
+            cohort,
+            "--trainer.fast_dev_run",
+            "2",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.callbacks+=tests.helpers.RecordConvDtype",
+        )
+    )
     recorder = next(c for c in cli.trainer.callbacks if isinstance(c, RecordConvDtype))
     assert recorder.dtypes == {torch.bfloat16}
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
@@ -172,14 +207,32 @@ def test_ddp_two_processes_sync_metrics_over_the_whole_validation_set(cohort, tm
     assert len(val) % 2 == 0, "the test cohort's validation split must be even"
     ckpt = str(run / "checkpoints" / "last.ckpt")
     single = main(tiny_args("validate", run, cohort, "--ckpt_path", ckpt)).trainer.callback_metrics
-    ddp = main(tiny_args("fit", tmp_path / "ddp", cohort, "--trainer.max_epochs", "1",
-                         "--data.split.file", str(run / "split.csv"),
-                         "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"))
+    ddp = main(
+        tiny_args(
+            "fit",
+            tmp_path / "ddp",
+            cohort,
+            "--trainer.max_epochs",
+            "1",
+            "--data.split.file",
+            str(run / "split.csv"),
+            *DDP,
+        )
+    )
     assert ddp.trainer.world_size == 2 and ddp.trainer.state.finished
     assert {"val/acc", "val/bacc", "val/auroc", "train/loss"} <= set(ddp.trainer.callback_metrics)
-    validated = main(tiny_args("validate", tmp_path / "ddp", cohort, "--ckpt_path", ckpt,
-                               "--data.split.file", str(run / "split.csv"),
-                               "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"))
+    validated = main(
+        tiny_args(
+            "validate",
+            tmp_path / "ddp",
+            cohort,
+            "--ckpt_path",
+            ckpt,
+            "--data.split.file",
+            str(run / "split.csv"),
+            *DDP,
+        )
+    )
     for name in ("val/acc", "val/bacc", "val/f1", "val/auroc", "val/loss"):
         assert float(validated.trainer.callback_metrics[name]) == pytest.approx(float(single[name]), abs=1e-5), name
 
@@ -190,8 +243,11 @@ def test_predict_on_a_new_cohort_uses_the_checkpoints_age_statistics(cohort, tmp
     run = tmp_path / "run"
     trained = main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1"))
     new = generate_cohort(tmp_path / "new", subjects=5, size=32, seed=11, workers=1)
-    predicted = main(tiny_args("predict", tmp_path / "scoring", tmp_path / "new",
-                               "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
+    predicted = main(
+        tiny_args(
+            "predict", tmp_path / "scoring", tmp_path / "new", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")
+        )
+    )
     assert predicted.datamodule.encoder.state_dict() == trained.datamodule.encoder.state_dict()
     rows = pd.read_csv(tmp_path / "scoring" / "predictions.csv")
     assert sorted(rows["image_id"]) == sorted("I" + new["Image Data ID"].str.lstrip("I"))
@@ -202,8 +258,19 @@ def test_predict_with_several_checkpoints_averages_their_probabilities(cohort, t
     runs = []
     for seed in (1, 2):
         run = tmp_path / f"run{seed}"
-        main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1", "--seed_everything", str(seed),
-                       "--data.split.file", str(tmp_path / "split.csv")))
+        main(
+            tiny_args(
+                "fit",
+                run,
+                cohort,
+                "--trainer.max_epochs",
+                "1",
+                "--seed_everything",
+                str(seed),
+                "--data.split.file",
+                str(tmp_path / "split.csv"),
+            )
+        )
         main(tiny_args("predict", run, cohort, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")))
         runs.append(pd.read_csv(run / "predictions.csv").set_index("image_id"))
     scoring = tmp_path / "scoring"

@@ -23,7 +23,16 @@ SOURCE = REPO / "notebooks" / "explore.py"  # the notebook as a jupytext percent
 REGENERATE = "jupytext --update --to ipynb notebooks/explore.py"
 # Tags of the cells the execution test reads.
 INSPECTED = (
-    "parameters", "setup", "csv", "leak", "split", "slices", "hippocampus-slices", "resampling", "volumes", "curves",
+    "parameters",
+    "setup",
+    "csv",
+    "leak",
+    "split",
+    "slices",
+    "hippocampus-slices",
+    "resampling",
+    "volumes",
+    "curves",
 )
 KERNEL_NAME = "adni-lightning-test"
 

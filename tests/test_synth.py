@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import nibabel as nib
@@ -12,8 +11,9 @@ import pytest
 
 from adni_lightning import synth
 from adni_lightning.commands import synth as synth_command
+from adni_lightning.data.labels import FREESURFER_LUT
 from adni_lightning.data.manifest import CSV_NAME
-from adni_lightning.data.labels import DKT_PARCELS, FREESURFER_LUT
+from adni_lightning.data.volumes import FASTSURFER_DEEP_LABELS
 
 HEADER = (
     '"Image Data ID","Subject","Group","Sex","Age","Visit","Modality","Description","Type","Acq Date",'
@@ -21,11 +21,8 @@ HEADER = (
 )
 SIZE = 48
 SUBJECTS = 60
-#: Every id FastSurfer's aparc.DKTatlas+aseg.deep.mgz may hold.
-DEEP_IDS = {
-    0, 2, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 31, 41, 43, 44, 46, 47, 49, 50, 51, 52,
-    53, 54, 58, 60, 63, 77,
-} | {offset + r for offset in (1000, 2000) for r in DKT_PARCELS}
+#: Every id FastSurfer's aparc.DKTatlas+aseg.deep.mgz may hold, background included.
+DEEP_IDS = {0, *FASTSURFER_DEEP_LABELS}
 LEFT = [17, 18, 4, 5, 10, 2, *range(1000, 1036)]
 RIGHT = [53, 54, 43, 44, 49, 41, *range(2000, 2036)]
 
@@ -138,11 +135,13 @@ def test_left_structures_lie_at_negative_ras_x(
 
 def test_disease_signal_is_graded(cohort: tuple[Path, pd.DataFrame], volumes: dict[str, np.ndarray]) -> None:
     root, table = cohort
-    counts = pd.DataFrame({
-        "group": table["Group"].to_numpy(),
-        "hippocampus": [np.isin(volumes[i], (17, 53)).sum() for i in table["Image Data ID"]],
-        "ventricles": [np.isin(volumes[i], (4, 43)).sum() for i in table["Image Data ID"]],
-    })
+    counts = pd.DataFrame(
+        {
+            "group": table["Group"].to_numpy(),
+            "hippocampus": [np.isin(volumes[i], (17, 53)).sum() for i in table["Image Data ID"]],
+            "ventricles": [np.isin(volumes[i], (4, 43)).sum() for i in table["Image Data ID"]],
+        }
+    )
     means = counts.groupby("group").mean()
     assert means.loc["CN", "hippocampus"] > means.loc["MCI", "hippocampus"] > means.loc["AD", "hippocampus"]
     assert means.loc["CN", "ventricles"] < means.loc["AD", "ventricles"]
@@ -179,10 +178,24 @@ def test_bare_ids_drop_the_prefix_in_the_csv_only(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    synth_command.main([
-        "--out", str(tmp_path), "--subjects", "3", "--size", "32", "--seed", "5",
-        "--second_visit_fraction", "1", "--bare_ids", "true", "--workers", "1",
-    ])
+    synth_command.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--subjects",
+            "3",
+            "--size",
+            "32",
+            "--seed",
+            "5",
+            "--second_visit_fraction",
+            "1",
+            "--bare_ids",
+            "true",
+            "--workers",
+            "1",
+        ]
+    )
     table = pd.read_csv(tmp_path / CSV_NAME, dtype=str)
     assert len(table) == 6 and table["Subject"].nunique() == 3
     assert table["Image Data ID"].str.fullmatch(r"\d{5,6}").all()

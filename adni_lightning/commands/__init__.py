@@ -22,4 +22,5 @@ def summaries() -> dict[str, str]:
 
 
 def run(name: str, argv: list[str]) -> None:
+    """Run command ``name`` with its arguments."""
     _module(name).main(argv)

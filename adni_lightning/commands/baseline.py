@@ -32,8 +32,10 @@ def cross_validation_split(
         split = load_split(path, manifest)
         dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
         if dealt != list(range(folds)):
-            raise SplitError(f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
-                             f"{len(dealt)}, or another --root, or delete it")
+            raise SplitError(
+                f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
+                f"{len(dealt)}, or another --root, or delete it"
+            )
         check_fold_count(split, folds, classes)
         return split
     split = split_subjects(manifest, replace(spec, folds=folds, fold=0, file=None))
@@ -42,8 +44,13 @@ def cross_validation_split(
     return split
 
 
-def write_baseline(root: Path, volumes: pd.DataFrame, split: pd.DataFrame, classes: list[str], seed: int) -> pd.DataFrame:
-    """Fit the baseline on every fold of ``split``; write ``root/baseline/{oof,test}_predictions.csv``; return all rows."""
+def write_baseline(
+    root: Path, volumes: pd.DataFrame, split: pd.DataFrame, classes: list[str], seed: int
+) -> pd.DataFrame:
+    """Fit the baseline on every fold of ``split``; write ``root/baseline/{oof,test}_predictions.csv``.
+
+    Returns every prediction row (out-of-fold and test).
+    """
     predictions = baseline_predictions(volumes, split, classes, seed=seed)
     out = root / "baseline"
     out.mkdir(parents=True, exist_ok=True)
@@ -58,11 +65,18 @@ def main(argv: list[str]) -> None:
     """Parse ``argv``, fit the baseline on every fold, write its predictions and print its OOF balanced accuracy."""
     own, overrides = split_run_options(argv)
     p = parser(PROG, __doc__)
-    p.add_argument("--folds", type=int, default=5,
-                   help="number of cross-validation folds (at most the non-test subjects of the smallest group)")
-    p.add_argument("--root", type=Path | None, default=None,
-                   help="cross-validation folder holding split.csv and baseline/ "
-                   "(default: <trainer.default_root_dir>/cv)")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="number of cross-validation folds (at most the non-test subjects of the smallest group)",
+    )
+    p.add_argument(
+        "--root",
+        type=Path | None,
+        default=None,
+        help="cross-validation folder holding split.csv and baseline/ (default: <trainer.default_root_dir>/cv)",
+    )
     options = p.parse_args(own)
     if options.folds < 2:
         raise ValueError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
@@ -75,5 +89,7 @@ def main(argv: list[str]) -> None:
     oof = predictions[predictions["set"] == "oof"]
     probabilities = oof[[f"p_{c}" for c in dm.classes]].to_numpy()
     bacc = balanced_accuracy_score(oof["group"], [dm.classes[i] for i in probabilities.argmax(axis=1)])
-    print(f"baseline: OOF balanced accuracy {bacc:.3f} on {len(oof)} images of {oof['subject'].nunique()} subjects "
-          f"({options.folds} folds); wrote {', '.join(str(w) for w in written)}")
+    print(
+        f"baseline: OOF balanced accuracy {bacc:.3f} on {len(oof)} images of {oof['subject'].nunique()} subjects "
+        f"({options.folds} folds); wrote {', '.join(str(w) for w in written)}"
+    )

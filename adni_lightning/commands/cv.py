@@ -22,11 +22,12 @@ from jsonargparse import ArgumentParser
 
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
+from adni_lightning.data.split import SplitSpec, split_subjects
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import check_fold_count, first_visit_flags
-from adni_lightning.data.split import SplitSpec, split_subjects
 from adni_lightning.evaluation.report import write_cv_report
-from adni_lightning.main import ADNILightningCLI, main as run_main
+from adni_lightning.main import ADNILightningCLI
+from adni_lightning.main import main as run_main
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,15 @@ class CrossValidationError(ValueError):
 
 
 def parser() -> ArgumentParser:
+    """The command's own options; ``--data.*``/``--model.*``/``--trainer.*`` go to the fold runs."""
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, action="append", help="run config, as for fit; repeat to stack (default: synthetic.yaml)")
+    p.add_argument(
+        "--config", type=str, action="append", help="run config, as for fit; repeat to stack (default: synthetic.yaml)"
+    )
     p.add_argument("--folds", type=int, default=5, help="number of folds (subject-level, stratified by group)")
-    p.add_argument("--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/cv)")
+    p.add_argument(
+        "--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/cv)"
+    )
     p.add_argument("--fold", type=int | None, default=None, help="run only this fold, then report what is complete")
     p.add_argument("--no_baseline", type=bool, default=False, help="skip the regional-volume logistic regression")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
@@ -56,6 +62,7 @@ def parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
+    """Parse ``argv`` and run the cross-validation."""
     own, overrides = split_run_options(argv)
     args = parser().parse_args(own)
     run_cv(args.config, overrides, args.folds, args.root, args.fold, not args.no_baseline, args.bootstrap)
@@ -65,7 +72,9 @@ def _check_no_validation_choice(cli: ADNILightningCLI) -> None:
     """Refuse a configuration in which the held-out fold would steer training."""
     scheduler = cli.config.get("model.lr_scheduler")
     if scheduler is not None and "ReduceLROnPlateau" in str(scheduler.get("class_path", "")):
-        raise CrossValidationError("cv: ReduceLROnPlateau steps on validation metrics, i.e. on the held-out fold; use a fixed schedule")
+        raise CrossValidationError(
+            "cv: ReduceLROnPlateau steps on validation metrics, i.e. on the held-out fold; use a fixed schedule"
+        )
     steering = [type(c).__name__ for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
     if steering:
         raise CrossValidationError("cv: EarlyStopping would stop on the held-out fold's metrics; remove it")
@@ -101,13 +110,24 @@ def _differences(a: object, b: object, prefix: str = "") -> list[str]:
 
 def _fold_args(configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int) -> list[str]:
     return [
-        *config_args(configs), *overrides, "--trainer.default_root_dir", str(fold_dir),
-        "--data.split.folds", str(folds), "--data.split.fold", str(fold), "--data.split.file", str(fold_dir / "split.csv"),
-        "--checkpoint.save_top_k", "0",  # no checkpoint is chosen by the held-out fold's score
+        *config_args(configs),
+        *overrides,
+        "--trainer.default_root_dir",
+        str(fold_dir),
+        "--data.split.folds",
+        str(folds),
+        "--data.split.fold",
+        str(fold),
+        "--data.split.file",
+        str(fold_dir / "split.csv"),
+        "--checkpoint.save_top_k",
+        "0",  # no checkpoint is chosen by the held-out fold's score
     ]
 
 
-def _run_fold(configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int, test: bool) -> None:
+def _run_fold(
+    configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int, test: bool
+) -> None:
     """Train (or resume) one fold, then write its out-of-fold (and test) predictions from the last epoch."""
     args = _fold_args(configs, overrides, fold_dir, folds, fold)
     last = fold_dir / "checkpoints" / "last.ckpt"
@@ -116,10 +136,20 @@ def _run_fold(configs: list[Path] | None, overrides: list[str], fold_dir: Path, 
     run_main(["fit", *args, *(["--ckpt_path", "last"] if last.exists() else [])])
     sides = [("val", OOF_FILE)] + ([("test", TEST_FILE)] if test else [])
     for side, name in sides:
-        run_main([
-            "predict", *args, "--ckpt_path", str(last), "--data.predict_split", side, "--trainer.logger", "false",
-            "--trainer.default_root_dir", str(fold_dir / f"predict_{side}"),
-        ])
+        run_main(
+            [
+                "predict",
+                *args,
+                "--ckpt_path",
+                str(last),
+                "--data.predict_split",
+                side,
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(fold_dir / f"predict_{side}"),
+            ]
+        )
         shutil.move(fold_dir / f"predict_{side}" / "predictions.csv", fold_dir / f".{name}")
         shutil.rmtree(fold_dir / f"predict_{side}")
     for _, name in reversed(sides):  # the OOF file last: its presence marks the fold as finished
@@ -127,8 +157,13 @@ def _run_fold(configs: list[Path] | None, overrides: list[str], fold_dir: Path, 
 
 
 def run_cv(
-    configs: list[Path] | None, overrides: list[str], folds: int = 5, root: Path | None = None,
-    only_fold: int | None = None, baseline: bool = True, n_resamples: int = 2000,
+    configs: list[Path] | None,
+    overrides: list[str],
+    folds: int = 5,
+    root: Path | None = None,
+    only_fold: int | None = None,
+    baseline: bool = True,
+    n_resamples: int = 2000,
 ) -> Path:
     """Run (or continue) the cross-validation and write its report; returns the report's folder."""
     cli = load_run(configs, overrides)
@@ -157,8 +192,14 @@ def run_cv(
 
 
 def report(
-    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], folds: int, baseline: bool,
-    n_resamples: int, dm,
+    root: Path,
+    manifest: pd.DataFrame,
+    split: pd.DataFrame,
+    classes: list[str],
+    folds: int,
+    baseline: bool,
+    n_resamples: int,
+    dm,
 ) -> Path:
     """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report."""
     frames, missing = [], []
@@ -167,10 +208,16 @@ def report(
         if not path.exists():
             missing.append(fold)
             continue
-        frames.append(pd.read_csv(path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="oof"))
+        frames.append(
+            pd.read_csv(path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="oof")
+        )
         test_path = root / f"fold_{fold}" / TEST_FILE
         if test_path.exists():
-            frames.append(pd.read_csv(test_path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="test"))
+            frames.append(
+                pd.read_csv(test_path, dtype={"image_id": str, "subject": str}).assign(
+                    fold=fold, model="cnn", set="test"
+                )
+            )
     if not frames:
         raise CrossValidationError(f"cv: no finished fold in {root}")
     predictions = pd.concat(frames, ignore_index=True)
@@ -184,8 +231,15 @@ def report(
     notes = [CHECKPOINT_NOTE]
     if baseline:
         notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
-    write_cv_report(root, oof.drop(columns=["set"]), classes, reference_model="baseline" if baseline else None,
-                    missing_folds=missing, notes=notes, n_resamples=n_resamples)
+    write_cv_report(
+        root,
+        oof.drop(columns=["set"]),
+        classes,
+        reference_model="baseline" if baseline else None,
+        missing_folds=missing,
+        notes=notes,
+        n_resamples=n_resamples,
+    )
     test = predictions[predictions["set"] == "test"]
     if len(test):
         _test_report(root, test, classes, n_resamples)
@@ -208,9 +262,17 @@ def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples
         ensemble = frame.groupby(keys, as_index=False)[columns].mean().assign(model=f"{model}-ensemble")
         ci = bootstrap_ci(ensemble, classes, n_resamples=n_resamples)
         intervals = ci.set_index("metric")
-        rows.append({"model": f"{model}-ensemble", "fold": "all", **frame_metrics(ensemble, classes),
-                     **{f"{m}_ci": f"[{intervals.at[m, 'ci_low']:.3f}, {intervals.at[m, 'ci_high']:.3f}]"
-                        for m in ("bacc", "auroc")}})
+        rows.append(
+            {
+                "model": f"{model}-ensemble",
+                "fold": "all",
+                **frame_metrics(ensemble, classes),
+                **{
+                    f"{m}_ci": f"[{intervals.at[m, 'ci_low']:.3f}, {intervals.at[m, 'ci_high']:.3f}]"
+                    for m in ("bacc", "auroc")
+                },
+            }
+        )
         for fold, part in frame.groupby("fold"):
             rows.append({"model": model, "fold": fold, **frame_metrics(part, classes)})
     pd.DataFrame(rows).to_csv(root / "test_metrics.csv", index=False, float_format="%.4f")

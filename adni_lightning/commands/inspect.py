@@ -38,7 +38,10 @@ def parser(prog: str = PROG, doc: str = __doc__) -> ArgumentParser:
     """The options every command over a run's cohort shares: ``--config``."""
     p = ArgumentParser(prog=prog, description=doc.splitlines()[0], epilog=RUN_OPTIONS_HELP, exit_on_error=True)
     p.add_argument(
-        "--config", type=str, action="append", default=None,
+        "--config",
+        type=str,
+        action="append",
+        default=None,
         help="the run's config file, as for fit (repeat for several; default: the packaged synthetic.yaml)",
     )
     return p
@@ -119,8 +122,10 @@ def _outliers_section(volumes: pd.DataFrame, threshold: float) -> list[str]:
     ]
     if outliers.empty:
         return lines
-    rows = [[r.image_id, r.subject, r.group, r.structure, f"{r.volume_mm3:.0f}", f"{r.z:+.1f}"]
-            for r in outliers.itertuples()]
+    rows = [
+        [r.image_id, r.subject, r.group, r.structure, f"{r.volume_mm3:.0f}", f"{r.z:+.1f}"]
+        for r in outliers.itertuples()
+    ]
     return lines + _table(["image_id", "subject", "group", "structure", "volume mm³", "z"], rows)
 
 
@@ -134,8 +139,12 @@ def cohort_report(volumes: pd.DataFrame, classes: list[str], source: str, thresh
         "not an eTIV.",
         "",
     ]
-    for section in (_groups_section(volumes, classes), _visits_section(volumes, classes), _labels_section(volumes),
-                    _outliers_section(volumes, threshold)):
+    for section in (
+        _groups_section(volumes, classes),
+        _visits_section(volumes, classes),
+        _labels_section(volumes),
+        _outliers_section(volumes, threshold),
+    ):
         lines += [*section, ""]
     return "\n".join(lines)
 
@@ -144,10 +153,18 @@ def main(argv: list[str]) -> None:
     """Parse ``argv`` (the command's own options, then any run override), write the two files, say where."""
     own, overrides = split_run_options(argv)
     p = parser()
-    p.add_argument("--out", type=Path | None, default=None,
-                   help="folder for volumes.csv and cohort.md (default: the run's trainer.default_root_dir)")
-    p.add_argument("--outlier_z", type=float, default=4.0,
-                   help="list volumes whose robust z-score (age regressed out) exceeds this in absolute value")
+    p.add_argument(
+        "--out",
+        type=Path | None,
+        default=None,
+        help="folder for volumes.csv and cohort.md (default: the run's trainer.default_root_dir)",
+    )
+    p.add_argument(
+        "--outlier_z",
+        type=float,
+        default=4.0,
+        help="list volumes whose robust z-score (age regressed out) exceeds this in absolute value",
+    )
     options = p.parse_args(own)
     cli, volumes = cohort_volumes(options.config, overrides)
     out = options.out or run_root(cli)

@@ -10,7 +10,8 @@ split's age statistics), and explains each image of the chosen split:
   intact image. Removed = its voxels set to background (compact index 0) in the compact label volume before
   the one-hot channels are made, so it vanishes from every channel. Rows in ``structure_importance.csv``; the
   mean per class and structure (and left+right summed), with a 95% bootstrap interval over subjects, ranked by
-  absolute mean, in ``structure_ranking.csv`` and ``structure_ranking*.png``.
+  absolute mean, in ``structure_ranking.csv`` and ``structure_ranking*.png``. A big structure's removal moves
+  the output in proportion to its size, so the ranking also gives the effect per voxel (``rank_per_voxel``).
 - **voxel attribution**: Integrated Gradients of the predicted class's probability with respect to the network
   input (baseline: all background), summed over channels, mapped back onto the source file's voxel grid
   (``attributions/<image_id>_ig.nii.gz``, the file's affine and shape: overlay it on the subject's own label
@@ -32,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
+from jsonargparse import ArgumentParser
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
@@ -57,8 +58,15 @@ PROG = "python -m adni_lightning interpret"
 SPLITS = ("val", "test", "all")
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
 #: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
-MODEL_KEYS = ("input_kind", "in_channels", "num_classes", "class_names", "num_tabular_features", "image_encoder",
-              "tabular_dim")
+MODEL_KEYS = (
+    "input_kind",
+    "in_channels",
+    "num_classes",
+    "class_names",
+    "num_tabular_features",
+    "image_encoder",
+    "tabular_dim",
+)
 #: Preprocessing fields whose change makes the cached volumes (or the channels) differ from training's.
 PREPROCESSING_KEYS = ("input_kind", "size", "crop", "margin_mm", "normalise", "channel_map")
 
@@ -67,31 +75,63 @@ class InterpretError(ValueError):
     """The checkpoint, config and split cannot be interpreted together; the message says why, in one line."""
 
 
-def parser():
+def parser() -> ArgumentParser:
+    """The command's options; the run's own (``--data.*`` ...) are split off before parsing."""
     p = run_parser(PROG, __doc__)
     p.add_argument("--ckpt_path", type=Path, required=True, help="the trained model's checkpoint (.ckpt)")
-    p.add_argument("--split", type=str, default="val", choices=SPLITS,
-                   help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV")
-    p.add_argument("--out", type=Path | None, default=None,
-                   help="output folder (default: <trainer.default_root_dir>/interpret)")
-    p.add_argument("--ig_steps", type=int, default=32,
-                   help="Integrated Gradients steps per image (Riemann sum); 0 skips voxel attribution")
-    p.add_argument("--max_images", type=int | None, default=None,
-                   help="explain only the first N images of the split (default: all)")
-    p.add_argument("--chunk", type=int, default=16,
-                   help="volumes per forward pass (occluded copies, IG steps): memory against speed")
+    p.add_argument(
+        "--split",
+        type=str,
+        default="val",
+        choices=SPLITS,
+        help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV",
+    )
+    p.add_argument(
+        "--out", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/interpret)"
+    )
+    p.add_argument(
+        "--ig_steps",
+        type=int,
+        default=32,
+        help="Integrated Gradients steps per image (Riemann sum); 0 skips voxel attribution",
+    )
+    p.add_argument(
+        "--max_images",
+        type=int | None,
+        default=None,
+        help="explain only the first N images of the split (default: all)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=16,
+        help="volumes per forward pass (occluded copies, IG steps): memory against speed",
+    )
     p.add_argument("--top", type=int, default=10, help="structures per class in the bar charts")
-    p.add_argument("--bootstrap", type=int, default=2000,
-                   help="bootstrap resamples (over subjects) for the ranking's 95%% intervals")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        help="bootstrap resamples (over subjects) for the ranking's 95%% intervals",
+    )
     return p
 
 
 def main(argv: list[str]) -> None:
+    """``python -m adni_lightning interpret ...``: parse, then :func:`run_interpret`."""
     own, overrides = split_run_options(argv)
     args = parser().parse_args(own)
     run_interpret(
-        [Path(c) for c in args.config] if args.config else None, overrides, args.ckpt_path, args.split, args.out,
-        args.ig_steps, args.max_images, args.chunk, args.top, args.bootstrap,
+        [Path(c) for c in args.config] if args.config else None,
+        overrides,
+        args.ckpt_path,
+        args.split,
+        args.out,
+        args.ig_steps,
+        args.max_images,
+        args.chunk,
+        args.top,
+        args.bootstrap,
     )
 
 
@@ -107,19 +147,27 @@ def _saved_preprocessing(ckpt_path: Path) -> tuple[Preprocessing, Path] | None:
     return None
 
 
-def check_checkpoint(checkpoint: dict[str, Any], ckpt_path: Path, hparams: dict[str, Any], params: Preprocessing) -> str:
+def check_checkpoint(
+    checkpoint: dict[str, Any], ckpt_path: Path, hparams: dict[str, Any], params: Preprocessing
+) -> str:
     """Raise :class:`InterpretError` when the checkpoint was trained on other inputs or outputs than the config
-    describes; return a note on how the preprocessing was checked."""
+    describes; return a note on how the preprocessing was checked.
+    """
     trained = checkpoint.get("hyper_parameters", {})
-    differ = [f"model.{k} {trained[k]!r} vs {hparams[k]!r}" for k in MODEL_KEYS if k in trained and trained[k] != hparams[k]]
+    differ = [
+        f"model.{k} {trained[k]!r} vs {hparams[k]!r}" for k in MODEL_KEYS if k in trained and trained[k] != hparams[k]
+    ]
     if differ:
         raise InterpretError(f"{ckpt_path} does not match the config (checkpoint vs config): {'; '.join(differ)}")
     saved = _saved_preprocessing(ckpt_path)
     if saved is None:
         return f"preprocessing not checked: no config.yaml of the run beside {ckpt_path}"
     preprocessing, path = saved
-    differ = [f"{k} {getattr(preprocessing, k)!r} vs {getattr(params, k)!r}" for k in PREPROCESSING_KEYS
-              if getattr(preprocessing, k) != getattr(params, k)]
+    differ = [
+        f"{k} {getattr(preprocessing, k)!r} vs {getattr(params, k)!r}"
+        for k in PREPROCESSING_KEYS
+        if getattr(preprocessing, k) != getattr(params, k)
+    ]
     if differ:
         raise InterpretError(
             f"{ckpt_path} was trained with another data.preprocessing (training's {path} vs this config): "
@@ -173,7 +221,12 @@ class _Results:
 
 
 def _occlusion_rows(
-    row: dict[str, Any], volume: torch.Tensor, predict: Predictor, table: torch.Tensor, classes: list[str], chunk: int,
+    row: dict[str, Any],
+    volume: torch.Tensor,
+    predict: Predictor,
+    table: torch.Tensor,
+    classes: list[str],
+    chunk: int,
 ) -> list[dict[str, Any]]:
     """``structure_importance.csv`` rows of one image: each visible structure present × each class."""
     labels = present_structures(volume, table)
@@ -189,7 +242,12 @@ def _occlusion_rows(
 
 
 def _explain(
-    cli: ADNILightningCLI, dataset: VolumeDataset, out: Path, ig_steps: int, max_images: int | None, chunk: int,
+    cli: ADNILightningCLI,
+    dataset: VolumeDataset,
+    out: Path,
+    ig_steps: int,
+    max_images: int | None,
+    chunk: int,
 ) -> tuple[_Results, ClassMaps]:
     """Occlusion (label maps) and IG for each image; IG maps saved on the source grid as they are made."""
     dm, model = cli.datamodule, cli.model
@@ -208,24 +266,33 @@ def _explain(
             probabilities = model(images, tabular).float().softmax(dim=1).cpu()
         for i, image_id in enumerate(batch["image_id"]):
             predicted, true_class = int(probabilities[i].argmax()), int(batch["label"][i])
-            row = {"image_id": image_id, "subject": batch["subject"][i], "group": batch["group"][i],
-                   "split": batch["split"][i], "predicted": classes[predicted],
-                   **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])}}
+            row = {
+                "image_id": image_id,
+                "subject": batch["subject"][i],
+                "group": batch["group"][i],
+                "split": batch["split"][i],
+                "predicted": classes[predicted],
+                **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])},
+            }
             if labelmap:
                 started = time.perf_counter()
-                predict = _predictor(model, dm.network_input, tabular[i:i + 1])
+                predict = _predictor(model, dm.network_input, tabular[i : i + 1])
                 results.importance += _occlusion_rows(row, volumes[i], predict, table, classes, chunk)
                 row["occlusion_s"] = time.perf_counter() - started
             if ig_steps:
                 started = time.perf_counter()
                 attribution, convergence = integrated_gradients(
-                    model, images[i:i + 1], tabular[i:i + 1], predicted, ig_steps, chunk
+                    model, images[i : i + 1], tabular[i : i + 1], predicted, ig_steps, chunk
                 )
                 row["ig_s"] = time.perf_counter() - started
                 target = out / "attributions" / f"{image_id}_ig.nii.gz"
                 save_on_source_grid(attribution.cpu().numpy(), source_grid(paths[image_id], dm.preprocessing), target)
-                row.update(ig_class=classes[predicted], ig_sum=float(attribution.sum()),
-                           ig_convergence_delta=convergence, attribution_file=str(target.relative_to(out)))
+                row.update(
+                    ig_class=classes[predicted],
+                    ig_sum=float(attribution.sum()),
+                    ig_convergence_delta=convergence,
+                    attribution_file=str(target.relative_to(out)),
+                )
                 if predicted == true_class:
                     maps.add(predicted, attribution, volumes[i, 0])
             results.images.append(row)
@@ -253,20 +320,32 @@ def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top:
     importance.to_csv(out / "structure_importance.csv", index=False, float_format="%.6g")
     ranking = rank_structures(importance, classes, n_resamples)
     ranking.to_csv(out / "structure_ranking.csv", index=False, float_format="%.6g")
-    for level, name in (("structure", "structure_ranking.png"), ("bilateral", "structure_ranking_bilateral.png")):
-        figure = ranking_figure(ranking, classes, level, top)
-        figure.savefig(out / name)
-        writer.add_figure(f"interpret/ranking/{level}", figure)
+    figures = (("structure", False, "structure_ranking"), ("bilateral", False, "structure_ranking_bilateral"),
+               ("bilateral", True, "structure_ranking_bilateral_per_voxel"))
+    for level, per_voxel, name in figures:
+        figure = ranking_figure(ranking, classes, level, top, per_voxel)
+        figure.savefig(out / f"{name}.png")
+        writer.add_figure(f"interpret/{name}", figure)
     lines = ["| class | rank | structure | mean Δp | 95% CI |", "|---|---|---|---|---|"]
     for row in ranking[(ranking["level"] == "bilateral") & (ranking["rank"] <= top)].to_dict("records"):
-        lines.append(f"| {row['class']} | {row['rank']} | {row['structure']} | {row['mean_delta_p']:+.4f} | "
-                     f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] |")
+        lines.append(
+            f"| {row['class']} | {row['rank']} | {row['structure']} | {row['mean_delta_p']:+.4f} | "
+            f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] |"
+        )
     writer.add_text("interpret/top_structures_bilateral", "\n".join(lines))
 
 
 def run_interpret(
-    configs: list[Path] | None, overrides: list[str], ckpt_path: Path, split: str = "val", out: Path | None = None,
-    ig_steps: int = 32, max_images: int | None = None, chunk: int = 16, top: int = 10, n_resamples: int = 2000,
+    configs: list[Path] | None,
+    overrides: list[str],
+    ckpt_path: Path,
+    split: str = "val",
+    out: Path | None = None,
+    ig_steps: int = 32,
+    max_images: int | None = None,
+    chunk: int = 16,
+    top: int = 10,
+    n_resamples: int = 2000,
 ) -> Path:
     """Explain the checkpoint's predictions on ``split``; returns the output folder."""
     from torch.utils.tensorboard import SummaryWriter
@@ -299,8 +378,13 @@ def run_interpret(
             importance = pd.DataFrame(results.importance, columns=list(IMPORTANCE_COLUMNS))
             _write_ranking(importance, dm.classes, out, top, n_resamples, writer)
         drawn = _write_maps(maps, dm.classes, dm.preprocessing.labelmap, out, writer)
-    timings = ", ".join(f"{name} {images[column].mean():.2f} s/image" for name, column in
-                        (("occlusion", "occlusion_s"), ("IG", "ig_s")) if column in images)
-    print(f"interpret: {len(images)} {split} image(s) explained into {out} ({timings or 'nothing timed'}); "
-          f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}")
+    timings = ", ".join(
+        f"{name} {images[column].mean():.2f} s/image"
+        for name, column in (("occlusion", "occlusion_s"), ("IG", "ig_s"))
+        if column in images
+    )
+    print(
+        f"interpret: {len(images)} {split} image(s) explained into {out} ({timings or 'nothing timed'}); "
+        f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}"
+    )
     return out

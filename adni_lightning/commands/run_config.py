@@ -42,4 +42,5 @@ def load_run(configs: list[Path] | None, overrides: list[str]) -> ADNILightningC
 
 
 def run_root(cli: ADNILightningCLI) -> Path:
+    """The run's ``trainer.default_root_dir``."""
     return Path(cli.trainer.default_root_dir)

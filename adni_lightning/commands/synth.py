@@ -16,6 +16,7 @@ PROG = "python -m adni_lightning synth"
 
 
 def parser() -> ArgumentParser:
+    """The command's options: the output folder, processes, and :class:`SyntheticCohort`'s fields."""
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], exit_on_error=True)
     p.add_argument("--out", type=Path, required=True, help="folder to write the cohort into")
     p.add_argument("--workers", type=int | None, default=None, help="processes (default: every core)")
@@ -24,6 +25,7 @@ def parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
+    """Generate the cohort and say what was written."""
     p = parser()
     config = p.parse_args(argv)
     cohort = {k: config[k] for k in ("subjects", "size", "seed", "second_visit_fraction", "bare_ids")}

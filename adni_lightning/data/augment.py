@@ -110,9 +110,9 @@ def random_shift(image: torch.Tensor, max_shift: int, generator: torch.Generator
     depth, height, width = image.shape[2:]
     padded = F.pad(image, [max_shift] * 6)
     offsets = torch.randint(0, 2 * max_shift + 1, (image.shape[0], 3), generator=generator, device=image.device)
-    return torch.stack([
-        padded[b, :, d:d + depth, h:h + height, w:w + width] for b, (d, h, w) in enumerate(offsets.tolist())
-    ])
+    return torch.stack(
+        [padded[b, :, d : d + depth, h : h + height, w : w + width] for b, (d, h, w) in enumerate(offsets.tolist())]
+    )
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -130,11 +130,16 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
 
 
 def random_affine(
-    image: torch.Tensor, degrees: float, scale: float, probability: float, labelmap: bool,
+    image: torch.Tensor,
+    degrees: float,
+    scale: float,
+    probability: float,
+    labelmap: bool,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random rotation (uniform in ±``degrees`` about each axis) and isotropic scaling (±``scale``) of each volume
-    of ``(B, C, D, H, W)``, applied with ``probability``; see :func:`affine_resample`."""
+    of ``(B, C, D, H, W)``, applied with ``probability``; see :func:`affine_resample`.
+    """
     batch, device = image.shape[0], image.device
     draws = torch.rand(batch, 5, generator=generator, device=device, dtype=torch.float64)
     chosen = draws[:, 4] < probability
@@ -160,6 +165,7 @@ def affine_resample(image: torch.Tensor, angles: torch.Tensor, factors: torch.Te
     linear = linear / half[None, :, None] * half[None, None, :]
     theta = torch.cat([linear, torch.zeros(batch, 3, 1, dtype=torch.float64, device=device)], dim=2)
     grid = F.affine_grid(theta.float(), list(image.shape), align_corners=False)
-    out = F.grid_sample(image.float(), grid, mode="nearest" if labelmap else "bilinear", padding_mode="zeros",
-                        align_corners=False)
+    out = F.grid_sample(
+        image.float(), grid, mode="nearest" if labelmap else "bilinear", padding_mode="zeros", align_corners=False
+    )
     return (out.round() if labelmap else out).to(image.dtype)

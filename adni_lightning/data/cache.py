@@ -47,7 +47,8 @@ def _source_identity(path: Path) -> dict[str, object]:
 
 def _atomic_write(target: Path, write) -> None:
     """Write to a temporary name, then rename. No fsync: an entry torn by a power cut fails its CRC check
-    and is rebuilt, which is cheaper than syncing every entry."""
+    and is rebuilt, which is cheaper than syncing every entry.
+    """
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -129,7 +130,9 @@ class VolumeCache:
             log.info("preprocessing %d of %d volumes into %s", len(todo), len(entries), self.root)
             failures += self._build_missing(todo, num_workers)
         if failures:
-            raise CacheBuildError(f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures)))
+            raise CacheBuildError(
+                f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures))
+            )
         return {image_id: entry for image_id, (entry, _) in entries.items()}
 
     def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[str]:

@@ -68,7 +68,9 @@ class ADNIDataModule(L.LightningDataModule):
         self.loader = loader
         self.augment = list(augment or [])
         self.predict_split = predict_split
-        self.cache = VolumeCache(Path(cache_dir) if cache_dir else self.manifest_spec.root / ".cache", self.preprocessing)
+        self.cache = VolumeCache(
+            Path(cache_dir) if cache_dir else self.manifest_spec.root / ".cache", self.preprocessing
+        )
         self.encoder = TabularEncoder(tabular.volumes)
         if tabular.volumes and not self.preprocessing.labelmap:
             raise ValueError("data.tabular.volumes needs label maps: intensity volumes have no structures to measure")
@@ -128,7 +130,8 @@ class ADNIDataModule(L.LightningDataModule):
     @property
     def _predicting_everything(self) -> bool:
         """``predict`` over a whole CSV needs no split: it may be a new cohort, scored with a checkpoint's
-        age statistics (restored into the encoder after ``setup``)."""
+        age statistics (restored into the encoder after ``setup``).
+        """
         predicting = self.trainer is not None and self.trainer.state.fn == "predict"
         return predicting and self.predict_split == "all"
 
@@ -147,7 +150,9 @@ class ADNIDataModule(L.LightningDataModule):
         if self.encoder.age_mean is None:
             train = rows[rows["split"] == "train"]
             self.encoder.fit(train["age"], train[list(self.encoder.volumes)].to_numpy())
-        self.datasets = {side: VolumeDataset(rows[rows["split"] == side], entries, self.encoder) for side in ("train", "val", "test")}
+        self.datasets = {
+            side: VolumeDataset(rows[rows["split"] == side], entries, self.encoder) for side in ("train", "val", "test")
+        }
         predict_rows = rows if self.predict_split == "all" else rows[rows["split"] == self.predict_split]
         self.datasets["predict"] = VolumeDataset(predict_rows, entries, self.encoder)
         self._log_split(rows)
@@ -162,7 +167,9 @@ class ADNIDataModule(L.LightningDataModule):
         return rows
 
     def _log_split(self, rows: pd.DataFrame) -> None:
-        table = rows.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=self.classes, fill_value=0)
+        table = (
+            rows.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=self.classes, fill_value=0)
+        )
         subjects = rows.groupby("split")["subject"].nunique()
         log.info("subject-level split (images per class; subjects):\n%s\n%s", table, subjects.to_dict())
 
@@ -180,7 +187,9 @@ class ADNIDataModule(L.LightningDataModule):
     def _loader(self, side: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         dataset = self.datasets[side]
         if len(dataset) == 0:
-            hint = "set data.split.test_fraction > 0" if side == "test" else f"check the {side} split in {self.split_path}"
+            hint = (
+                "set data.split.test_fraction > 0" if side == "test" else f"check the {side} split in {self.split_path}"
+            )
             raise SplitError(f"the {side} split is empty: {hint}")
         return DataLoader(
             dataset,
@@ -231,7 +240,8 @@ class ADNIDataModule(L.LightningDataModule):
 
     def checkpoint_state(self) -> dict[str, object]:
         """Stored in checkpoints (under ``data``, by the module, so every subclass shares one key): the
-        training split's age statistics, the classes and a fingerprint of the split."""
+        training split's age statistics, the classes and a fingerprint of the split.
+        """
         return {
             "tabular": self.encoder.state_dict(),
             "split_digest": split_digest(self.split) if self.split is not None else None,

@@ -120,14 +120,28 @@ KNOWN_LABELS: np.ndarray = np.array(sorted(FREESURFER_LUT), dtype=np.int64)
 DKT_PARCELS: tuple[int, ...] = tuple(r for r in _DKT_REGIONS if r not in (0, 1, 4, 32, 33))
 
 _LEFT_RIGHT_ASEG: tuple[tuple[int, int], ...] = (
-    (2, 41), (3, 42), (4, 43), (5, 44), (7, 46), (8, 47), (10, 49), (11, 50), (12, 51), (13, 52),
-    (17, 53), (18, 54), (26, 58), (28, 60), (30, 62), (31, 63), (78, 79), (81, 82),
+    (2, 41),
+    (3, 42),
+    (4, 43),
+    (5, 44),
+    (7, 46),
+    (8, 47),
+    (10, 49),
+    (11, 50),
+    (12, 51),
+    (13, 52),
+    (17, 53),
+    (18, 54),
+    (26, 58),
+    (28, 60),
+    (30, 62),
+    (31, 63),
+    (78, 79),
+    (81, 82),
 )
 
 #: Left id → right id for every lateralised label (subcortical pairs and lh/rh cortex).
-LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = _LEFT_RIGHT_ASEG + tuple(
-    (1000 + r, 2000 + r) for r in _DKT_REGIONS
-)
+LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = _LEFT_RIGHT_ASEG + tuple((1000 + r, 2000 + r) for r in _DKT_REGIONS)
 
 _CORTEX = (3, 42, *range(1000, 1036), *range(2000, 2036))
 

@@ -102,7 +102,12 @@ def normalise_image_id(raw: object) -> str | None:
 
 def _candidate_paths(spec: ManifestSpec, row: pd.Series, image_id: str) -> list[Path]:
     """The pattern with the id as ``I123`` and, for exports that drop it, as ``123``."""
-    fields = {"group": row["Group"], "subject": row["Subject"], "visit": row.get("Visit", ""), "image_number": image_id[1:]}
+    fields = {
+        "group": row["Group"],
+        "subject": row["Subject"],
+        "visit": row.get("Visit", ""),
+        "image_number": image_id[1:],
+    }
     return [spec.root / spec.filename_pattern.format(image_id=i, **fields) for i in (image_id, image_id[1:])]
 
 
@@ -132,7 +137,9 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
         return None, None
     if label not in spec.classes:
         return None, Problem(
-            line, image_id, "",
+            line,
+            image_id,
+            "",
             f"group {group!r} is not one of the classes {list(spec.classes)} (map it with group_map)",
         )
     subject = str(row["Subject"]).strip()
@@ -154,9 +161,16 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
         tried = " or ".join(str(p) for p in dict.fromkeys(candidates))
         return None, Problem(line, image_id, str(candidates[0]), f"file not found (looked for {tried})")
     record = {
-        "row": line, "image_id": image_id, "subject": subject, "group": group, "label": label,
-        "target": spec.classes.index(label), "sex": sex, "age": age,
-        "visit": str(row.get("Visit", "")).strip(), "path": str(path),
+        "row": line,
+        "image_id": image_id,
+        "subject": subject,
+        "group": group,
+        "label": label,
+        "target": spec.classes.index(label),
+        "sex": sex,
+        "age": age,
+        "visit": str(row.get("Visit", "")).strip(),
+        "path": str(path),
     }
     return record, None
 
@@ -165,7 +179,8 @@ def _duplicate_problems(records: list[dict[str, object]]) -> list[Problem]:
     counts = Counter(r["image_id"] for r in records)
     return [
         Problem(r["row"], r["image_id"], r["path"], f"image id appears {counts[r['image_id']]} times in the CSV")
-        for r in records if counts[r["image_id"]] > 1
+        for r in records
+        if counts[r["image_id"]] > 1
     ]
 
 
@@ -180,8 +195,11 @@ def _file_problems(records: list[dict[str, object]]) -> list[Problem]:
     if shapes:
         common, _ = Counter(shapes.values()).most_common(1)[0]
         problems += [
-            Problem(r["row"], r["image_id"], r["path"], f"shape {shapes[r['image_id']]} differs from the cohort's {common}")
-            for r in records if r["image_id"] in shapes and shapes[r["image_id"]] != common
+            Problem(
+                r["row"], r["image_id"], r["path"], f"shape {shapes[r['image_id']]} differs from the cohort's {common}"
+            )
+            for r in records
+            if r["image_id"] in shapes and shapes[r["image_id"]] != common
         ]
     return problems
 

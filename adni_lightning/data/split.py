@@ -95,6 +95,7 @@ def check_no_leak(split: pd.DataFrame, source: str = "split") -> None:
 
 
 def save_split(split: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically: a half-written split must never be read back as the run's split."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

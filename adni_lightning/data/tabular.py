@@ -69,13 +69,20 @@ class TabularEncoder:
         return np.concatenate([base, scaled]).astype(np.float32)
 
     def state_dict(self) -> dict[str, object]:
-        return {"age_mean": self.age_mean, "age_std": self.age_std, "volumes": list(self.volumes),
-                "volume_mean": self.volume_mean, "volume_std": self.volume_std}
+        return {
+            "age_mean": self.age_mean,
+            "age_std": self.age_std,
+            "volumes": list(self.volumes),
+            "volume_mean": self.volume_mean,
+            "volume_std": self.volume_std,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         trained = tuple(state.get("volumes") or ())
         if trained != self.volumes:
-            raise ValueError(f"the checkpoint's tabular volumes {list(trained)} differ from the configured {list(self.volumes)}")
+            raise ValueError(
+                f"the checkpoint's tabular volumes {list(trained)} differ from the configured {list(self.volumes)}"
+            )
         self.age_mean, self.age_std = state["age_mean"], state["age_std"]
         self.volume_mean, self.volume_std = state.get("volume_mean"), state.get("volume_std")
 

@@ -122,7 +122,9 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             header = MGHHeader.from_fileobj(io.BytesIO(buffer))
             shape = tuple(int(n) for n in header.get_data_shape())
             count = int(np.prod(shape))
-            data = np.frombuffer(buffer, header.get_data_dtype(), count, header.get_data_offset()).reshape(shape, order="F")
+            data = np.frombuffer(buffer, header.get_data_dtype(), count, header.get_data_offset()).reshape(
+                shape, order="F"
+            )
             affine = header.get_affine()
         else:
             img = nib.load(path)

@@ -68,8 +68,12 @@ def confusion_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, np.nd
     total, correct = actual.sum(axis=-1), tp.sum(axis=-1)
     fn, fp = actual - tp, predicted - tp
     tn = total[..., None] - actual - fp
-    rates = {"sens": _ratio(tp, actual), "spec": _ratio(tn, tn + fp),
-             "ppv": _ratio(tp, predicted), "npv": _ratio(tn, tn + fn)}
+    rates = {
+        "sens": _ratio(tp, actual),
+        "spec": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, predicted),
+        "npv": _ratio(tn, tn + fn),
+    }
     cov_tp = correct * total - (actual * predicted).sum(axis=-1)
     cov_pp = total**2 - (predicted**2).sum(axis=-1)
     cov_tt = total**2 - (actual**2).sum(axis=-1)
@@ -192,7 +196,10 @@ def _resample_counts(draws: np.ndarray, n_subjects: int) -> np.ndarray:
 
 
 def bootstrap_samples(
-    frame: pd.DataFrame, classes: Sequence[str], n_resamples: int = 2000, seed: int = 0,
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    n_resamples: int = 2000,
+    seed: int = 0,
     metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One model's bootstrap distribution over subjects: a row per resample, a column per metric.
@@ -217,7 +224,7 @@ def bootstrap_samples(
     images = np.arange(len(frame))
     out = {name: np.empty(n_resamples) for name in names}
     for start in range(0, n_resamples, _CHUNK):
-        copies = _resample_counts(draws[start:start + _CHUNK], len(subjects))[:, subject]  # (block, images)
+        copies = _resample_counts(draws[start : start + _CHUNK], len(subjects))[:, subject]  # (block, images)
         block = slice(start, start + len(copies))
         values = confusion_metrics((copies @ cell).reshape(-1, k, k), classes)
         for name in names:
@@ -247,7 +254,11 @@ def _by_model(frame: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
 
 
 def bootstrap_ci(
-    frame: pd.DataFrame, classes: Sequence[str], n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """Per model and metric: pooled estimate and percentile CI from a bootstrap over subjects.
 
@@ -255,8 +266,9 @@ def bootstrap_ci(
     the metric is defined (e.g. AUROC needs every class drawn). See :func:`bootstrap_samples` for the draws.
     """
     tables = [
-        interval_table(frame_metrics(part, classes), bootstrap_samples(part, classes, n_resamples, seed), level)
-        .assign(model=model)
+        interval_table(frame_metrics(part, classes), bootstrap_samples(part, classes, n_resamples, seed), level).assign(
+            model=model
+        )
         for model, part in _by_model(frame)
     ]
     out = pd.concat(tables, ignore_index=True)
@@ -281,8 +293,14 @@ def paired_parts(frame: pd.DataFrame, model_a: str, model_b: str) -> tuple[pd.Da
 
 
 def paired_difference(
-    frame: pd.DataFrame, model_a: str, model_b: str, classes: Sequence[str],
-    metrics: Sequence[str] = ("bacc", "auroc"), n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+    frame: pd.DataFrame,
+    model_a: str,
+    model_b: str,
+    classes: Sequence[str],
+    metrics: Sequence[str] = ("bacc", "auroc"),
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """Difference ``model_a − model_b`` per metric with a paired bootstrap CI over subjects.
 
@@ -291,8 +309,9 @@ def paired_difference(
     """
     a, b = paired_parts(frame, model_a, model_b)
     point_a, point_b = frame_metrics(a, classes), frame_metrics(b, classes)
-    samples = (bootstrap_samples(a, classes, n_resamples, seed, metrics)
-               - bootstrap_samples(b, classes, n_resamples, seed, metrics))
+    samples = bootstrap_samples(a, classes, n_resamples, seed, metrics) - bootstrap_samples(
+        b, classes, n_resamples, seed, metrics
+    )
     point = {m: point_a[m] - point_b[m] for m in metrics}
     return interval_table(point, samples, level).assign(model_a=model_a, model_b=model_b)[
         ["model_a", "model_b", "metric", "estimate", "ci_low", "ci_high", "n_valid"]
@@ -307,11 +326,17 @@ def fold_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     _require(frame, ["model", "fold", "subject"])
     tables = []
     for model, per_model in _by_model(frame):
-        rows = pd.DataFrame([
-            {"fold": fold, "n_images": len(part), "n_subjects": part["subject"].nunique(),
-             **frame_metrics(part, classes)}
-            for fold, part in per_model.groupby("fold", sort=True)
-        ])
+        rows = pd.DataFrame(
+            [
+                {
+                    "fold": fold,
+                    "n_images": len(part),
+                    "n_subjects": part["subject"].nunique(),
+                    **frame_metrics(part, classes),
+                }
+                for fold, part in per_model.groupby("fold", sort=True)
+            ]
+        )
         values = rows.drop(columns="fold")
         summary = pd.DataFrame([values.mean(), values.std(ddof=1)]).assign(fold=["mean", "sd"])
         tables.append(pd.concat([rows.astype({"fold": object}), summary], ignore_index=True).assign(model=model))

@@ -30,10 +30,20 @@ from adni_lightning.evaluation.metrics import (
     prob_columns,
     subject_level,
 )
+from adni_lightning.figures import draw_confusion
 
 LEVELS = ("image", "subject", "first visit")
-_NAMES = {"bacc": "balanced accuracy", "acc": "accuracy", "f1": "macro F1", "auroc": "macro AUROC (one-vs-rest)",
-          "mcc": "MCC", "sens": "sensitivity", "spec": "specificity", "ppv": "PPV", "npv": "NPV"}
+_NAMES = {
+    "bacc": "balanced accuracy",
+    "acc": "accuracy",
+    "f1": "macro F1",
+    "auroc": "macro AUROC (one-vs-rest)",
+    "mcc": "MCC",
+    "sens": "sensitivity",
+    "spec": "specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+}
 
 
 def _fmt(x: float) -> str:
@@ -106,9 +116,16 @@ def _data_section(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[
     for model in models:
         part = frame[frame["model"] == model]
         per_class = part["group"].value_counts()
-        rows.append([f"`{model}`", _numbers(sorted(part["fold"].unique())), str(len(part)),
-                     str(part["subject"].nunique()), str(len(first_visits(part))),
-                     " / ".join(str(per_class.get(c, 0)) for c in classes)])
+        rows.append(
+            [
+                f"`{model}`",
+                _numbers(sorted(part["fold"].unique())),
+                str(len(part)),
+                str(part["subject"].nunique()),
+                str(len(first_visits(part))),
+                " / ".join(str(per_class.get(c, 0)) for c in classes),
+            ]
+        )
     header = ["model", "folds", "images", "subjects", "first visits", f"images {' / '.join(classes)}"]
     return ["## Data", "", *_table(header, rows)]
 
@@ -117,22 +134,32 @@ def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataF
     folds = {level: table[table["model"] == model] for level, table in folds.items()}
     cis = {level: boot.ci(level, model) for level in LEVELS}
     n = boot.n_resamples
-    header = ["metric", *(f"{level}: {kind}" for level in LEVELS
-                          for kind in ("mean ± sd over folds", "pooled OOF [95% CI]"))]
-    rows = [[_NAMES[m], *(cell for level in LEVELS
-                          for cell in (_mean_sd(folds[level], m), _interval(cis[level], m, n)))]
-            for m in HEADLINE]
+    header = [
+        "metric",
+        *(f"{level}: {kind}" for level in LEVELS for kind in ("mean ± sd over folds", "pooled OOF [95% CI]")),
+    ]
+    rows = [
+        [_NAMES[m], *(cell for level in LEVELS for cell in (_mean_sd(folds[level], m), _interval(cis[level], m, n)))]
+        for m in HEADLINE
+    ]
     per_class = [[c, *(_interval(cis["image"], f"{kind}_{c}", n) for kind in PER_CLASS)] for c in classes]
     return [
-        f"## Model `{model}`", "", *_table(header, rows),
-        "Per class, image level, pooled OOF [95% CI]:", "",
+        f"## Model `{model}`",
+        "",
+        *_table(header, rows),
+        "Per class, image level, pooled OOF [95% CI]:",
+        "",
         *_table(["class", *(_NAMES[kind] for kind in PER_CLASS)], per_class),
     ]
 
 
 def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str, boot: _Bootstraps) -> list[str]:
-    lines = [f"## Paired differences vs `{reference}`", "",
-             "Difference model − reference; each resample draws the same subjects for both models.", ""]
+    lines = [
+        f"## Paired differences vs `{reference}`",
+        "",
+        "Difference model − reference; each resample draws the same subjects for both models.",
+        "",
+    ]
     metrics, rows = ["bacc", "auroc"], []
     for model in sorted(set(frame["model"]) - {reference}):
         pair = frame[frame["model"].isin([model, reference])]
@@ -140,12 +167,21 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str,
         if len(pair) == 2 * len(shared):
             diffs = {level: boot.difference(level, model, reference, metrics) for level in LEVELS}
         else:
-            lines += [(f"`{model}` and `{reference}` differ in the images they cover: "
-                       f"compared on the {len(shared)} images both predicted."), ""]
-            diffs = {level: paired_difference(part, model, reference, classes, metrics, boot.n_resamples, boot.seed)
-                     for level, part in _levels(pair[pair["image_id"].isin(shared)], classes).items()}
-        rows += [[f"`{model}` − `{reference}`", level,
-                  *(_interval(diffs[level], m, boot.n_resamples) for m in metrics)] for level in LEVELS]
+            lines += [
+                (
+                    f"`{model}` and `{reference}` differ in the images they cover: "
+                    f"compared on the {len(shared)} images both predicted."
+                ),
+                "",
+            ]
+            diffs = {
+                level: paired_difference(part, model, reference, classes, metrics, boot.n_resamples, boot.seed)
+                for level, part in _levels(pair[pair["image_id"].isin(shared)], classes).items()
+            }
+        rows += [
+            [f"`{model}` − `{reference}`", level, *(_interval(diffs[level], m, boot.n_resamples) for m in metrics)]
+            for level in LEVELS
+        ]
     return lines + _table(["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows)
 
 
@@ -155,24 +191,25 @@ def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Seque
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
         part = frame[frame["model"] == model]
         truth = part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
-        counts = confusion_matrix(truth, part[prob_columns(classes)].to_numpy().argmax(axis=1),
-                                  labels=np.arange(len(classes)))
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        for (i, j), n in np.ndenumerate(counts):
-            ax.text(j, i, str(n), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
-        ax.set_xticks(range(len(classes)), classes)
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        counts = confusion_matrix(
+            truth, part[prob_columns(classes)].to_numpy().argmax(axis=1), labels=np.arange(len(classes))
+        )
+        draw_confusion(ax, counts, classes)
         ax.set_title(f"{model} ({len(part)} images)")
     fig.tight_layout()
     return fig
 
 
 def write_cv_report(
-    out_dir: Path, frame: pd.DataFrame, classes: Sequence[str], reference_model: str | None = None,
-    missing_folds: Sequence[int] = (), notes: Sequence[str] = (), *, n_resamples: int = 2000, seed: int = 0,
+    out_dir: Path,
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    reference_model: str | None = None,
+    missing_folds: Sequence[int] = (),
+    notes: Sequence[str] = (),
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Path]:
     """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md`` and ``cv_report.png`` to ``out_dir``.
 
@@ -185,8 +222,12 @@ def write_cv_report(
         raise ValueError(f"reference model {reference_model!r} is not among the models {models}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": out_dir / "cv_metrics.csv", "predictions": out_dir / "oof_predictions.csv",
-             "report": out_dir / "cv_report.md", "figure": out_dir / "cv_report.png"}
+    paths = {
+        "metrics": out_dir / "cv_metrics.csv",
+        "predictions": out_dir / "oof_predictions.csv",
+        "report": out_dir / "cv_report.md",
+        "figure": out_dir / "cv_report.png",
+    }
     levels = _levels(frame, classes)
     folds = {level: fold_table(part, classes) for level, part in levels.items()}
     boot = _Bootstraps(levels, classes, n_resamples, seed)
@@ -199,12 +240,15 @@ def write_cv_report(
         missing = verb.format(_numbers(missing_folds))
         lines += [f"> **{missing} not finished: these figures cover {_covered(frame)}.**", ""]
     lines += [
-        (f"Classes: {', '.join(classes)}. Confidence intervals are {n_resamples}-resample percentile bootstrap "
-         f"intervals over subjects (seed {seed}): each resample draws subjects with replacement and keeps all "
-         "images of each drawn subject. Resamples where a metric is undefined (e.g. AUROC without every class) "
-         "are left out and their count shown. mean ± sd is over folds (sd with ddof=1). Levels: every image; "
-         "subject (mean probability over a subject's images); first visits only. Undefined values read n/a "
-         "(MCC reads 0, sklearn's convention)."), "",
+        (
+            f"Classes: {', '.join(classes)}. Confidence intervals are {n_resamples}-resample percentile bootstrap "
+            f"intervals over subjects (seed {seed}): each resample draws subjects with replacement and keeps all "
+            "images of each drawn subject. Resamples where a metric is undefined (e.g. AUROC without every class) "
+            "are left out and their count shown. mean ± sd is over folds (sd with ddof=1). Levels: every image; "
+            "subject (mean probability over a subject's images); first visits only. Undefined values read n/a "
+            "(MCC reads 0, sklearn's convention)."
+        ),
+        "",
         *_data_section(frame, classes, models),
     ]
     for model in models:

@@ -15,20 +15,26 @@ from adni_lightning.data.labels import compact_colours
 _COLOURS = compact_colours()
 
 
-def ranking_figure(ranking: pd.DataFrame, classes: list[str], level: str, top: int = 10) -> Figure:
-    """One panel per class: the ``top`` structures of ``level`` by absolute mean delta, with their 95% CIs."""
+def ranking_figure(ranking: pd.DataFrame, classes: list[str], level: str, top: int = 10,
+                   per_voxel: bool = False) -> Figure:
+    """One panel per class: the ``top`` structures of ``level`` by absolute mean delta (with 95% CIs), or by
+    absolute delta per voxel.
+    """
     fig = Figure(figsize=(4.2 * len(classes), 0.32 * top + 1.4), dpi=100)
     axes = fig.subplots(1, len(classes), squeeze=False)[0]
+    rank, column = ("rank_per_voxel", "delta_p_per_voxel") if per_voxel else ("rank", "mean_delta_p")
     for ax, klass in zip(axes, classes):
-        part = ranking[(ranking["class"] == klass) & (ranking["level"] == level)].nsmallest(top, "rank")[::-1]
-        mean = part["mean_delta_p"].to_numpy(float)
-        errors = np.abs(np.vstack([mean - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - mean]))
-        colours = np.where(mean > 0, "tab:red", "tab:blue")
-        ax.barh(np.arange(len(part)), mean, xerr=np.nan_to_num(errors), color=colours, capsize=2)
+        part = ranking[(ranking["class"] == klass) & (ranking["level"] == level)].nsmallest(top, rank)[::-1]
+        mean = part[column].to_numpy(float)
+        errors = None
+        if not per_voxel:
+            errors = np.abs(np.vstack([mean - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - mean]))
+            errors = np.nan_to_num(errors)
+        ax.barh(np.arange(len(part)), mean, xerr=errors, color=np.where(mean > 0, "tab:red", "tab:blue"), capsize=2)
         ax.set_yticks(np.arange(len(part)), part["structure"], fontsize=8)
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(f"p({klass})")
-        ax.set_xlabel("Δp when removed (mean, 95% CI)")
+        ax.set_xlabel("Δp per voxel when removed" if per_voxel else "Δp when removed (mean, 95% CI)")
     fig.tight_layout()
     return fig
 
@@ -40,23 +46,27 @@ def _planes(volume: np.ndarray, point: tuple[int, int, int]) -> list[np.ndarray]
 
 
 def triplanar_figure(attribution: np.ndarray, reference: np.ndarray, labelmap: bool, title: str) -> Figure:
-    """Three planes through the voxel of largest absolute attribution, the map (diverging colours, values
-    under 5% of the maximum transparent) over the reference drawn in FreeSurfer colours or grey."""
+    """Sagittal, coronal and axial planes through the voxel of largest absolute attribution: the reference
+    (FreeSurfer colours for label maps, grey for intensities) above, the map over a faded copy of it below.
+
+    The colour scale is symmetric at the 99th percentile of the non-zero absolute values, so one extreme voxel
+    does not wash out the rest; values under a tenth of it are left transparent.
+    """
     point = np.unravel_index(int(np.abs(attribution).argmax()), attribution.shape)
-    limit = float(np.abs(attribution).max()) or 1.0
-    fig = Figure(figsize=(10, 3.6), dpi=100)
-    axes = fig.subplots(1, 3)
-    for ax, background, values, name in zip(
-        axes, _planes(reference, point), _planes(attribution, point), ("sagittal", "coronal", "axial")
+    magnitudes = np.abs(attribution[attribution != 0])
+    limit = float(np.percentile(magnitudes, 99)) if magnitudes.size else 1.0
+    fig = Figure(figsize=(9, 6.4), dpi=100)
+    axes = fig.subplots(2, 3)
+    for column, (background, values, name) in enumerate(
+        zip(_planes(reference, point), _planes(attribution, point), ("sagittal", "coronal", "axial"))
     ):
-        if labelmap:
-            ax.imshow(_COLOURS[background.astype(np.intp)], interpolation="nearest")
-        else:
-            ax.imshow(background, cmap="gray", interpolation="nearest")
-        shown = np.ma.masked_where(np.abs(values) < 0.05 * limit, values)
-        image = ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.8, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="IG attribution (probability)")
-    fig.suptitle(f"{title} (planes through voxel {tuple(int(p) for p in point)})", fontsize=10)
+        anatomy = _COLOURS[background.astype(np.intp)] if labelmap else np.clip(background, 0, 1)
+        for row, alpha in ((0, 1.0), (1, 0.35)):
+            axes[row, column].imshow(anatomy, cmap=None if labelmap else "gray", alpha=alpha, interpolation="nearest")
+            axes[row, column].axis("off")
+        shown = np.ma.masked_where(np.abs(values) < 0.1 * limit, values)
+        image = axes[1, column].imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        axes[0, column].set_title(name, fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, label="IG attribution (probability)")
+    fig.suptitle(f"{title}\nplanes through voxel {tuple(int(p) for p in point)} (RAS, network grid)", fontsize=10)
     return fig

@@ -45,7 +45,9 @@ def occlude(volume: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def structure_occlusion(predict: Predictor, volume: torch.Tensor, labels: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+def structure_occlusion(
+    predict: Predictor, volume: torch.Tensor, labels: torch.Tensor, chunk: int = 16
+) -> torch.Tensor:
     """``delta_p`` of each structure: ``(len(labels), K)`` for a compact ``(1, D, H, W)`` volume.
 
     Each forward pass holds the intact image and up to ``chunk - 1`` occluded copies.

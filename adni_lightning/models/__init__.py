@@ -1,5 +1,6 @@
 """Networks: image encoders (:class:`SeedCNN`, :class:`ResNet3d`, any MONAI net through :class:`MonaiEncoder`) and
-their fusion with tabular covariates."""
+their fusion with tabular covariates.
+"""
 
 from .fusion import FusionNet, TabularNet
 from .init import init_weights

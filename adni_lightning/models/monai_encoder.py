@@ -42,7 +42,8 @@ def _network_factory(network: str) -> Callable[..., nn.Module]:
 
 def _parameter_names(factory: Callable[..., nn.Module]) -> set[str]:
     """Keyword arguments ``factory`` accepts, following ``**kwargs`` up the class hierarchy (``SEResNet50`` →
-    ``SENet``) or into the class a function returns (``resnet10`` → ``ResNet``)."""
+    ``SENet``) or into the class a function returns (``resnet10`` → ``ResNet``).
+    """
     if isinstance(factory, type):
         chain = [cls for cls in factory.__mro__ if issubclass(cls, nn.Module) and cls is not nn.Module]
     else:

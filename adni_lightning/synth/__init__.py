@@ -17,6 +17,14 @@ from adni_lightning.synth.cohort import (
 from adni_lightning.synth.datamodule import SyntheticDataModule
 
 __all__ = [
-    "CSV_COLUMNS", "FILE_SUFFIX", "GROUPS", "MARKER_NAME", "TRUTH_NAME", "SyntheticCohort", "SyntheticDataModule",
-    "conformed_affine", "generate_cohort", "render",
+    "CSV_COLUMNS",
+    "FILE_SUFFIX",
+    "GROUPS",
+    "MARKER_NAME",
+    "TRUTH_NAME",
+    "SyntheticCohort",
+    "SyntheticDataModule",
+    "conformed_affine",
+    "generate_cohort",
+    "render",
 ]

@@ -38,8 +38,18 @@ TRUTH_NAME = "synthetic_truth.csv"
 MARKER_NAME = ".adni_lightning_synthetic"
 FILE_SUFFIX = ".nii_aseg_deep.mgz"
 CSV_COLUMNS = (
-    "Image Data ID", "Subject", "Group", "Sex", "Age", "Visit",
-    "Modality", "Description", "Type", "Acq Date", "Format", "Downloaded",
+    "Image Data ID",
+    "Subject",
+    "Group",
+    "Sex",
+    "Age",
+    "Visit",
+    "Modality",
+    "Description",
+    "Type",
+    "Acq Date",
+    "Format",
+    "Downloaded",
 )
 GROUPS = ("CN", "MCI", "AD")
 
@@ -255,7 +265,8 @@ def _nearest_parcel(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def _paint_cerebrum(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: ImageSpec) -> None:
     """White matter inside the brain ellipsoid, a parcellated cortical ribbon on its outer, medial and
-    cerebellar faces, and the cerebellum (cortex round a white-matter core) tucked under it."""
+    cerebellar faces, and the cerebellum (cortex round a white-matter core) tucked under it.
+    """
     box = _box(m, b, _BRAIN_LO, _BRAIN_HI, labels.shape[0])
     x, y, z = xyz = _grid(m, b, box)
     rel = [c - np.float32(o) for c, o in zip(xyz, _BRAIN_CENTRE)]
@@ -419,8 +430,12 @@ def _image_spec(subject: _Subject, seed: int, visit: int, image_id: str) -> Imag
     age = subject.age + visit
     decades = (age - 75) / 10
     wmh = tuple(
-        (float(side * rng.uniform(14, 30)), float(rng.uniform(-35, 20)), float(rng.uniform(8, 28)),
-         float(rng.uniform(1.5, 3.5)))
+        (
+            float(side * rng.uniform(14, 30)),
+            float(rng.uniform(-35, 20)),
+            float(rng.uniform(8, 28)),
+            float(rng.uniform(1.5, 3.5)),
+        )
         for side in rng.choice((-1, 1), size=rng.poisson(0.5 + max(decades, 0) + 1.5 * severity))
     )
     return ImageSpec(
@@ -465,22 +480,40 @@ def _plan(subjects: int, seed: int, second_visit_fraction: float) -> tuple[list[
         spec = _image_spec(person, seed, visit, f"I{number}")
         acquired = person.first_scan + timedelta(days=visit * int(365 + rng.integers(-30, 31)))
         specs.append(spec)
-        rows.append({
-            "Image Data ID": spec.image_id, "Subject": spec.subject, "Group": spec.group, "Sex": spec.sex,
-            "Age": spec.age, "Visit": spec.visit, "Modality": "MRI", "Description": _DESCRIPTIONS[description],
-            "Type": "Processed", "Acq Date": _us_date(acquired), "Format": "NiFTI", "Downloaded": downloaded,
-        })
+        rows.append(
+            {
+                "Image Data ID": spec.image_id,
+                "Subject": spec.subject,
+                "Group": spec.group,
+                "Sex": spec.sex,
+                "Age": spec.age,
+                "Visit": spec.visit,
+                "Modality": "MRI",
+                "Description": _DESCRIPTIONS[description],
+                "Type": "Processed",
+                "Acq Date": _us_date(acquired),
+                "Format": "NiFTI",
+                "Downloaded": downloaded,
+            }
+        )
     return specs, rows
 
 
 def _truth_row(spec: ImageSpec, counts: dict[str, int]) -> dict:
     """The generating parameters of one image next to what ended up in its label map."""
     return {
-        "image_id": spec.image_id, "subject": spec.subject, "group": spec.group, "sex": spec.sex,
-        "age": spec.age, "visit": spec.visit, "severity": spec.severity, "head_scale": spec.head_scale,
+        "image_id": spec.image_id,
+        "subject": spec.subject,
+        "group": spec.group,
+        "sex": spec.sex,
+        "age": spec.age,
+        "visit": spec.visit,
+        "severity": spec.severity,
+        "head_scale": spec.head_scale,
         **{f"rotation_{a}_deg": r for a, r in zip("xyz", spec.rotation_deg)},
         **{f"translation_{a}_mm": t for a, t in zip("xyz", spec.translation_mm)},
-        "cortex_mm": spec.cortex_mm, **counts,
+        "cortex_mm": spec.cortex_mm,
+        **counts,
     }
 
 

@@ -35,7 +35,9 @@ class SyntheticDataModule(ADNIDataModule):
         spec = self.manifest_spec
         if not spec.csv_file.exists():
             folder = spec.root
-            foreign = [p.name for p in folder.iterdir()] if folder.is_dir() and not (folder / MARKER_NAME).exists() else []
+            foreign = (
+                [p.name for p in folder.iterdir()] if folder.is_dir() and not (folder / MARKER_NAME).exists() else []
+            )
             if foreign:
                 raise ManifestError(
                     f"{spec.csv_file} not found, and {folder} holds other files ({', '.join(sorted(foreign)[:5])}): "
@@ -44,6 +46,8 @@ class SyntheticDataModule(ADNIDataModule):
                 )
             log.info(
                 "generating a synthetic cohort (%d subjects, %d³ voxels) in %s",
-                self.cohort.subjects, self.cohort.size, folder,
+                self.cohort.subjects,
+                self.cohort.size,
+                folder,
             )
             generate_cohort(folder, workers=max(1, self.loader.num_workers), **asdict(self.cohort))

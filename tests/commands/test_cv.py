@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from adni_lightning.commands.cv import CrossValidationError, main as cv_main
+from adni_lightning.commands.cv import CrossValidationError
+from adni_lightning.commands.cv import main as cv_main
 from adni_lightning.data.manifest import CSV_NAME
 from tests.helpers import TINY
 
@@ -23,9 +24,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cv_args(root: Path, cohort: Path, *extra: str, epochs: int = 2) -> list[str]:
     return [
-        "--root", str(root), "--bootstrap", "200", "--trainer.default_root_dir", str(root.parent / "run"),
-        "--data.manifest.data_dir", str(cohort), "--data.cache_dir", str(root.parent / "cache"),
-        "--trainer.max_epochs", str(epochs), *TINY, *extra,
+        "--root",
+        str(root),
+        "--bootstrap",
+        "200",
+        "--trainer.default_root_dir",
+        str(root.parent / "run"),
+        "--data.manifest.data_dir",
+        str(cohort),
+        "--data.cache_dir",
+        str(root.parent / "cache"),
+        "--trainer.max_epochs",
+        str(epochs),
+        *TINY,
+        *extra,
     ]
 
 
@@ -94,8 +106,17 @@ def test_held_out_labels_never_choose_the_fold_model(finished, tmp_path):
     (root / "fold_0").mkdir(parents=True)
     shutil.copy(reference / "split.csv", root / "split.csv")  # the same folds, only the labels differ
     shutil.copy(reference / "fold_0" / "split.csv", root / "fold_0" / "split.csv")
-    cv_main(["--folds", "3", "--fold", "0", "--no_baseline", "true",
-             *cv_args(root, cohort, "--data.split.test_fraction", "0.2")])
+    cv_main(
+        [
+            "--folds",
+            "3",
+            "--fold",
+            "0",
+            "--no_baseline",
+            "true",
+            *cv_args(root, cohort, "--data.split.test_fraction", "0.2"),
+        ]
+    )
     ours, theirs = (_weights(r / "fold_0" / "checkpoints" / "last.ckpt") for r in (root, reference))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -104,7 +125,15 @@ def test_held_out_labels_never_choose_the_fold_model(finished, tmp_path):
 def test_single_folds_then_aggregation_give_the_same_report(finished, tmp_path):
     root = tmp_path / "cv"
     for fold in (2, 0, 1):
-        cv_main(["--folds", "3", "--fold", str(fold), *cv_args(root, finished / "K1data", "--data.split.test_fraction", "0.2")])
+        cv_main(
+            [
+                "--folds",
+                "3",
+                "--fold",
+                str(fold),
+                *cv_args(root, finished / "K1data", "--data.split.test_fraction", "0.2"),
+            ]
+        )
         if fold == 2:
             assert "folds 0, 1 are not finished" in (root / "cv_report.md").read_text()
     ours = pd.read_csv(root / "cv_metrics.csv")
@@ -118,16 +147,43 @@ def test_too_many_folds_and_a_foreign_configuration_are_refused(finished, tmp_pa
     with pytest.raises(ValueError, match=r"30 folds need at least 30 non-test subjects per group.*AD \d+"):
         cv_main(["--folds", "30", *cv_args(tmp_path / "cv", cohort)])
     with pytest.raises(CrossValidationError, match="another configuration .*data.*preprocessing.*image_size"):
-        cv_main(["--folds", "3", *cv_args(finished / "cv", cohort, "--data.split.test_fraction", "0.2",
-                                          "--data.preprocessing.image_size", "12")])
+        cv_main(
+            [
+                "--folds",
+                "3",
+                *cv_args(
+                    finished / "cv",
+                    cohort,
+                    "--data.split.test_fraction",
+                    "0.2",
+                    "--data.preprocessing.image_size",
+                    "12",
+                ),
+            ]
+        )
 
 
+@pytest.mark.slow
 def test_killed_cv_skips_finished_folds_and_resumes_the_interrupted_one(cohort, tmp_path):
     root = tmp_path / "cv"
-    command = [sys.executable, "-m", "adni_lightning", "cv", "--folds", "2", "--no_baseline", "true",
-               *cv_args(root, cohort, epochs=8)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    command = [
+        sys.executable,
+        "-m",
+        "adni_lightning",
+        "cv",
+        "--folds",
+        "2",
+        "--no_baseline",
+        "true",
+        *cv_args(root, cohort, epochs=8),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     interrupted = root / "fold_1" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not interrupted.exists() and process.poll() is None and time.monotonic() < deadline:

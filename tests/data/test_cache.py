@@ -23,7 +23,7 @@ def test_build_writes_compact_entries_and_reuses_them(cohort, tmp_path):
     cache = VolumeCache(tmp_path / "cache", PARAMS)
     items = _items(cohort)[:6]
     entries = cache.build(items)
-    for (image_id, source), entry in zip(items, entries.values()):
+    for (_, source), entry in zip(items, entries.values()):
         array = np.load(entry, mmap_mode="r")
         assert isinstance(array, np.memmap) and array.dtype == np.uint8 and array.shape == (16, 16, 16)
         assert set(KNOWN_LABELS[np.unique(array)]) <= set(np.unique(np.asarray(nib.load(source).dataobj)))

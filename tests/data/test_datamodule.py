@@ -1,4 +1,3 @@
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,11 +11,20 @@ from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.split import SplitSpec
 
 
+class TrainingStep:
+    """Stands in for a Trainer in its first training step (what on_after_batch_transfer reads)."""
+
+    training = True
+    global_step = 0
+
+
 def _datamodule(cohort, tmp_path, split_seed: int = 0, **kwargs) -> ADNIDataModule:
     defaults = dict(
-        manifest=ManifestSpec(data_dir=str(cohort)), preprocessing=Preprocessing(image_size=16),
+        manifest=ManifestSpec(data_dir=str(cohort)),
+        preprocessing=Preprocessing(image_size=16),
         loader=LoaderSpec(batch_size=4, num_workers=0),
-        split=SplitSpec(seed=split_seed, file=str(tmp_path / "run" / "split.csv")), cache_dir=str(tmp_path / "cache"),
+        split=SplitSpec(seed=split_seed, file=str(tmp_path / "run" / "split.csv")),
+        cache_dir=str(tmp_path / "cache"),
     )
     return ADNIDataModule(**{**defaults, **kwargs})
 
@@ -26,8 +34,9 @@ def test_shapes_are_known_right_after_init(tmp_path):
     assert ADNIDataModule().num_tabular_features == 3
     assert ADNIDataModule().in_channels == len(DEFAULT_CHANNELS)
     assert ADNIDataModule(preprocessing=Preprocessing(input_kind="intensity")).in_channels == 1
-    two = ADNIDataModule(preprocessing=Preprocessing(channels={"hippocampus": [17, 53]}),
-                         manifest=ManifestSpec(classes=("CN", "AD")))
+    two = ADNIDataModule(
+        preprocessing=Preprocessing(channels={"hippocampus": [17, 53]}), manifest=ManifestSpec(classes=("CN", "AD"))
+    )
     assert two.in_channels == 1 and two.num_classes == 2
     with pytest.raises(ValueError, match="9999"):
         ADNIDataModule(preprocessing=Preprocessing(channels={"x": [9999]}))
@@ -77,7 +86,9 @@ def test_state_dict_carries_training_statistics(cohort, tmp_path):
     other.restore_checkpoint_state(state)
     assert other.encoder.state_dict() == dm.encoder.state_dict()
     with pytest.raises(ValueError, match="classes"):
-        _datamodule(cohort, tmp_path, manifest=ManifestSpec(data_dir=str(cohort), classes=("CN", "AD"))).restore_checkpoint_state(state)
+        _datamodule(
+            cohort, tmp_path, manifest=ManifestSpec(data_dir=str(cohort), classes=("CN", "AD"))
+        ).restore_checkpoint_state(state)
 
 
 def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
@@ -92,8 +103,10 @@ def test_synthetic_cohort_is_generated_when_absent(tmp_path):
     from adni_lightning.synth import SyntheticCohort, SyntheticDataModule
 
     dm = SyntheticDataModule(
-        cohort=SyntheticCohort(subjects=9, size=24, seed=1), manifest=ManifestSpec(data_dir=str(tmp_path / "synthetic")),
-        preprocessing=Preprocessing(image_size=12), loader=LoaderSpec(num_workers=0),
+        cohort=SyntheticCohort(subjects=9, size=24, seed=1),
+        manifest=ManifestSpec(data_dir=str(tmp_path / "synthetic")),
+        preprocessing=Preprocessing(image_size=12),
+        loader=LoaderSpec(num_workers=0),
         split=SplitSpec(file=str(tmp_path / "split.csv")),
     )
     dm.prepare_data()
@@ -108,12 +121,8 @@ def test_flip_happens_only_in_training(cohort, tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
 
-    class _Trainer:
-        training = True
-        global_step = 0
-
     plain = dm.on_after_batch_transfer(dict(batch), 0)["image"]
-    dm.trainer = _Trainer()
+    dm.trainer = TrainingStep()
     flipped = dm.on_after_batch_transfer(dict(batch), 0)["image"]
     torch.testing.assert_close(flipped, plain.flip(2))  # default channels merge left and right
     assert not torch.equal(flipped, plain)
@@ -144,12 +153,8 @@ def test_a_label_map_flip_swaps_left_and_right_labels(cohort, tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
 
-    class _Trainer:
-        training = True
-        global_step = 0
-
     plain = dm.on_after_batch_transfer(dict(batch), 0)
-    dm.trainer = _Trainer()
+    dm.trainer = TrainingStep()
     flipped = dm.on_after_batch_transfer(dict(batch), 0)
     assert plain["image"][:, 0].sum() > 0
     torch.testing.assert_close(flipped["image"][:, 1], plain["image"][:, 0].flip(1))  # left → mirrored right

@@ -26,7 +26,18 @@ def test_a_clean_cohort_joins_every_row(cohort):
     table = pd.read_csv(cohort / CSV, dtype=str)
     manifest = build_manifest(_spec(cohort))
     assert len(manifest) == len(table)
-    assert list(manifest.columns) == ["row", "image_id", "subject", "group", "label", "target", "sex", "age", "visit", "path"]
+    assert list(manifest.columns) == [
+        "row",
+        "image_id",
+        "subject",
+        "group",
+        "label",
+        "target",
+        "sex",
+        "age",
+        "visit",
+        "path",
+    ]
     first = manifest.iloc[0]
     assert Path(first["path"]) == cohort / first["group"] / f"{first['image_id']}.nii_aseg_deep.mgz"
     assert first["row"] == 2  # CSV line numbers, header is line 1
@@ -34,7 +45,10 @@ def test_a_clean_cohort_joins_every_row(cohort):
     assert manifest["subject"].nunique() < len(manifest)  # some subjects have a second visit
 
 
-@pytest.mark.parametrize("raw, expected", [("I45108", "I45108"), ("45108", "I45108"), ("45108.0", "I45108"), (" I7 ", "I7"), ("X12", None), ("", None)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("I45108", "I45108"), ("45108", "I45108"), ("45108.0", "I45108"), (" I7 ", "I7"), ("X12", None), ("", None)],
+)
 def test_normalise_image_id(raw, expected):
     assert normalise_image_id(raw) == expected
 
@@ -56,7 +70,10 @@ def test_files_named_without_the_i_are_found(cohort):
 def _damage_everything(cohort: Path) -> dict[int, str]:
     """One of each bad-input case, each on its own row; returns CSV line → the reason expected."""
     table = pd.read_csv(cohort / CSV, dtype=str, keep_default_na=False)
-    paths = {i: cohort / table.loc[i, "Group"] / f"{table.loc[i, 'Image Data ID']}.nii_aseg_deep.mgz" for i in range(len(table))}
+    paths = {
+        i: cohort / table.loc[i, "Group"] / f"{table.loc[i, 'Image Data ID']}.nii_aseg_deep.mgz"
+        for i in range(len(table))
+    }
     table.loc[0, "Group"] = "SMC"
     table.loc[1, "Sex"] = "X"
     table.loc[2, "Age"] = ""
@@ -91,9 +108,9 @@ def test_every_bad_row_is_reported_at_once_with_row_id_file_and_reason(cohort):
     lines = [line.strip() for line in str(err.value).splitlines() if line.strip().startswith("CSV row")]
     assert len(lines) == len(expected)
     for line_no, reason in expected.items():
-        [line] = [l for l in lines if l.startswith(f"CSV row {line_no},")]
+        [line] = [text for text in lines if text.startswith(f"CSV row {line_no},")]
         assert reason in line, line
-    assert "K1data" in [l for l in lines if "file not found" in l][0]  # the path is named
+    assert "K1data" in [text for text in lines if "file not found" in text][0]  # the path is named
     assert "on_bad_rows: skip" in str(err.value)
 
 
@@ -130,8 +147,9 @@ def test_missing_columns_and_missing_csv(cohort):
 
 
 def test_inconsistent_shapes_are_reported(cohort):
-    from tests.conftest import write_mgz
     import numpy as np
+
+    from tests.conftest import write_mgz
 
     manifest = build_manifest(_spec(cohort))
     odd = manifest.iloc[3]

@@ -32,7 +32,9 @@ def test_nearest_resampling_of_a_big_endian_strided_view_is_native_and_exact():
     view = data.astype(">i2")[::-1].transpose(2, 0, 1)  # as to_canonical returns a flipped, permuted file buffer
     out = resample_nearest(view, np.zeros(3), np.asarray(view.shape, float), (12, 10, 11))
     assert out.dtype == np.int16 and out.dtype.isnative and out.flags.c_contiguous and out.shape == (12, 10, 11)
-    expected = resample_nearest(np.ascontiguousarray(view, dtype=np.int16), np.zeros(3), np.asarray(view.shape, float), (12, 10, 11))
+    expected = resample_nearest(
+        np.ascontiguousarray(view, dtype=np.int16), np.zeros(3), np.asarray(view.shape, float), (12, 10, 11)
+    )
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(out, view[1::2, 1::2, 1::2])
 
@@ -50,7 +52,10 @@ def test_labelmap_preprocessing_is_compact_uint8_and_never_interpolates():
     assert set(KNOWN_LABELS[np.unique(out)]) <= set(np.unique(data))
     # seed path for contrast: trilinear on ids invents labels that exist nowhere in the brain
     import torch
-    seed = torch.nn.functional.interpolate(torch.from_numpy(data.astype(np.float32))[None, None], size=20, mode="trilinear")
+
+    seed = torch.nn.functional.interpolate(
+        torch.from_numpy(data.astype(np.float32))[None, None], size=20, mode="trilinear"
+    )
     assert not set(np.unique(seed.round().numpy())) <= set(np.unique(data))
 
 
@@ -99,9 +104,14 @@ def test_as_size():
 
 def test_preprocessing_key_changes_with_every_parameter():
     base = Preprocessing()
-    keys = {base.key(), Preprocessing(image_size=(64, 64, 64)).key(), Preprocessing(crop=False).key(),
-            Preprocessing(margin_mm=1.0).key(), Preprocessing(input_kind="intensity").key(),
-            Preprocessing(input_kind="intensity", normalise="zscore").key()}
+    keys = {
+        base.key(),
+        Preprocessing(image_size=(64, 64, 64)).key(),
+        Preprocessing(crop=False).key(),
+        Preprocessing(margin_mm=1.0).key(),
+        Preprocessing(input_kind="intensity").key(),
+        Preprocessing(input_kind="intensity", normalise="zscore").key(),
+    }
     assert len(keys) == 6
 
 

@@ -2,7 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adni_lightning.data.split import SplitError, SplitSpec, check_no_leak, load_split, save_split, split_digest, split_subjects
+from adni_lightning.data.split import (
+    SplitError,
+    SplitSpec,
+    check_no_leak,
+    load_split,
+    save_split,
+    split_digest,
+    split_subjects,
+)
 
 
 def _manifest(n_subjects: int = 150, seed: int = 0) -> pd.DataFrame:

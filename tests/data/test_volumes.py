@@ -103,11 +103,18 @@ def test_volume_outliers_name_image_structure_volume_and_z():
 
     rng = np.random.default_rng(1)
     n = 20
-    frame = pd.DataFrame({
-        "image_id": [f"I{i}" for i in range(n)], "subject": [f"S{i}" for i in range(n)], "group": "CN",
-        "age": rng.uniform(60, 90, n), "sex": "F", "visit": "sc",
-        "Left-Hippocampus": rng.normal(4000, 300, n), "Left-Amygdala": rng.normal(1500, 100, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"I{i}" for i in range(n)],
+            "subject": [f"S{i}" for i in range(n)],
+            "group": "CN",
+            "age": rng.uniform(60, 90, n),
+            "sex": "F",
+            "visit": "sc",
+            "Left-Hippocampus": rng.normal(4000, 300, n),
+            "Left-Amygdala": rng.normal(1500, 100, n),
+        }
+    )
     frame.loc[5, "Left-Hippocampus"] = 20000.0
     frame[TOTAL_BRAIN] = frame[LABELLED] = frame["Left-Hippocampus"] + frame["Left-Amygdala"]
     found = volume_outliers(frame, threshold=4)

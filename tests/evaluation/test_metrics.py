@@ -32,7 +32,10 @@ PROBS = [f"p_{c}" for c in CLASSES]
 
 
 def predictions_frame(
-    n_subjects: int = 30, models: tuple[str, ...] = ("cnn", "baseline"), seed: int = 0, n_folds: int = 5,
+    n_subjects: int = 30,
+    models: tuple[str, ...] = ("cnn", "baseline"),
+    seed: int = 0,
+    n_folds: int = 5,
 ) -> pd.DataFrame:
     """Synthetic OOF predictions: 1–3 visits per subject; a model leans, per subject, to one class for all visits
     (right more often for ``cnn``), so that a subject's images are correlated as real visits are."""
@@ -47,9 +50,18 @@ def predictions_frame(
             for i, visit in enumerate(visits):
                 alpha = np.ones(3)
                 alpha[leaning] += 3.0
-                rows.append({"image_id": f"S{s:03d}_{visit}", "subject": f"S{s:03d}", "group": CLASSES[group],
-                             "visit": visit, "first_visit": i == 0, "fold": s % n_folds, "model": model,
-                             **dict(zip(PROBS, rng.dirichlet(alpha)))})
+                rows.append(
+                    {
+                        "image_id": f"S{s:03d}_{visit}",
+                        "subject": f"S{s:03d}",
+                        "group": CLASSES[group],
+                        "visit": visit,
+                        "first_visit": i == 0,
+                        "fold": s % n_folds,
+                        "model": model,
+                        **dict(zip(PROBS, rng.dirichlet(alpha))),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -76,11 +88,21 @@ def test_hand_computed_example() -> None:
     pred = [0, 0, 1, 1, 2, 2, 2, 2, 1]  # confusion rows CN [2 1 0], MCI [0 1 1], AD [0 1 3]
     m = classification_metrics(np.array(y), one_hotish(pred), CLASSES)
     expected = {
-        "sens_CN": 2 / 3, "sens_MCI": 1 / 2, "sens_AD": 3 / 4,
-        "spec_CN": 6 / 6, "spec_MCI": 5 / 7, "spec_AD": 4 / 5,
-        "ppv_CN": 2 / 2, "ppv_MCI": 1 / 3, "ppv_AD": 3 / 4,
-        "npv_CN": 6 / 7, "npv_MCI": 5 / 6, "npv_AD": 4 / 5,
-        "acc": 6 / 9, "bacc": (2 / 3 + 1 / 2 + 3 / 4) / 3, "f1": (4 / 5 + 2 / 5 + 3 / 4) / 3,
+        "sens_CN": 2 / 3,
+        "sens_MCI": 1 / 2,
+        "sens_AD": 3 / 4,
+        "spec_CN": 6 / 6,
+        "spec_MCI": 5 / 7,
+        "spec_AD": 4 / 5,
+        "ppv_CN": 2 / 2,
+        "ppv_MCI": 1 / 3,
+        "ppv_AD": 3 / 4,
+        "npv_CN": 6 / 7,
+        "npv_MCI": 5 / 6,
+        "npv_AD": 4 / 5,
+        "acc": 6 / 9,
+        "bacc": (2 / 3 + 1 / 2 + 3 / 4) / 3,
+        "f1": (4 / 5 + 2 / 5 + 3 / 4) / 3,
         "mcc": 26 / 52,  # (6·9 − 3·2 − 2·3 − 4·4) / sqrt((81 − 29)(81 − 29))
         # One-vs-rest Mann–Whitney counts (ties ½): CN 15/18, MCI 8.5/14, AD 15.5/20.
         "auroc": (15 / 18 + 8.5 / 14 + 15.5 / 20) / 3,
@@ -121,9 +143,12 @@ def test_vectorised_confusion_metrics_equal_sklearn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn's notes on the tiny degenerate subsets
         reference = [
-            {"bacc": balanced_accuracy_score(y[s], pred[s]), "acc": np.mean(y[s] == pred[s]),
-             "f1": f1_score(y[s], pred[s], labels=[0, 1, 2], average="macro", zero_division=np.nan),
-             "mcc": matthews_corrcoef(y[s], pred[s])}
+            {
+                "bacc": balanced_accuracy_score(y[s], pred[s]),
+                "acc": np.mean(y[s] == pred[s]),
+                "f1": f1_score(y[s], pred[s], labels=[0, 1, 2], average="macro", zero_division=np.nan),
+                "mcc": matthews_corrcoef(y[s], pred[s]),
+            }
             for s in subsets
         ]
     for name in ("bacc", "acc", "f1", "mcc"):
@@ -143,11 +168,19 @@ def test_frame_checks() -> None:
 
 
 def test_subject_level_averages_probabilities_and_keeps_first_visit_group() -> None:
-    frame = pd.DataFrame({
-        "image_id": ["a2", "a1", "b1"], "subject": ["A", "A", "B"], "group": ["AD", "MCI", "CN"],
-        "first_visit": [False, True, True], "fold": [1, 1, 0], "model": "cnn",
-        "p_CN": [0.6, 0.2, 0.1], "p_MCI": [0.3, 0.4, 0.1], "p_AD": [0.1, 0.4, 0.8],
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": ["a2", "a1", "b1"],
+            "subject": ["A", "A", "B"],
+            "group": ["AD", "MCI", "CN"],
+            "first_visit": [False, True, True],
+            "fold": [1, 1, 0],
+            "model": "cnn",
+            "p_CN": [0.6, 0.2, 0.1],
+            "p_MCI": [0.3, 0.4, 0.1],
+            "p_AD": [0.1, 0.4, 0.8],
+        }
+    )
     out = subject_level(frame, CLASSES).set_index("subject")
     np.testing.assert_allclose(out.loc["A", PROBS].to_numpy(float), [0.4, 0.35, 0.25])
     assert out.loc["A", "group"] == "MCI" and out.loc["A", "n_images"] == 2 and out.loc["A", "fold"] == 1
@@ -179,14 +212,17 @@ def test_first_visits() -> None:
 def clustered_frame() -> pd.DataFrame:
     """Subject ``BIG`` has 10 images, all wrongly called CN; 24 other subjects have one image each."""
     rng = np.random.default_rng(5)
-    rows = [{"image_id": f"BIG_{i}", "subject": "BIG", "group": "AD", "p_CN": 0.7, "p_MCI": 0.2, "p_AD": 0.1}
-            for i in range(10)]
+    rows = [
+        {"image_id": f"BIG_{i}", "subject": "BIG", "group": "AD", "p_CN": 0.7, "p_MCI": 0.2, "p_AD": 0.1}
+        for i in range(10)
+    ]
     for s in range(24):
         group = s % 3
         alpha = np.ones(3)
         alpha[group if s % 4 else (group + 1) % 3] += 4
-        rows.append({"image_id": f"S{s}", "subject": f"S{s}", "group": CLASSES[group],
-                     **dict(zip(PROBS, rng.dirichlet(alpha)))})
+        rows.append(
+            {"image_id": f"S{s}", "subject": f"S{s}", "group": CLASSES[group], **dict(zip(PROBS, rng.dirichlet(alpha)))}
+        )
     return pd.DataFrame(rows).assign(model="cnn", fold=0)
 
 
@@ -200,7 +236,8 @@ def test_bootstrap_draws_subjects_with_all_their_images() -> None:
     ci = bootstrap_ci(frame, CLASSES, n_resamples=n, seed=3).set_index("metric")
     assert ci.loc["bacc", "estimate"] == pytest.approx(frame_metrics(frame, CLASSES)["bacc"])
     assert ci.loc["bacc", ["ci_low", "ci_high"]].tolist() == pytest.approx(
-        np.percentile(reference["bacc"], [2.5, 97.5]).tolist())
+        np.percentile(reference["bacc"], [2.5, 97.5]).tolist()
+    )
 
     # Treating every image as its own subject ignores that BIG's ten errors stand or fall together.
     per_image = bootstrap_ci(frame.assign(subject=frame["image_id"]), CLASSES, n_resamples=n, seed=3)
@@ -246,9 +283,11 @@ def test_paired_difference_draws_the_same_subjects_for_both() -> None:
     diff = diff.set_index("metric")
     for name in ("bacc", "auroc", "sens_AD"):
         assert diff.loc[name, "estimate"] == pytest.approx(
-            frame_metrics(cnn, CLASSES)[name] - frame_metrics(base, CLASSES)[name])
+            frame_metrics(cnn, CLASSES)[name] - frame_metrics(base, CLASSES)[name]
+        )
         assert diff.loc[name, ["ci_low", "ci_high"]].tolist() == pytest.approx(
-            np.nanpercentile(delta[name], [2.5, 97.5]).tolist())
+            np.nanpercentile(delta[name], [2.5, 97.5]).tolist()
+        )
     assert diff.loc["bacc", "ci_low"] > 0  # the synthetic cnn is the better model
 
 

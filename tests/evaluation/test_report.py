@@ -38,14 +38,24 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def report(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_cv_report(tmp_path_factory.mktemp("report"), frame, CLASSES, reference_model="baseline",
-                           missing_folds=(2, 4), notes=["checkpoints: lowest validation loss per fold"],
-                           n_resamples=N)
+    return write_cv_report(
+        tmp_path_factory.mktemp("report"),
+        frame,
+        CLASSES,
+        reference_model="baseline",
+        missing_folds=(2, 4),
+        notes=["checkpoints: lowest validation loss per fold"],
+        n_resamples=N,
+    )
 
 
 def test_files(report: dict[str, Path], frame: pd.DataFrame) -> None:
-    assert {p.name for p in report.values()} == {"cv_metrics.csv", "oof_predictions.csv", "cv_report.md",
-                                                 "cv_report.png"}
+    assert {p.name for p in report.values()} == {
+        "cv_metrics.csv",
+        "oof_predictions.csv",
+        "cv_report.md",
+        "cv_report.png",
+    }
     written = pd.read_csv(report["metrics"])
     expected = fold_table(frame, CLASSES)
     assert written["fold"].astype(str).tolist() == expected["fold"].astype(str).tolist()
@@ -63,15 +73,18 @@ def test_report_text_carries_the_numbers(report: dict[str, Path], frame: pd.Data
     assert "- checkpoints: lowest validation loss per fold" in text
     cnn = frame[frame["model"] == "cnn"]
     counts = cnn["group"].value_counts()
-    assert (f"| `cnn` | 0, 1, 3 | {len(cnn)} | {cnn['subject'].nunique()} | {cnn['first_visit'].sum()} | "
-            f"{counts['CN']} / {counts['MCI']} / {counts['AD']} |") in text
+    assert (
+        f"| `cnn` | 0, 1, 3 | {len(cnn)} | {cnn['subject'].nunique()} | {cnn['first_visit'].sum()} | "
+        f"{counts['CN']} / {counts['MCI']} / {counts['AD']} |"
+    ) in text
 
     folds = fold_table(frame, CLASSES).query("model == 'cnn'").set_index("fold")
     assert f"| {folds.at['mean', 'bacc']:.3f} ± {folds.at['sd', 'bacc']:.3f} | " in text
     for level in (frame, subject_level(frame, CLASSES), first_visits(frame)):
         assert interval(bootstrap_ci(level, CLASSES, N), "bacc", model="cnn") in text
     per_class_row = "| AD | " + " | ".join(
-        interval(bootstrap_ci(frame, CLASSES, N), f"{kind}_AD", model="baseline") for kind in ("sens", "spec"))
+        interval(bootstrap_ci(frame, CLASSES, N), f"{kind}_AD", model="baseline") for kind in ("sens", "spec")
+    )
     assert per_class_row in text
 
     assert "## Paired differences vs `baseline`" in text

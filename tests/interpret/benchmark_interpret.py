@@ -43,8 +43,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cli = load_run(None, ["--trainer.default_root_dir", tmp, "--data.manifest.data_dir", str(Path(tmp) / "data"),
-                              "--data.cohort.subjects", "8", "--data.cohort.size", "64", "--data.loader.num_workers", "0",
-                              "--data.preprocessing.image_size", str(args.size)])
+                              "--data.cohort.subjects", "8", "--data.cohort.size", "64",
+                              "--data.loader.num_workers", "0", "--data.preprocessing.image_size", str(args.size)])
         dm, model = cli.datamodule, cli.model.eval()
         dm.prepare_cohort()
         manifest = dm.manifest()
@@ -68,7 +68,8 @@ def main() -> None:
             with torch.no_grad():
                 captum = captum_occlusion(model, image, tabular, volume, table, args.chunk)
             times["captum"].append(time.perf_counter() - start)
-            worst = max(worst, max(float((direct[i] - captum[int(label)]).abs().max()) for i, label in enumerate(labels)))
+            gaps = [float((direct[i] - captum[int(label)]).abs().max()) for i, label in enumerate(labels)]
+            worst = max(worst, *gaps)
             start = time.perf_counter()
             integrated_gradients(model, image, tabular, 0, args.ig_steps, args.chunk)
             times["ig"].append(time.perf_counter() - start)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adni_lightning.commands.interpret import InterpretError, NO_OCCLUSION, parser
+from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError, parser
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
 from tests.helpers import tiny_args
@@ -86,7 +86,7 @@ def test_no_test_split_is_a_one_line_error(run):
 
 
 def test_checkpoint_of_another_image_size_is_a_one_line_error(run):
-    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12", "--out", str(run["base"] / "x")))
+    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12"))
     assert "size (16, 16, 16) vs (12, 12, 12)" in message and str(run["ckpt"]) in message
 
 

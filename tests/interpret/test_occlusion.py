@@ -116,7 +116,8 @@ def test_a_mirrored_image_gets_the_mirrored_attribution(symmetric):
     from adni_lightning.interpret.attribution import integrated_gradients
 
     model = Symmetric(tiny_model()) if symmetric else tiny_model()
-    image, flipped = to_channels(asymmetric_volume()[None], TABLE), to_channels(mirrored(asymmetric_volume())[None], TABLE)
+    image = to_channels(asymmetric_volume()[None], TABLE)
+    flipped = to_channels(mirrored(asymmetric_volume())[None], TABLE)
     target = int(model(image, TABULAR).argmax())
     original, _ = integrated_gradients(model, image, TABULAR, target, steps=8)
     of_flipped, _ = integrated_gradients(model, flipped, TABULAR, target, steps=8)

@@ -9,8 +9,9 @@ from adni_lightning.interpret.ranking import bilateral_name, rank_structures
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("Left-Hippocampus", "Hippocampus"), ("Right-Inf-Lat-Vent", "Inf-Lat-Vent"), ("ctx-lh-entorhinal", "ctx-entorhinal"),
-    ("ctx-rh-insula", "ctx-insula"), ("3rd-Ventricle", "3rd-Ventricle"), ("Left-WM-hypointensities", "WM-hypointensities"),
+    ("Left-Hippocampus", "Hippocampus"), ("Right-Inf-Lat-Vent", "Inf-Lat-Vent"),
+    ("ctx-lh-entorhinal", "ctx-entorhinal"), ("ctx-rh-insula", "ctx-insula"), ("3rd-Ventricle", "3rd-Ventricle"),
+    ("Left-WM-hypointensities", "WM-hypointensities"),
 ])
 def test_bilateral_name(name, expected):
     assert bilateral_name(name) == expected

@@ -28,7 +28,9 @@ def test_tabular_net() -> None:
 @pytest.mark.parametrize("encoder", ["seed", "resnet"])
 def test_logits_shape(encoder: str) -> None:
     model = FusionNet(
-        SeedCNN(2) if encoder == "seed" else ResNet3d(2, widths=(8, 16), blocks=(1, 1)), num_tabular_features=3, num_classes=5
+        SeedCNN(2) if encoder == "seed" else ResNet3d(2, widths=(8, 16), blocks=(1, 1)),
+        num_tabular_features=3,
+        num_classes=5,
     )
     logits = model(torch.randn(4, 2, *size_for(encoder)), torch.randn(4, 3))
     assert logits.shape == (4, 5)

@@ -115,8 +115,9 @@ def test_yaml_fragment_stacked_on_synthetic_config(tmp_path: Path) -> None:
     parser = LightningArgumentParser()
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(ADNIClassifier, "model")
-    cfg = parser.parse_args(["--config", str(base), "--config", str(CONFIGS / "monai_densenet.yaml"),
-                             "--model.in_channels", "9"])
+    cfg = parser.parse_args(
+        ["--config", str(base), "--config", str(CONFIGS / "monai_densenet.yaml"), "--model.in_channels", "9"]
+    )
     assert cfg.model.image_encoder.class_path == "adni_lightning.models.MonaiEncoder"
     assert "widths" not in cfg.model.image_encoder.init_args  # ResNet3d's arguments are dropped
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes

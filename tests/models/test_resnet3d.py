@@ -66,8 +66,10 @@ def test_width_and_depth_grow_the_model() -> None:
 
 def feature_map_sizes(model: ResNet3d, size: tuple[int, int, int]) -> list[tuple[int, ...]]:
     sizes: list[tuple[int, ...]] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[2:])))
-             for m in [model.stem, *model.stages]]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[2:])))
+        for m in [model.stem, *model.stages]
+    ]
     with torch.no_grad():
         model.eval()(torch.randn(1, 1, *size))
     for hook in hooks:

@@ -58,6 +58,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--fold", type=int | None, default=None, help="run only this fold, then report what is complete")
     p.add_argument("--no_baseline", type=bool, default=False, help="skip the regional-volume logistic regression")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="repeat the whole CV with split seeds seed, seed+1, ... (repeat_R/)"
+    )
     return p
 
 
@@ -65,7 +68,7 @@ def main(argv: list[str]) -> None:
     """Parse ``argv`` and run the cross-validation."""
     own, overrides = split_run_options(argv)
     args = parser().parse_args(own)
-    run_cv(args.config, overrides, args.folds, args.root, args.fold, not args.no_baseline, args.bootstrap)
+    run_cv(args.config, overrides, args.folds, args.root, args.fold, not args.no_baseline, args.bootstrap, args.repeats)
 
 
 def _check_no_validation_choice(cli: ADNILightningCLI) -> None:
@@ -164,16 +167,61 @@ def run_cv(
     only_fold: int | None = None,
     baseline: bool = True,
     n_resamples: int = 2000,
+    repeats: int = 1,
 ) -> Path:
-    """Run (or continue) the cross-validation and write its report; returns the report's folder."""
-    cli = load_run(configs, overrides)
-    _check_no_validation_choice(cli)
-    dm = cli.datamodule
-    root = Path(root) if root else Path(cli.trainer.default_root_dir) / "cv"
+    """Run (or continue) the cross-validation and write its report; returns the report's folder.
+
+    With ``repeats`` > 1 the whole cross-validation is repeated with split seeds ``seed``, ``seed + 1``, … in
+    ``root/repeat_R`` (a report each), and ``root/repeats.csv`` gives each repeat's pooled figures and their
+    mean and sd: how much the estimate moves with the fold assignment alone.
+    """
     if folds < 2:
         raise CrossValidationError(f"cv: --folds must be at least 2, got {folds}")
     if only_fold is not None and not 0 <= only_fold < folds:
         raise CrossValidationError(f"cv: --fold {only_fold} is not in [0, {folds})")
+    if repeats < 1:
+        raise CrossValidationError(f"cv: --repeats must be at least 1, got {repeats}")
+    cli = load_run(configs, overrides)
+    root = Path(root) if root else Path(cli.trainer.default_root_dir) / "cv"
+    if repeats == 1:
+        return _run_once(cli, configs, overrides, folds, root, only_fold, baseline, n_resamples)
+    seed = cli.datamodule.split_spec.seed
+    for repeat in range(repeats):
+        seeded = [*overrides, "--data.split.seed", str(seed + repeat)]
+        again = load_run(configs, seeded)
+        _run_once(again, configs, seeded, folds, root / f"repeat_{repeat}", only_fold, baseline, n_resamples)
+    return _summarise_repeats(root, repeats)
+
+
+def _summarise_repeats(root: Path, repeats: int) -> Path:
+    rows = []
+    for repeat in range(repeats):
+        metrics = pd.read_csv(root / f"repeat_{repeat}" / "cv_metrics.csv")
+        means = metrics[metrics["fold"].astype(str) == "mean"]
+        rows += [{"repeat": repeat, **row} for row in means.drop(columns="fold").to_dict("records")]
+    table = pd.DataFrame(rows)
+    numeric = table.columns.drop(["repeat", "model"])
+    summary = table.groupby("model")[numeric].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    table.to_csv(root / "repeats.csv", index=False, float_format="%.4f")
+    summary.to_csv(root / "repeats_summary.csv", float_format="%.4f")
+    print(f"cv: {repeats} repeats summarised in {root / 'repeats_summary.csv'}")
+    return root
+
+
+def _run_once(
+    cli: ADNILightningCLI,
+    configs: list[Path] | None,
+    overrides: list[str],
+    folds: int,
+    root: Path,
+    only_fold: int | None,
+    baseline: bool,
+    n_resamples: int,
+) -> Path:
+    """One cross-validation in ``root``: folds (skipping finished ones), baseline, report."""
+    _check_no_validation_choice(cli)
+    dm = cli.datamodule
     dm.split_spec = SplitSpec(**{**vars(dm.split_spec), "folds": folds, "fold": 0, "file": str(root / "split.csv")})
     dm.prepare_cohort()
     manifest = dm.manifest()

@@ -202,3 +202,15 @@ def test_killed_cv_skips_finished_folds_and_resumes_the_interrupted_one(cohort, 
     cv_main(["--folds", "2", "--no_baseline", "true", "--fold", "1", *cv_args(reference, cohort, epochs=8)])
     ours, theirs = _weights(interrupted), _weights(reference / "fold_1" / "checkpoints" / "last.ckpt")
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # the resumed fold ends where an uninterrupted one does
+
+
+def test_repeats_draw_new_folds_and_summarise_the_spread(cohort, tmp_path):
+    root = tmp_path / "cv"
+    cv_main(["--folds", "2", "--repeats", "2", "--no_baseline", "true", *cv_args(root, cohort, epochs=1)])
+    first, second = (pd.read_csv(root / f"repeat_{r}" / "split.csv").set_index("image_id")["fold"] for r in (0, 1))
+    assert not first.equals(second.loc[first.index])  # another seed, other folds
+    table = pd.read_csv(root / "repeats.csv")
+    assert list(table["repeat"]) == [0, 1] and set(table["model"]) == {"cnn"}
+    summary = pd.read_csv(root / "repeats_summary.csv").set_index("model")
+    assert summary.at["cnn", "bacc_mean"] == pytest.approx(table["bacc"].mean(), abs=1e-4)
+    assert summary.at["cnn", "bacc_std"] == pytest.approx(table["bacc"].std(ddof=1), abs=1e-4)

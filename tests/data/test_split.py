@@ -82,3 +82,21 @@ def test_split_for_other_data_is_refused(tmp_path):
     save_split(split_subjects(manifest.iloc[:50], SplitSpec(seed=0)), path)
     with pytest.raises(SplitError, match="have no side"):
         load_split(path, manifest)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_folds_are_subject_disjoint_stratified_and_hold_out_every_subject_once(seed):
+    manifest = _manifest(seed=seed)  # 1–3 visits per subject
+    folds = [split_subjects(manifest, SplitSpec(test_fraction=0.1, seed=seed, folds=5, fold=k)) for k in range(5)]
+    check_no_leak(folds[0])
+    held_out = pd.concat([f[f["split"] == "val"] for f in folds])
+    test = folds[0].loc[folds[0]["split"] == "test", "subject"]
+    assert held_out["image_id"].is_unique and len(held_out) + (folds[0]["split"] == "test").sum() == len(manifest)
+    assert not set(held_out["subject"]) & set(test)  # test subjects are in no fold
+    assert (held_out.groupby("subject")["fold"].nunique() == 1).all()  # a subject's visits stay together
+    for fold in folds[1:]:  # the fold assignment does not depend on which fold is held out
+        pd.testing.assert_series_equal(fold["fold"], folds[0]["fold"])
+    subjects = held_out.drop_duplicates("subject")
+    shares = pd.crosstab(subjects["fold"], subjects["group"], normalize="index")
+    overall = subjects["group"].value_counts(normalize=True)
+    assert (shares.sub(overall, axis=1).abs() < 0.12).all().all()  # every fold has the cohort's class mix

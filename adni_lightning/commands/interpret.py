@@ -29,9 +29,10 @@ Needs Captum for voxel attribution (``pip install 'adni_lightning[interpret]'``)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
@@ -55,7 +56,8 @@ from adni_lightning.main import ADNILightningCLI
 from adni_lightning.module import DATA_STATE_KEY
 
 PROG = "python -m adni_lightning interpret"
-SPLITS = ("val", "test", "all")
+Split = Literal["val", "test", "all"]
+SPLITS: tuple[str, ...] = get_args(Split)
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
 #: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
 MODEL_KEYS = (
@@ -81,9 +83,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--ckpt_path", type=Path, required=True, help="the trained model's checkpoint (.ckpt)")
     p.add_argument(
         "--split",
-        type=str,
+        type=Split,
         default="val",
-        choices=SPLITS,
         help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV",
     )
     p.add_argument(
@@ -112,7 +113,7 @@ def parser() -> ArgumentParser:
         "--bootstrap",
         type=int,
         default=2000,
-        help="bootstrap resamples (over subjects) for the ranking's 95%% intervals",
+        help="bootstrap resamples (over subjects) for the ranking's 95% intervals",
     )
     return p
 
@@ -155,7 +156,9 @@ def check_checkpoint(
     """
     trained = checkpoint.get("hyper_parameters", {})
     differ = [
-        f"model.{k} {trained[k]!r} vs {hparams[k]!r}" for k in MODEL_KEYS if k in trained and trained[k] != hparams[k]
+        f"model.{k} {trained[k]!r} vs {hparams.get(k)!r}"
+        for k in MODEL_KEYS
+        if k in trained and trained[k] != hparams.get(k)
     ]
     if differ:
         raise InterpretError(f"{ckpt_path} does not match the config (checkpoint vs config): {'; '.join(differ)}")
@@ -205,7 +208,11 @@ def _images(cli: ADNILightningCLI, checkpoint: dict[str, Any], split: str) -> Vo
     return dataset
 
 
-def _predictor(model: torch.nn.Module, to_input, tabular: torch.Tensor) -> Predictor:
+def _predictor(
+    model: torch.nn.Module, to_input: Callable[[torch.Tensor], torch.Tensor], tabular: torch.Tensor
+) -> Predictor:
+    """Compact volumes of one image's copies → probabilities, with that image's age and sex."""
+
     def predict(volumes: torch.Tensor) -> torch.Tensor:
         return model(to_input(volumes), tabular.expand(len(volumes), -1)).float().softmax(dim=1)
 
@@ -258,7 +265,8 @@ def _explain(
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=dm.loader.batch_size, collate_fn=collate_volumes)
     results, maps = _Results(), ClassMaps(len(classes), labelmap)
-    (out / "attributions").mkdir(parents=True, exist_ok=True)
+    if ig_steps:
+        (out / "attributions").mkdir(parents=True, exist_ok=True)
     for batch in loader:
         volumes, tabular = batch["volume"].to(device), batch["tabular"].to(device)
         with torch.no_grad():
@@ -320,8 +328,11 @@ def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top:
     importance.to_csv(out / "structure_importance.csv", index=False, float_format="%.6g")
     ranking = rank_structures(importance, classes, n_resamples)
     ranking.to_csv(out / "structure_ranking.csv", index=False, float_format="%.6g")
-    figures = (("structure", False, "structure_ranking"), ("bilateral", False, "structure_ranking_bilateral"),
-               ("bilateral", True, "structure_ranking_bilateral_per_voxel"))
+    figures = (
+        ("structure", False, "structure_ranking"),
+        ("bilateral", False, "structure_ranking_bilateral"),
+        ("bilateral", True, "structure_ranking_bilateral_per_voxel"),
+    )
     for level, per_voxel, name in figures:
         figure = ranking_figure(ranking, classes, level, top, per_voxel)
         figure.savefig(out / f"{name}.png")
@@ -385,6 +396,6 @@ def run_interpret(
     )
     print(
         f"interpret: {len(images)} {split} image(s) explained into {out} ({timings or 'nothing timed'}); "
-        f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}"
+        + (f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}" if ig_steps else "no IG")
     )
     return out

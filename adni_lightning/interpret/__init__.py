@@ -11,6 +11,14 @@ from adni_lightning.interpret.occlusion import occlude, present_structures, stru
 from adni_lightning.interpret.ranking import bilateral_name, rank_structures
 
 __all__ = [
-    "ClassMaps", "SourceGrid", "bilateral_name", "occlude", "present_structures", "rank_structures", "source_grid",
-    "structure_occlusion", "to_source_grid", "visible_labels",
+    "ClassMaps",
+    "SourceGrid",
+    "bilateral_name",
+    "occlude",
+    "present_structures",
+    "rank_structures",
+    "source_grid",
+    "structure_occlusion",
+    "to_source_grid",
+    "visible_labels",
 ]

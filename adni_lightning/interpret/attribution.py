@@ -51,7 +51,12 @@ def integrated_gradients(
     """
     ig = captum_attr().IntegratedGradients(ProbabilityModel(model))
     attributions, delta = ig.attribute(
-        image, baselines=torch.zeros_like(image), target=target, additional_forward_args=(tabular,),
-        n_steps=steps, internal_batch_size=chunk, return_convergence_delta=True,
+        image,
+        baselines=torch.zeros_like(image),
+        target=target,
+        additional_forward_args=(tabular,),
+        n_steps=steps,
+        internal_batch_size=chunk,
+        return_convergence_delta=True,
     )
     return attributions[0].sum(dim=0).detach(), float(delta.item())

@@ -15,8 +15,9 @@ from adni_lightning.data.labels import compact_colours
 _COLOURS = compact_colours()
 
 
-def ranking_figure(ranking: pd.DataFrame, classes: list[str], level: str, top: int = 10,
-                   per_voxel: bool = False) -> Figure:
+def ranking_figure(
+    ranking: pd.DataFrame, classes: list[str], level: str, top: int = 10, per_voxel: bool = False
+) -> Figure:
     """One panel per class: the ``top`` structures of ``level`` by absolute mean delta (with 95% CIs), or by
     absolute delta per voxel.
     """

@@ -115,5 +115,6 @@ class ClassMaps:
         if not self.labelmap:
             return (self.intensity[klass] / self.counts[klass]).float().numpy()
         stacked = torch.stack(self.volumes[klass])
-        return np.concatenate([torch.mode(part.long(), dim=0).values.to(torch.uint8).numpy()
-                               for part in stacked.split(8, dim=1)])
+        return np.concatenate(
+            [torch.mode(part.long(), dim=0).values.to(torch.uint8).numpy() for part in stacked.split(8, dim=1)]
+        )

@@ -1,12 +1,13 @@
 """Structure importance across images: left+right sums and a ranking per class with subject-bootstrap CIs.
 
-An image's row is one occluded structure and one class (see :mod:`~adni_lightning.interpret.occlusion`). The
-bilateral level adds an image's left and right deltas of a structure (``Left-Hippocampus`` + ``Right-Hippocampus``
-→ ``Hippocampus``; ``ctx-lh-X`` + ``ctx-rh-X`` → ``ctx-X``): the sum of two separate removals, not one joint
-removal. Visits of a subject are correlated, so the 95% interval of a mean comes from a bootstrap over
-*subjects* (each resample draws subjects with replacement and takes all their images), as in
-:mod:`adni_lightning.evaluation.metrics`. Structures are ranked per class and level by the absolute mean
-delta: removal may push a class up (e.g. a missing hippocampus reads as atrophy) or down.
+An image's row is one occluded structure and one class (see :mod:`~adni_lightning.interpret.occlusion`); a
+structure's mean is over the images that hold it. The bilateral level adds an image's left and right deltas of a
+structure (``Left-Hippocampus`` + ``Right-Hippocampus`` → ``Hippocampus``; ``ctx-lh-X`` + ``ctx-rh-X`` →
+``ctx-X``): the sum of two separate removals, not one joint removal. Visits of a subject are correlated, so
+the 95% interval of a mean comes from a bootstrap over *subjects* (each resample draws subjects with
+replacement and takes all their images), as in :mod:`adni_lightning.evaluation.metrics`. Structures are
+ranked per class and level by the absolute mean delta: removal may push a class up (e.g. a missing
+hippocampus reads as atrophy) or down.
 
 A structure's total effect grows with its size: removing the cerebral white matter blanks a large part of the
 input, and a model that is close to additive in its voxels reacts in proportion, whether or not that structure
@@ -25,13 +26,32 @@ import pandas as pd
 
 #: Columns of ``structure_importance.csv``, one row per image, class and structure.
 IMPORTANCE_COLUMNS = (
-    "image_id", "subject", "group", "predicted", "class", "label_id", "structure", "delta_p", "voxels",
+    "image_id",
+    "subject",
+    "group",
+    "predicted",
+    "class",
+    "label_id",
+    "structure",
+    "delta_p",
+    "voxels",
 )
 
 #: Columns of ``structure_ranking.csv``.
 RANKING_COLUMNS = (
-    "class", "level", "rank", "structure", "label_ids", "mean_delta_p", "ci_low", "ci_high", "images", "subjects",
-    "mean_voxels", "delta_p_per_voxel", "rank_per_voxel",
+    "class",
+    "level",
+    "rank",
+    "structure",
+    "label_ids",
+    "mean_delta_p",
+    "ci_low",
+    "ci_high",
+    "images",
+    "subjects",
+    "mean_voxels",
+    "delta_p_per_voxel",
+    "rank_per_voxel",
 )
 
 _SIDE = re.compile(r"^(Left-|Right-)|(?<=^ctx-)(lh-|rh-)")
@@ -55,7 +75,8 @@ def bilateral(importance: pd.DataFrame) -> pd.DataFrame:
     keys = ["image_id", "subject", "group", "predicted", "class", "structure"]
     return frame.groupby(keys, sort=False, as_index=False).agg(
         label_id=("label_id", _ids),
-        delta_p=("delta_p", "sum"), voxels=("voxels", "sum"),
+        delta_p=("delta_p", "sum"),
+        voxels=("voxels", "sum"),
     )
 
 
@@ -84,7 +105,11 @@ def _bootstrap(values: pd.DataFrame, n_resamples: int, seed: int, level: float) 
 
 
 def rank_structures(
-    importance: pd.DataFrame, classes: list[str], n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+    importance: pd.DataFrame,
+    classes: list[str],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """``structure_ranking.csv``: per class and level (``structure``: each id; ``bilateral``: L+R), the mean
     delta over images, its subject-bootstrap interval and the rank by absolute mean (1 = largest effect), and the
@@ -99,10 +124,17 @@ def rank_structures(
             values = part.pivot_table(index=["subject", "image_id"], columns="structure", values="delta_p")
             values.index = values.index.get_level_values("subject")
             low, high = _bootstrap(values, n_resamples, seed, level)
-            stats = part.groupby("structure").agg(
-                label_ids=("label_id", _ids), mean_delta_p=("delta_p", "mean"),
-                images=("image_id", "nunique"), subjects=("subject", "nunique"), mean_voxels=("voxels", "mean"),
-            ).reindex(values.columns)
+            stats = (
+                part.groupby("structure")
+                .agg(
+                    label_ids=("label_id", _ids),
+                    mean_delta_p=("delta_p", "mean"),
+                    images=("image_id", "nunique"),
+                    subjects=("subject", "nunique"),
+                    mean_voxels=("voxels", "mean"),
+                )
+                .reindex(values.columns)
+            )
             stats["ci_low"], stats["ci_high"] = low, high
             stats["delta_p_per_voxel"] = stats["mean_delta_p"] / stats["mean_voxels"]
             stats["rank_per_voxel"] = stats["delta_p_per_voxel"].abs().rank(ascending=False, method="first").astype(int)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
+    """Module scope, so that it also covers the module-scoped fixtures that train the models."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

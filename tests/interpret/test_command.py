@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -29,8 +30,18 @@ def run(tmp_path_factory, cohort_template) -> dict[str, Path]:
 
 
 def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
-    return tiny_args("interpret", run["root"], run["cohort"], "--ckpt_path", str(run["ckpt"]), "--ig_steps", "2",
-                     "--bootstrap", "50", *extra)
+    return tiny_args(
+        "interpret",
+        run["root"],
+        run["cohort"],
+        "--ckpt_path",
+        str(run["ckpt"]),
+        "--ig_steps",
+        "2",
+        "--bootstrap",
+        "50",
+        *extra,
+    )
 
 
 def test_interpret_writes_every_output(run, capsys):
@@ -72,6 +83,15 @@ def test_interpret_writes_every_output(run, capsys):
         assert nib.load(out / f"mean_attribution_{klass}.nii.gz").shape == (16, 16, 16)
 
 
+def test_split_all_explains_the_whole_csv_with_each_images_side(run, tmp_path):
+    out = tmp_path / "all"
+    main(interpret_args(run, "--split", "all", "--max_images", "6", "--ig_steps", "0", "--out", str(out)))
+    images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
+    sides = pd.read_csv(run["root"] / "split.csv", dtype=str).set_index("image_id")["split"]
+    assert len(images) == 6 and (images["split"] == images["image_id"].map(sides)).all()
+    assert "ig_s" not in images and not list((out / "attributions").glob("*.nii.gz"))  # --ig_steps 0: no IG
+
+
 def _one_line_error(argv: list[str]) -> str:
     with pytest.raises(InterpretError) as caught:
         main(argv)
@@ -109,7 +129,7 @@ def test_help_describes_every_option(capsys):
     assert {a.dest for a in options} >= {"config", "ckpt_path", "split", "out", "ig_steps", "max_images"}
     for action in options:
         assert action.help and action.option_strings[0] in text, action.dest
-    assert "structure occlusion and Integrated Gradients" in text.splitlines()[2] or "interpret" in text
+    assert "Which brain structures drive a prediction" in text and "95% intervals" in text
     assert "interpret  Which brain structures drive a prediction" in overview()
 
 
@@ -118,9 +138,29 @@ def test_intensity_inputs_get_voxel_attribution_only(run, capsys):
     root = run["base"] / "intensity"
     kind = ("--data.preprocessing.input_kind", "intensity")
     main(tiny_args("fit", root, run["cohort"], "--trainer.max_epochs", "1", *kind))
-    main(tiny_args("interpret", root, run["cohort"], "--ckpt_path", str(root / "checkpoints" / "last.ckpt"),
-                   "--ig_steps", "2", "--max_images", "2", *kind))
+    main(
+        tiny_args(
+            "interpret",
+            root,
+            run["cohort"],
+            "--ckpt_path",
+            str(root / "checkpoints" / "last.ckpt"),
+            "--ig_steps",
+            "2",
+            "--max_images",
+            "2",
+            *kind,
+        )
+    )
     assert NO_OCCLUSION in capsys.readouterr().out
     out = root / "interpret"
     assert not (out / "structure_importance.csv").exists()
     assert len(list((out / "attributions").glob("*_ig.nii.gz"))) == 2
+
+
+def test_missing_captum_says_how_to_install_it(monkeypatch):
+    from adni_lightning.interpret.attribution import captum_attr
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    with pytest.raises(ImportError, match=r"pip install 'adni_lightning\[interpret\]'"):
+        captum_attr()

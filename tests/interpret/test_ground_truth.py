@@ -27,10 +27,29 @@ pytestmark = pytest.mark.slow
 
 #: Bilateral names of the structures the generator changes with disease severity (cortex: weight >= 0.5).
 AFFECTED = {
-    "Hippocampus", "Amygdala", "Lateral-Ventricle", "Inf-Lat-Vent", "3rd-Ventricle",
-    *(f"ctx-{name}" for name in ("entorhinal", "parahippocampal", "fusiform", "inferiortemporal", "middletemporal",
-                                 "superiortemporal", "transversetemporal", "inferiorparietal", "isthmuscingulate",
-                                 "posteriorcingulate", "precuneus", "superiorparietal", "supramarginal")),
+    "Hippocampus",
+    "Amygdala",
+    "Lateral-Ventricle",
+    "Inf-Lat-Vent",
+    "3rd-Ventricle",
+    *(
+        f"ctx-{name}"
+        for name in (
+            "entorhinal",
+            "parahippocampal",
+            "fusiform",
+            "inferiortemporal",
+            "middletemporal",
+            "superiortemporal",
+            "transversetemporal",
+            "inferiorparietal",
+            "isthmuscingulate",
+            "posteriorcingulate",
+            "precuneus",
+            "superiorparietal",
+            "supramarginal",
+        )
+    ),
 }
 
 
@@ -38,12 +57,42 @@ AFFECTED = {
 def explained(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("ground_truth")
     generate_cohort(base / "data", subjects=120, size=48, seed=0, workers=1)
-    run = ["--trainer.default_root_dir", str(base / "run"), "--data.manifest.data_dir", str(base / "data"),
-           "--data.preprocessing.image_size", "32", "--data.loader.num_workers", "0"]
-    main(["fit", *run, "--trainer.max_epochs", "15", "--model.lr_scheduler.init_args.T_max", "15",
-          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-    main(["interpret", *run, "--ckpt_path", str(base / "run" / "checkpoints" / "last.ckpt"), "--ig_steps", "0",
-          "--bootstrap", "200"])
+    run = [
+        "--trainer.default_root_dir",
+        str(base / "run"),
+        "--data.manifest.data_dir",
+        str(base / "data"),
+        "--data.preprocessing.image_size",
+        "32",
+        "--data.loader.num_workers",
+        "0",
+    ]
+    main(
+        [
+            "fit",
+            *run,
+            "--trainer.max_epochs",
+            "15",
+            "--model.lr_scheduler.init_args.T_max",
+            "15",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+    )
+    main(
+        [
+            "interpret",
+            *run,
+            "--ckpt_path",
+            str(base / "run" / "checkpoints" / "last.ckpt"),
+            "--ig_steps",
+            "0",
+            "--bootstrap",
+            "200",
+        ]
+    )
     return base / "run" / "interpret"
 
 

@@ -16,8 +16,15 @@ from adni_lightning.module import ADNIClassifier
 
 C = compact_lookup()
 #: Left and right kept apart, so mirroring an image is a flip plus a channel swap.
-CHANNELS = {"wm_l": [2], "wm_r": [41], "hippocampus_l": [17], "hippocampus_r": [53], "ventricle_l": [4],
-            "ventricle_r": [43], "csf": [24]}
+CHANNELS = {
+    "wm_l": [2],
+    "wm_r": [41],
+    "hippocampus_l": [17],
+    "hippocampus_r": [53],
+    "ventricle_l": [4],
+    "ventricle_r": [43],
+    "csf": [24],
+}
 MIRROR = [1, 0, 3, 2, 5, 4, 6]  # channel of each channel's mirror structure
 TABLE = torch.from_numpy(channel_lookup(CHANNELS))
 

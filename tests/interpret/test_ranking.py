@@ -8,18 +8,36 @@ import pytest
 from adni_lightning.interpret.ranking import bilateral_name, rank_structures
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("Left-Hippocampus", "Hippocampus"), ("Right-Inf-Lat-Vent", "Inf-Lat-Vent"),
-    ("ctx-lh-entorhinal", "ctx-entorhinal"), ("ctx-rh-insula", "ctx-insula"), ("3rd-Ventricle", "3rd-Ventricle"),
-    ("Left-WM-hypointensities", "WM-hypointensities"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("Left-Hippocampus", "Hippocampus"),
+        ("Right-Inf-Lat-Vent", "Inf-Lat-Vent"),
+        ("ctx-lh-entorhinal", "ctx-entorhinal"),
+        ("ctx-rh-insula", "ctx-insula"),
+        ("3rd-Ventricle", "3rd-Ventricle"),
+        ("Left-WM-hypointensities", "WM-hypointensities"),
+    ],
+)
 def test_bilateral_name(name, expected):
     assert bilateral_name(name) == expected
 
 
 def _rows(image: str, subject: str, values: dict[tuple[int, str], float]) -> list[dict]:
-    return [{"image_id": image, "subject": subject, "group": "AD", "predicted": "AD", "class": "AD", "label_id": label,
-             "structure": structure, "delta_p": delta, "voxels": 10} for (label, structure), delta in values.items()]
+    return [
+        {
+            "image_id": image,
+            "subject": subject,
+            "group": "AD",
+            "predicted": "AD",
+            "class": "AD",
+            "label_id": label,
+            "structure": structure,
+            "delta_p": delta,
+            "voxels": 10,
+        }
+        for (label, structure), delta in values.items()
+    ]
 
 
 def test_ranking_means_sums_and_ranks():

@@ -1,6 +1,6 @@
 """Seconds per image of structure occlusion (direct and Captum ``FeatureAblation``) and Integrated Gradients.
 
-``python -m tests.interpret.benchmark_interpret [--size 48] [--images 4] [--ig_steps 32] [--chunk 16]`` times the
+``python benchmarks/interpret.py [--size 48] [--images 4] [--ig_steps 32] [--chunk 16]`` times the
 default synthetic config's network (ResNet3d [16, 32, 64], 9 channels) at ``--size``³ on a few images of a
 small synthetic cohort, with untrained weights (the cost does not depend on them). Both occlusion versions
 run on the same inputs and must agree; the faster is the one :mod:`adni_lightning.interpret.occlusion` keeps.
@@ -21,13 +21,27 @@ from adni_lightning.interpret.attribution import ProbabilityModel, captum_attr, 
 from adni_lightning.interpret.occlusion import present_structures, structure_occlusion, visible_labels
 
 
-def captum_occlusion(model: torch.nn.Module, image: torch.Tensor, tabular: torch.Tensor, volume: torch.Tensor,
-                     table: torch.Tensor, chunk: int) -> dict[int, torch.Tensor]:
+def captum_occlusion(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    tabular: torch.Tensor,
+    volume: torch.Tensor,
+    table: torch.Tensor,
+    chunk: int,
+) -> dict[int, torch.Tensor]:
     """Captum's FeatureAblation with a structure mask: compact label → ``(K,)`` delta_p (our sign)."""
     mask = volume.long()[None]  # (1, 1, D, H, W), broadcast over the channels
     mask = torch.where(torch.isin(mask, visible_labels(table)), mask, torch.zeros_like(mask))
-    attributions = captum_attr().FeatureAblation(ProbabilityModel(model)).attribute(
-        image, baselines=0.0, additional_forward_args=(tabular,), feature_mask=mask, perturbations_per_eval=chunk - 1,
+    attributions = (
+        captum_attr()
+        .FeatureAblation(ProbabilityModel(model))
+        .attribute(
+            image,
+            baselines=0.0,
+            additional_forward_args=(tabular,),
+            feature_mask=mask,
+            perturbations_per_eval=chunk - 1,
+        )
     )  # (K, C, D, H, W): original − ablated, the same value on every voxel of a structure
     first = {int(label): int(torch.nonzero(mask.flatten() == label)[0]) for label in present_structures(volume, table)}
     flat = attributions.flatten(2)[:, 0]
@@ -42,9 +56,23 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=16, help="volumes per forward pass")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cli = load_run(None, ["--trainer.default_root_dir", tmp, "--data.manifest.data_dir", str(Path(tmp) / "data"),
-                              "--data.cohort.subjects", "8", "--data.cohort.size", "64",
-                              "--data.loader.num_workers", "0", "--data.preprocessing.image_size", str(args.size)])
+        cli = load_run(
+            None,
+            [
+                "--trainer.default_root_dir",
+                tmp,
+                "--data.manifest.data_dir",
+                str(Path(tmp) / "data"),
+                "--data.cohort.subjects",
+                "8",
+                "--data.cohort.size",
+                "64",
+                "--data.loader.num_workers",
+                "0",
+                "--data.preprocessing.image_size",
+                str(args.size),
+            ],
+        )
         dm, model = cli.datamodule, cli.model.eval()
         dm.prepare_cohort()
         manifest = dm.manifest()
@@ -73,8 +101,10 @@ def main() -> None:
             start = time.perf_counter()
             integrated_gradients(model, image, tabular, 0, args.ig_steps, args.chunk)
             times["ig"].append(time.perf_counter() - start)
-        print(f"{args.size}³, {len(labels)} structures in the last image, chunk {args.chunk}, "
-              f"{torch.get_num_threads()} torch thread(s); seconds per image (each image: {args.images}):")
+        print(
+            f"{args.size}³, {len(labels)} structures in the last image, chunk {args.chunk}, "
+            f"{torch.get_num_threads()} torch thread(s); seconds per image (each image: {args.images}):"
+        )
         for name, values in times.items():
             print(f"  {name:<7} mean {sum(values) / len(values):.2f}  [{', '.join(f'{v:.2f}' for v in values)}]")
         print(f"  largest |direct - captum| delta_p: {worst:.2e}")

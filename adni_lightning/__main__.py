@@ -1,5 +1,5 @@
 """``python -m adni_lightning COMMAND ...`` (see :mod:`adni_lightning.main`)."""
 
-from adni_lightning.main import main
+from adni_lightning.main import run_from_command_line
 
-main()
+run_from_command_line()

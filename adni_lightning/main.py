@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -234,6 +235,31 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     by_subject = write_predictions(mean.assign(members=len(checkpoints)), path)
     print(f"predict: averaged {len(checkpoints)} checkpoints into {path} and {by_subject}")
     return path
+
+
+def _project_errors() -> tuple[type[Exception], ...]:
+    """Errors that explain themselves: bad input, bad configuration, a refused resume, a diverged loss."""
+    from adni_lightning.commands.cv import CrossValidationError
+    from adni_lightning.data.cache import CacheBuildError
+    from adni_lightning.data.manifest import ManifestError
+    from adni_lightning.data.split import SplitError
+    from adni_lightning.module import NonFiniteLossError
+
+    return (ManifestError, SplitError, CacheBuildError, ResumeError, NonFiniteLossError, CrossValidationError)
+
+
+def run_from_command_line() -> None:
+    """``python -m adni_lightning``: a project error ends with its message alone (exit 1), not a traceback
+    through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback.
+    """
+    try:
+        main()
+    except _project_errors() as error:
+        if os.environ.get("ADNI_LIGHTNING_DEBUG"):
+            raise
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(args: list[str] | None = None) -> ADNILightningCLI | None:

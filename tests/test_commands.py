@@ -64,3 +64,22 @@ def test_imports_run_one_way():
                     assert name != "adni_lightning", f"{path.name} imports the package root"
     code = "import adni_lightning.data.datamodule, sys; assert 'adni_lightning.synth' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_project_error_on_the_command_line_is_one_line_without_traceback(tmp_path):
+    config = Path(__file__).resolve().parents[1] / "configs" / "adni.yaml"
+    overrides = {
+        "--data.manifest.data_dir": tmp_path / "none",
+        "--data.cache_dir": tmp_path / "cache",
+        "--trainer.default_root_dir": tmp_path / "run",
+        "--trainer.accelerator": "cpu",
+        "--trainer.precision": "32-true",
+    }
+    command = [sys.executable, "-m", "adni_lightning", "fit", "--config", str(config)]
+    command += [str(part) for pair in overrides.items() for part in pair]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"python -m adni_lightning fit: error: CSV not found: {tmp_path / 'none' / 'ADNI_1p5T_Filtered.csv'}"
+    assert not (tmp_path / "none").exists()  # a real-data config never creates the data folder

@@ -189,7 +189,7 @@ def subject_level(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     return out[columns].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _resample_counts(draws: np.ndarray, n_subjects: int) -> np.ndarray:
+def resample_counts(draws: np.ndarray, n_subjects: int) -> np.ndarray:
     """``(b, n_subjects)`` drawn subject indices → how often each subject is drawn in each resample."""
     offsets = np.arange(len(draws))[:, None] * n_subjects
     return np.bincount((draws + offsets).ravel(), minlength=draws.size).reshape(len(draws), n_subjects)
@@ -224,7 +224,7 @@ def bootstrap_samples(
     images = np.arange(len(frame))
     out = {name: np.empty(n_resamples) for name in names}
     for start in range(0, n_resamples, _CHUNK):
-        copies = _resample_counts(draws[start : start + _CHUNK], len(subjects))[:, subject]  # (block, images)
+        copies = resample_counts(draws[start : start + _CHUNK], len(subjects))[:, subject]  # (block, images)
         block = slice(start, start + len(copies))
         values = confusion_metrics((copies @ cell).reshape(-1, k, k), classes)
         for name in names:

@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from adni_lightning.evaluation.metrics import resample_counts
+
 #: Columns of ``structure_importance.csv``, one row per image, class and structure.
 IMPORTANCE_COLUMNS = (
     "image_id",
@@ -93,8 +95,7 @@ def _bootstrap(values: pd.DataFrame, n_resamples: int, seed: int, level: float) 
     np.add.at(sums, subject_codes, values.fillna(0).to_numpy())
     np.add.at(counts, subject_codes, present)
     draws = np.random.default_rng(seed).integers(0, len(subjects), size=(n_resamples, len(subjects)))
-    offsets = np.arange(n_resamples)[:, None] * len(subjects)
-    weights = np.bincount((draws + offsets).ravel(), minlength=draws.size).reshape(n_resamples, len(subjects))
+    weights = resample_counts(draws, len(subjects))
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (weights @ sums) / (weights @ counts)
     tail = 50 * (1 - level)

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 OnBadRows = Literal["error", "skip"]
 
+#: The diagnostic groups of ADNI-1, in label order: the default classes.
+ADNI1_GROUPS = ("CN", "MCI", "AD")
+
 #: Name of the IDA collection export inside an ADNI download folder.
 CSV_NAME = "ADNI_1p5T_Filtered.csv"
 
@@ -71,7 +74,7 @@ class ManifestSpec:
     data_dir: str | Path = "K1data"
     csv_path: str | Path | None = None
     filename_pattern: str = "{group}/{image_id}.nii_aseg_deep.mgz"
-    classes: tuple[str, ...] = ("CN", "MCI", "AD")
+    classes: tuple[str, ...] = ADNI1_GROUPS
     group_map: dict[str, str | None] = field(default_factory=dict)
     age_range: tuple[float, float] = (40.0, 110.0)
     on_bad_rows: OnBadRows = "error"

@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
-from adni_lightning.data.manifest import CSV_NAME
+from adni_lightning.data.manifest import ADNI1_GROUPS, CSV_NAME
 
 TRUTH_NAME = "synthetic_truth.csv"
 #: Written into every generated cohort: only a folder holding it (or no folder) may be (re)generated into.
@@ -51,7 +51,7 @@ CSV_COLUMNS = (
     "Format",
     "Downloaded",
 )
-GROUPS = ("CN", "MCI", "AD")
+GROUPS = ADNI1_GROUPS
 
 _RIGHT: dict[int, int] = dict(LEFT_RIGHT_PAIRS)
 

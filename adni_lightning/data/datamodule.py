@@ -72,8 +72,6 @@ class ADNIDataModule(L.LightningDataModule):
             Path(cache_dir) if cache_dir else self.manifest_spec.root / ".cache", self.preprocessing
         )
         self.encoder = TabularEncoder(tabular.volumes)
-        if tabular.volumes and not self.preprocessing.labelmap:
-            raise ValueError("data.tabular.volumes needs label maps: intensity volumes have no structures to measure")
         self.classes = list(self.manifest_spec.classes)
         # Read by LightningCLI's argument links right after __init__, before setup().
         self.num_classes = len(self.classes)
@@ -118,6 +116,11 @@ class ADNIDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Validate the CSV, fix the split, fill the cache."""
+        if self.encoder.volumes and not self.preprocessing.labelmap:
+            raise ValueError(
+                "data.tabular.volumes needs label maps: intensity volumes have no structures to measure "
+                "(set data.tabular.volumes to [])"
+            )
         self.prepare_cohort()
         manifest = self.manifest()
         if not self._predicting_everything:

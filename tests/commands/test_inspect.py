@@ -79,7 +79,17 @@ def test_the_overview_lists_both_commands(capsys):
 
 def test_intensity_runs_are_refused_with_one_clear_line(cohort, tmp_path):
     with pytest.raises(ValueError, match="need label maps"):
-        main(tiny_args("inspect", tmp_path / "run", cohort, "--data.preprocessing.input_kind", "intensity"))
+        main(
+            tiny_args(
+                "inspect",
+                tmp_path / "run",
+                cohort,
+                "--data.preprocessing.input_kind",
+                "intensity",
+                "--data.tabular.volumes",
+                "[]",
+            )
+        )
 
 
 def test_bad_options_exit_with_usage(tmp_path: Path):

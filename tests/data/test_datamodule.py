@@ -159,3 +159,17 @@ def test_a_label_map_flip_swaps_left_and_right_labels(cohort, tmp_path):
     assert plain["image"][:, 0].sum() > 0
     torch.testing.assert_close(flipped["image"][:, 1], plain["image"][:, 0].flip(1))  # left → mirrored right
     torch.testing.assert_close(flipped["image"][:, 0], plain["image"][:, 1].flip(1))
+
+
+def test_volumes_as_covariates_need_label_maps(cohort, tmp_path):
+    from adni_lightning.data.tabular import TabularSpec
+
+    dm = _datamodule(
+        cohort,
+        tmp_path,
+        preprocessing=Preprocessing(input_kind="intensity"),
+        tabular=TabularSpec(("Left-Hippocampus",)),
+    )
+    with pytest.raises(ValueError, match="data.tabular.volumes needs label maps"):
+        dm.prepare_data()
+    assert not (tmp_path / "run" / "split.csv").exists()  # refused before anything is written

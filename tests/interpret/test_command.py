@@ -136,7 +136,7 @@ def test_help_describes_every_option(capsys):
 def test_intensity_inputs_get_voxel_attribution_only(run, capsys):
     """The label maps read as intensities: a pipeline check of the intensity path, not of its anatomy."""
     root = run["base"] / "intensity"
-    kind = ("--data.preprocessing.input_kind", "intensity")
+    kind = ("--data.preprocessing.input_kind", "intensity", "--data.tabular.volumes", "[]")
     main(tiny_args("fit", root, run["cohort"], "--trainer.max_epochs", "1", *kind))
     main(
         tiny_args(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +23,10 @@ from jsonargparse import ArgumentParser
 
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
-from adni_lightning.data.split import SplitSpec, split_subjects
+from adni_lightning.data.split import split_subjects
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import check_fold_count, first_visit_flags
+from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
 from adni_lightning.evaluation.report import write_cv_report
 from adni_lightning.main import ADNILightningCLI
 from adni_lightning.main import main as run_main
@@ -222,7 +224,7 @@ def _run_once(
     """One cross-validation in ``root``: folds (skipping finished ones), baseline, report."""
     _check_no_validation_choice(cli)
     dm = cli.datamodule
-    dm.split_spec = SplitSpec(**{**vars(dm.split_spec), "folds": folds, "fold": 0, "file": str(root / "split.csv")})
+    dm.split_spec = replace(dm.split_spec, folds=folds, fold=0, file=str(root / "split.csv"))
     dm.prepare_cohort()
     manifest = dm.manifest()
     split = split_subjects(manifest, dm.split_spec)
@@ -301,8 +303,6 @@ def _baseline(root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: 
 
 def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples: int) -> None:
     """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble)."""
-    from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
-
     columns = prob_columns(classes)
     keys = ["image_id", "subject", "group", "visit", "first_visit"]
     rows = []

@@ -163,9 +163,8 @@ class ADNIDataModule(L.LightningDataModule):
     def _marked_with_saved_split(self, manifest: pd.DataFrame) -> pd.DataFrame:
         """The manifest with each image's side in the run's saved split, ``-`` for images it does not hold."""
         rows = manifest.assign(split="-")
-        path = Path(self.split_spec.file) if self.split_spec.file else Path(self.trainer.default_root_dir) / "split.csv"
-        if path.is_file():
-            sides = pd.read_csv(path, dtype=str).set_index("image_id")["split"]
+        if self.split_path.is_file():
+            sides = pd.read_csv(self.split_path, dtype=str).set_index("image_id")["split"]
             rows["split"] = rows["image_id"].map(sides).fillna("-")
         return rows
 

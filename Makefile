@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/synthetic.yaml
 
-.PHONY: install lint format test test-slow train cv tensorboard bench clean
+.PHONY: install lint format test test-slow train cv tensorboard bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ tensorboard:
 
 bench:
 	$(BIN)/python benchmarks/data_path.py
+
+# The README's figures for the default run, measured again from scratch and written into README.md.
+reproduce:
+	$(BIN)/python benchmarks/default_run.py --write-readme
 
 clean:
 	rm -rf runs data/synthetic/.cache .pytest_cache

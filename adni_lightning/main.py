@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from adni_lightning import commands
+from adni_lightning.arguments import CLIParser
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.module import ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
@@ -141,7 +142,6 @@ class ADNILightningCLI(LightningCLI):
 KNOWN_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning, on every run (torch >= 2.9)
     r"Checkpoint directory .* exists and is not empty.*",  # resume: before_fit already refuses an overwrite
-    r"LightningCLI's args parameter is intended to run from within Python.*",  # commands that run fit in-process
 )
 
 
@@ -181,15 +181,19 @@ def lightning_cli(argv: list[str], from_command_line: bool, run: bool = True) ->
         sys.argv[1:] = argv  # DDP's re-launch of this command reads sys.argv
     if not run:
         argv = argv[1:]  # LightningCLI without a subcommand
-    return ADNILightningCLI(
-        ADNIClassifier,
-        ADNIDataModule,
-        subclass_mode_data=True,
-        args=None if from_command_line else argv,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": PROG},
-        run=run,
-    )
+    with warnings.catch_warnings():
+        # In-process runs (commands, tests) pass argv while sys.argv holds the outer command's: intended here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended", category=UserWarning)
+        return ADNILightningCLI(
+            ADNIClassifier,
+            ADNIDataModule,
+            subclass_mode_data=True,
+            args=None if from_command_line else argv,
+            save_config_kwargs={"overwrite": True},
+            parser_class=CLIParser,
+            parser_kwargs={"prog": PROG},
+            run=run,
+        )
 
 
 def _checkpoint_paths(argv: list[str]) -> list[str]:

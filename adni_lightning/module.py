@@ -25,6 +25,7 @@ from adni_lightning.data.batch import Batch
 from adni_lightning.data.preprocess import InputKind
 from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
+from adni_lightning.schedules import CosineToMaxEpochs
 from adni_lightning.seeding import derived_seed, run_seed
 
 #: Checkpoint key of the DataModule's state, whatever the DataModule's class.
@@ -235,6 +236,8 @@ class ADNIClassifier(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, CosineToMaxEpochs):
+            scheduler.follow(self.trainer.max_epochs)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},

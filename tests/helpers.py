@@ -27,8 +27,6 @@ TINY = [
     "false",
     "--trainer.enable_model_summary",
     "false",
-    "--model.lr_scheduler.init_args.T_max",
-    "4",
     "--trainer.log_every_n_steps",
     "1",
 ]

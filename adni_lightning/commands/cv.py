@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from jsonargparse import ArgumentParser
 
+from adni_lightning.arguments import CommandParser
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
 from adni_lightning.data.split import split_subjects
@@ -47,9 +47,9 @@ class CrossValidationError(ValueError):
     """The cross-validation cannot run as asked (too many folds, a folder of another configuration, a leak)."""
 
 
-def parser() -> ArgumentParser:
+def parser() -> CommandParser:
     """The command's own options; ``--data.*``/``--model.*``/``--trainer.*`` go to the fold runs."""
-    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p = CommandParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument(
         "--config", type=str, action="append", help="run config, as for fit; repeat to stack (default: synthetic.yaml)"
     )
@@ -153,6 +153,11 @@ def _run_fold(
                 "false",
                 "--trainer.default_root_dir",
                 str(fold_dir / f"predict_{side}"),
+                # the fold's checkpoint callbacks keep their place, so restoring their state finds what it expects
+                "--checkpoint.dirpath",
+                str(last.parent),
+                "--last_checkpoint.dirpath",
+                str(last.parent),
             ]
         )
         shutil.move(fold_dir / f"predict_{side}" / "predictions.csv", fold_dir / f".{name}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from jsonargparse import ArgumentParser
 
+from adni_lightning.arguments import CommandParser
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.labels import FREESURFER_LUT
 from adni_lightning.data.volumes import (
@@ -34,9 +34,9 @@ RUN_OPTIONS_HELP = (
 _NAME_TO_ID = {name: label for label, (name, _) in FREESURFER_LUT.items()}
 
 
-def parser(prog: str = PROG, doc: str = __doc__) -> ArgumentParser:
+def parser(prog: str = PROG, doc: str = __doc__) -> CommandParser:
     """The options every command over a run's cohort shares: ``--config``."""
-    p = ArgumentParser(prog=prog, description=doc.splitlines()[0], epilog=RUN_OPTIONS_HELP, exit_on_error=True)
+    p = CommandParser(prog=prog, description=doc.splitlines()[0], epilog=RUN_OPTIONS_HELP, exit_on_error=True)
     p.add_argument(
         "--config",
         type=str,

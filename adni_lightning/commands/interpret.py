@@ -37,10 +37,10 @@ from typing import Any, Literal, get_args
 import pandas as pd
 import torch
 import yaml
-from jsonargparse import ArgumentParser
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
+from adni_lightning.arguments import CommandParser
 from adni_lightning.commands.inspect import parser as run_parser
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.dataset import VolumeDataset, collate_volumes
@@ -77,7 +77,7 @@ class InterpretError(ValueError):
     """The checkpoint, config and split cannot be interpreted together; the message says why, in one line."""
 
 
-def parser() -> ArgumentParser:
+def parser() -> CommandParser:
     """The command's options; the run's own (``--data.*`` ...) are split off before parsing."""
     p = run_parser(PROG, __doc__)
     p.add_argument("--ckpt_path", type=Path, required=True, help="the trained model's checkpoint (.ckpt)")

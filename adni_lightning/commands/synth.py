@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
-
+from adni_lightning.arguments import CommandParser
 from adni_lightning.synth.cohort import GROUPS, SyntheticCohort, generate_cohort
 
 PROG = "python -m adni_lightning synth"
 
 
-def parser() -> ArgumentParser:
+def parser() -> CommandParser:
     """The command's options: the output folder, processes, and :class:`SyntheticCohort`'s fields."""
-    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], exit_on_error=True)
+    p = CommandParser(prog=PROG, description=__doc__.splitlines()[0], exit_on_error=True)
     p.add_argument("--out", type=Path, required=True, help="folder to write the cohort into")
     p.add_argument("--workers", type=int | None, default=None, help="processes (default: every core)")
     p.add_class_arguments(SyntheticCohort, nested_key=None, fail_untyped=True)

@@ -77,8 +77,6 @@ def explained(tmp_path_factory) -> Path:
             *run,
             "--trainer.max_epochs",
             "15",
-            "--model.lr_scheduler.init_args.T_max",
-            "15",
             "--trainer.enable_progress_bar",
             "false",
             "--trainer.enable_model_summary",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -44,14 +45,19 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.mode": "max",
     "checkpoint.filename": "best-epoch{epoch:03d}-bacc{val/bacc:.3f}",
     "checkpoint.auto_insert_metric_name": False,
-    "last_checkpoint.filename": "epoch{epoch:03d}",
-    "last_checkpoint.auto_insert_metric_name": False,
-    "last_checkpoint.save_last": True,
+    # The latest epoch under one name, overwritten each epoch (save_last would keep an epochNNN.ckpt beside it).
+    "last_checkpoint.filename": ModelCheckpoint.CHECKPOINT_NAME_LAST,
+    "last_checkpoint.enable_version_counter": False,
 }
 
 
 class ResumeError(RuntimeError):
     """``fit`` would overwrite an earlier run, or ``--ckpt_path last`` has nothing to resume."""
+
+
+def _last_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
+    """The callback that keeps ``last.ckpt``."""
+    return next((c for c in trainer.checkpoint_callbacks if c.filename == ModelCheckpoint.CHECKPOINT_NAME_LAST), None)
 
 
 class ADNILightningCLI(LightningCLI):
@@ -96,7 +102,7 @@ class ADNILightningCLI(LightningCLI):
 
         Lightning would overwrite the first silently and start the second from scratch with only a warning.
         """
-        checkpoint = next((c for c in self.trainer.checkpoint_callbacks if c.save_last), None)
+        checkpoint = _last_checkpoint(self.trainer)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
@@ -112,8 +118,8 @@ class ADNILightningCLI(LightningCLI):
     def after_fit(self) -> None:
         """Say where the run's checkpoints are and how to use them."""
         best = self.trainer.checkpoint_callback
-        last = next((c.last_model_path for c in self.trainer.checkpoint_callbacks if c.last_model_path), None)
-        if not self.trainer.is_global_zero or last is None:
+        last = getattr(_last_checkpoint(self.trainer), "best_model_path", None)
+        if not self.trainer.is_global_zero or not last:
             return
         lines = [f"last checkpoint: {last}"]
         if best is not None and best.best_model_path:

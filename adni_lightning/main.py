@@ -166,6 +166,7 @@ def overview() -> str:
     for name, summary in {**LIGHTNING_COMMANDS, **commands.summaries()}.items():
         lines.append(f"  {name:<10} {summary}")
     lines += ["", f"Without --config, {', '.join(LIGHTNING_COMMANDS)} use the packaged {DEFAULT_CONFIG.name}."]
+    lines.append("An error ends with its message alone; --debug (or ADNI_LIGHTNING_DEBUG=1) shows its traceback.")
     return "\n".join(lines)
 
 
@@ -252,6 +253,9 @@ def run_from_command_line() -> None:
     """``python -m adni_lightning``: a project error ends with its message alone (exit 1), not a traceback
     through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback.
     """
+    if "--debug" in sys.argv[1:]:  # anywhere on the line: the same as ADNI_LIGHTNING_DEBUG=1
+        sys.argv.remove("--debug")
+        os.environ["ADNI_LIGHTNING_DEBUG"] = "1"  # processes that DDP launches inherit it
     try:
         main()
     except _project_errors() as error:

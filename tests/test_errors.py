@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -142,3 +143,31 @@ def test_generating_a_cohort_says_so_on_the_console(tmp_path, caplog):
     stamps = _snapshot(folder)
     dm.prepare_cohort()  # its own earlier cohort: reused, not rewritten
     assert _snapshot(folder) == stamps
+
+
+def _spawned(error: Exception) -> Exception:
+    """``error`` as torch re-raises one from a process that ``ddp_spawn`` started: its traceback, as text."""
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    try:
+        try:
+            raise OSError("the cause")
+        except OSError as cause:
+            raise error from cause
+    except Exception:
+        text = traceback.format_exc()
+    return ProcessRaisedException(f"\n\n-- Process 1 terminated with the following error:\n{text}", 1, 4242)
+
+
+def test_a_project_error_of_a_spawned_process_is_still_its_message():
+    from adni_lightning.data.cache import CacheDirError
+    from adni_lightning.main import _project_message
+
+    report = "a.csv: 2 of 9 row(s) cannot be used (set on_bad_rows: skip to train without them):\n  row 2\n  row 3"
+    assert _project_message(_spawned(ManifestError(report))) == report
+    assert _project_message(_spawned(CacheDirError("cache directory /c cannot be written"))) == (
+        "cache directory /c cannot be written"
+    )
+    assert _project_message(_spawned(KeyError("a bug"))) is None  # its traceback stays
+    assert _project_message(ManifestError("one line")) == "one line"
+    assert _project_message(ValueError("not ours")) is None

@@ -81,6 +81,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._channel_table = torch.from_numpy(channel_lookup(self.preprocessing.channel_map))
         self._swap = torch.from_numpy(hemisphere_swap()) if self.preprocessing.labelmap else None
         self._manifest: pd.DataFrame | None = None
+        self._filled_cache = False
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, VolumeDataset] = {}
 
@@ -109,6 +110,7 @@ class ADNIDataModule(L.LightningDataModule):
         manifest = self.manifest()
         _, faults = self.cache.collect(zip(manifest["image_id"], manifest["path"]), self.loader.num_workers)
         self._manifest = exclude_images(manifest, self.manifest_spec, {f.image_id: f.reason for f in faults})
+        self._filled_cache = True
         return self._manifest
 
     def _with_volumes(self, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -153,6 +155,8 @@ class ADNIDataModule(L.LightningDataModule):
         return predicting and self.predict_split == "all"
 
     def setup(self, stage: str) -> None:
+        if not self._filled_cache:  # another process filled it (rank 0): read the faults it recorded, not earlier ones
+            self._manifest = None
         manifest = self.manifest()
         entries = {i: self.cache.entry_path(i, p) for i, p in zip(manifest["image_id"], manifest["path"])}
         missing = [i for i, e in entries.items() if not e.exists()]

@@ -236,6 +236,8 @@ def test_skipped_decode_faults_stay_out_for_other_processes_and_later_runs(cohor
     broken = _break_two_files(cohort)
     skip = ManifestSpec(data_dir=str(cohort), on_bad_rows="skip")
     dm = _datamodule(cohort, tmp_path, manifest=skip)
+    other = _datamodule(cohort, tmp_path, manifest=skip)  # another DDP rank, which read the CSV early
+    assert set(broken) <= set(other.manifest()["image_id"])  # nothing decoded yet
     with caplog.at_level(logging.WARNING, logger="adni_lightning"):
         dm.prepare_data()
     for image_id, (row, path, _) in broken.items():
@@ -245,11 +247,11 @@ def test_skipped_decode_faults_stay_out_for_other_processes_and_later_runs(cohor
     everything = set(build_manifest(ManifestSpec(data_dir=str(cohort)))["image_id"])
     used = {i for side in ("train", "val", "test") for i in dm.datasets[side].rows["image_id"]}
     assert used == everything - set(broken)
-    # Another DDP rank, or a later `validate`: setup without prepare_data sees the same images and split.
-    other = _datamodule(cohort, tmp_path, manifest=skip)
-    other.setup("validate")
-    assert split_digest(other.split) == split_digest(dm.split)
-    assert set(other.manifest()["image_id"]) == everything - set(broken)
+    # The other rank, and a later `validate`: setup without prepare_data sees the same images and split.
+    for later in (other, _datamodule(cohort, tmp_path, manifest=skip)):
+        later.setup("validate")
+        assert split_digest(later.split) == split_digest(dm.split)
+        assert set(later.manifest()["image_id"]) == everything - set(broken)
     # With on_bad_rows: error, a later run names them from the record, before anything is decoded again.
     with pytest.raises(ManifestError, match="2 of .* image files cannot be read or decoded"):
         _datamodule(cohort, tmp_path).manifest()

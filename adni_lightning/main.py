@@ -21,6 +21,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from torch.multiprocessing.spawn import ProcessRaisedException
 
 from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
@@ -172,6 +173,7 @@ def overview() -> str:
     for name, summary in {**LIGHTNING_COMMANDS, **commands.summaries()}.items():
         lines.append(f"  {name:<10} {summary}")
     lines += ["", f"Without --config, {', '.join(LIGHTNING_COMMANDS)} use the packaged {DEFAULT_CONFIG.name}."]
+    lines.append("An error ends with its message alone; --debug (or ADNI_LIGHTNING_DEBUG=1) shows its traceback.")
     return "\n".join(lines)
 
 
@@ -258,17 +260,43 @@ def _project_errors() -> tuple[type[Exception], ...]:
     return (ManifestError, SplitError, CacheBuildError, ResumeError, NonFiniteLossError, CrossValidationError)
 
 
+def _project_message(error: Exception) -> str | None:
+    """The message of a project error, also of one raised in a process ``ddp_spawn`` started: torch re-raises
+    that in the parent as the child's traceback text (``ProcessRaisedException``), ending in ``module.Class: message``.
+    """
+    if isinstance(error, _project_errors()):
+        return str(error)
+    if not isinstance(error, ProcessRaisedException):
+        return None
+    names, classes = set(), list(_project_errors())
+    while classes:
+        cls = classes.pop()
+        names.add(f"{cls.__module__}.{cls.__qualname__}")
+        classes += cls.__subclasses__()
+    text = str(error)
+    lines = text[text.rfind("Traceback (most recent call last):") :].splitlines()
+    for index, line in enumerate(lines):
+        name, colon, first = line.partition(": ")
+        if colon and name in names:
+            return "\n".join([first, *lines[index + 1 :]]).strip()
+    return None
+
+
 def run_from_command_line() -> None:
     """``python -m adni_lightning``: a project error ends with its message alone (exit 1), not a traceback
     through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback.
     """
+    if "--debug" in sys.argv[1:]:  # anywhere on the line: the same as ADNI_LIGHTNING_DEBUG=1
+        sys.argv.remove("--debug")
+        os.environ["ADNI_LIGHTNING_DEBUG"] = "1"  # processes that DDP launches inherit it
     try:
         main()
-    except _project_errors() as error:
-        if os.environ.get("ADNI_LIGHTNING_DEBUG"):
+    except Exception as error:
+        message = _project_message(error)
+        if message is None or os.environ.get("ADNI_LIGHTNING_DEBUG"):
             raise
         command = sys.argv[1] if len(sys.argv) > 1 else ""
-        print(f"{PROG} {command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {command}: error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

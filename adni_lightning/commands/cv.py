@@ -236,6 +236,7 @@ def _run_once(
     check_fold_count(split, folds, dm.classes)
     _check_same_config(root, _config_record(cli, folds, overrides))
     dm.prepare_data()  # the CV split (fold 0 as validation) beside the folds, and the cache
+    manifest = dm.manifest()  # less the files the cache could not decode (on_bad_rows: skip)
     has_test = (split["split"] == "test").any()
     for fold in range(folds) if only_fold is None else [only_fold]:
         fold_dir = root / f"fold_{fold}"

@@ -57,9 +57,7 @@ def cohort_volumes(configs: list[str] | None, overrides: list[str]) -> tuple[ADN
     if not dm.preprocessing.labelmap:
         raise ValueError("regional volumes need label maps: data.preprocessing.input_kind is not labelmap")
     dm.prepare_cohort()
-    manifest = dm.manifest()
-    dm.cache.build(zip(manifest["image_id"], manifest["path"], strict=True), num_workers=dm.loader.num_workers)
-    return cli, regional_volumes(manifest, dm.cache)
+    return cli, regional_volumes(dm.fill_cache(), dm.cache)
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:

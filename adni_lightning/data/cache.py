@@ -5,23 +5,40 @@ the regional volumes counted on the full-resolution voxels while they are decode
 :mod:`adni_lightning.data.volumes`). Its name holds a key of the source file's identity (resolved path, size,
 mtime), of every preprocessing parameter and of the entry format, so a changed file, setting or format never
 reuses an old entry. Both files are written to a temporary name and renamed, so a crash leaves no half-written
-entry under the real name; an entry that fails its check is rebuilt.
+entry under the real name; an entry that fails its check is rebuilt, and temporary files of writers that no
+longer run are deleted before the next build.
+
+A source that cannot be decoded (a corrupt gzip body, non-integer or unknown label values) gets a ``.fault``
+marker under its entry's key instead, holding the reason: every process of a run, and every later run, then
+knows the faults of the files it did not decode itself (the manifest step drops or reports them). A changed
+file has another key, so it is decoded again.
 
 Sidecar: ``{"crc32": int, "voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two
-for label maps only (every non-zero id present; absent ids are absent).
+for label maps only (every non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
+
+Pool workers build entries; they ignore Ctrl-C (the parent cancels the queued work and lets the running entries
+finish) and die with the parent, even one killed by SIGKILL, so an interrupted build leaves no process behind.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import os
+import re
+import signal
+import sys
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,8 +53,39 @@ log = logging.getLogger(__name__)
 _CACHE_FORMAT = 2
 
 
+#: Temporary name of an entry being written: ``.<entry name>.<writer pid>.<random>.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 class CacheBuildError(RuntimeError):
     """One or more volumes could not be preprocessed; the message lists each file and reason."""
+
+
+class CacheDirError(CacheBuildError):
+    """The cache directory cannot be written; the message names it and the option that moves it."""
+
+
+FaultKind = Literal["content", "unreadable", "cache"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why one image has no entry, as plain data (it crosses the process pool as a return value).
+
+    ``kind``: ``content``, the file's bytes cannot be decoded or hold no label map (recorded: decoding it again
+    gives the same answer); ``unreadable``, the file could not be opened (not recorded: permissions may be
+    fixed); ``cache``, the entry could not be written (``path`` is then the entry).
+    """
+
+    image_id: str
+    path: str
+    reason: str
+    kind: FaultKind = "content"
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {self.path}: {self.reason}"
 
 
 def _source_identity(path: Path) -> dict[str, object]:
@@ -49,7 +97,7 @@ def _atomic_write(target: Path, write) -> None:
     """Write to a temporary name, then rename. No fsync: an entry torn by a power cut fails its CRC check
     and is rebuilt, which is cheaper than syncing every entry.
     """
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -57,6 +105,57 @@ def _atomic_write(target: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed process nobody has reaped yet)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2] not in "ZX"  # the state follows the command name
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Delete temporary files whose writer no longer runs (killed mid-write); they were never read as entries."""
+    for path in root.glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent exits; ``False`` where ``prctl`` is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_gone(parent: int, interval: float = 1.0) -> None:
+    """Poll for the parent and end this process once it is gone (where the kernel cannot be asked to)."""
+    while _running(parent):
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """Pool worker: leave Ctrl-C to the parent, and never outlive it, even when it is killed by SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_exit_when_gone, args=(parent,), daemon=True).start()
+    if not _running(parent):  # gone before the request above took effect
+        os._exit(1)
 
 
 class VolumeCache:
@@ -113,51 +212,114 @@ class VolumeCache:
             ) from err
         return {int(i): float(v) for i, v in stored.items()}
 
-    def build(self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0) -> dict[str, Path]:
-        """Make sure every ``(image_id, source)`` has a valid entry; return image_id → entry path.
+    def fault_path(self, entry: Path) -> Path:
+        """The marker recording why the source of ``entry`` cannot be preprocessed."""
+        return entry.with_suffix(".fault")
+
+    def recorded_faults(self, items: Iterable[tuple[str, str | Path]]) -> list[Fault]:
+        """The faults an earlier build recorded for these ``(image_id, source)``, without decoding anything."""
+        faults = []
+        for image_id, source in items:
+            try:
+                marker = self.fault_path(self.entry_path(image_id, source))
+                reason = json.loads(marker.read_text())["reason"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            faults.append(Fault(image_id, str(source), str(reason)))
+        return faults
+
+    def collect(
+        self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0
+    ) -> tuple[dict[str, Path], list[Fault]]:
+        """Make sure every ``(image_id, source)`` has a valid entry, as far as its file allows.
 
         Entries that exist and pass :meth:`is_valid` are kept; missing, stale or corrupt ones are built in
-        ``num_workers`` processes (0: in this process). Every failure is collected and raised together.
+        ``num_workers`` processes (0: in this process). Returns image_id → entry for every image built or found,
+        and a :class:`Fault` for every other one (all of them, whatever their number). Raises
+        :class:`CacheDirError` when the entries cannot be written.
         """
-        entries, failures = {}, []
+        entries, faults = {}, []
         for image_id, source in items:
             try:
                 entries[image_id] = (self.entry_path(image_id, source), Path(source))
             except OSError as err:
-                failures.append(f"image {image_id}: {source}: cannot read ({err.strerror})")
+                faults.append(Fault(image_id, str(source), f"cannot read ({err.strerror})", "unreadable"))
         todo = [(image_id, src, entry) for image_id, (entry, src) in entries.items() if not self.is_valid(entry)]
         if todo:
+            self._check_writable()
+            _remove_stale_temporaries(self.root)
             log.info("preprocessing %d of %d volumes into %s", len(todo), len(entries), self.root)
-            failures += self._build_missing(todo, num_workers)
-        if failures:
-            raise CacheBuildError(
-                f"{len(failures)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(failures))
-            )
-        return {image_id: entry for image_id, (entry, _) in entries.items()}
+            results = self._build_missing(todo, num_workers)
+            unwritable = next((f for f in results if f is not None and f.kind == "cache"), None)
+            if unwritable is not None:
+                raise CacheDirError(self._unwritable_message(unwritable.reason))
+            for (image_id, _, entry), fault in zip(todo, results, strict=True):
+                marker = self.fault_path(entry)
+                if fault is not None and fault.kind == "content":
+                    encoded = json.dumps({"reason": fault.reason}).encode()
+                    _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                else:
+                    marker.unlink(missing_ok=True)
+                if fault is not None:
+                    faults.append(fault)
+                    del entries[image_id]
+        return {image_id: entry for image_id, (entry, _) in entries.items()}, faults
 
-    def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[str]:
+    def build(self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0) -> dict[str, Path]:
+        """:meth:`collect`, raising :class:`CacheBuildError` that lists every fault (one line each) if any."""
+        entries, faults = self.collect(items, num_workers)
+        if faults:
+            raise CacheBuildError(
+                f"{len(faults)} volume(s) could not be preprocessed:\n" + "\n".join(sorted(str(f) for f in faults))
+            )
+        return entries
+
+    def _unwritable_message(self, reason: str) -> str:
+        return f"cache directory {self.root} cannot be written ({reason}): point data.cache_dir at a writable folder"
+
+    def _check_writable(self) -> None:
+        """Fail in one line before any work when the entries could not be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as err:
+            raise CacheDirError(self._unwritable_message(err.strerror or str(err))) from err
+
+    def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[Fault | None]:
         jobs = [(self, image_id, src, entry) for image_id, src, entry in todo]
         progress = dict(total=len(jobs), desc="caching volumes", unit="vol")
-        if num_workers > 0:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                results = list(tqdm(pool.map(_build_one, jobs, chunksize=1), **progress))
-        else:
-            results = [_build_one(job) for job in tqdm(jobs, **progress)]
-        return [failure for failure in results if failure]
+        if num_workers == 0:
+            return [_build_one(job) for job in tqdm(jobs, **progress)]
+        pool = ProcessPoolExecutor(
+            max_workers=min(num_workers, len(jobs)), initializer=_worker_init, initargs=(os.getpid(),)
+        )
+        try:
+            return list(tqdm(pool.map(_build_one, jobs, chunksize=1), **progress))
+        finally:  # interrupted: drop the queued jobs, let the running ones finish their (atomic) writes
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> str | None:
-    """Build one entry; return ``None`` or a line naming the image, the file and the reason."""
+def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> Fault | None:
+    """Build one entry; return ``None``, or why not (never raise: the pool returns it as data)."""
     cache, image_id, source, entry = job
+    try:
+        with open(source, "rb"):
+            pass
+    except OSError as err:
+        return Fault(image_id, str(source), f"cannot read ({err.strerror or err})", "unreadable")
+    volumes, voxel_mm3 = None, None
     try:
         data, affine = read_volume(source)
         if cache.params.labelmap:  # counted (and checked) before preprocess picks its subset of the voxels
-            volumes = structure_volumes(data, affine)
-            cache.write(entry, preprocess(data, affine, cache.params), volumes, voxel_volume(affine))
-        else:
-            cache.write(entry, preprocess(data, affine, cache.params))
+            volumes, voxel_mm3 = structure_volumes(data, affine), voxel_volume(affine)
+        array = preprocess(data, affine, cache.params)
     except VolumeError as err:
-        return f"image {image_id}: {err}"
+        return Fault(image_id, str(source), err.reason)
     except UnknownLabelError as err:
-        return f"image {image_id}: {source}: {err}"
+        return Fault(image_id, str(source), str(err))
+    try:
+        cache.write(entry, array, volumes, voxel_mm3)
+    except OSError as err:
+        return Fault(image_id, str(entry), err.strerror or str(err), "cache")
     return None

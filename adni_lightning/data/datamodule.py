@@ -23,7 +23,7 @@ from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import VolumeCache
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
-from adni_lightning.data.manifest import ManifestSpec, build_manifest
+from adni_lightning.data.manifest import ManifestSpec, build_manifest, exclude_images
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, SplitSpec, load_split, save_split, split_digest, split_subjects
@@ -81,6 +81,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._channel_table = torch.from_numpy(channel_lookup(self.preprocessing.channel_map))
         self._swap = torch.from_numpy(hemisphere_swap()) if self.preprocessing.labelmap else None
         self._manifest: pd.DataFrame | None = None
+        self._filled_cache = False
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, VolumeDataset] = {}
 
@@ -93,8 +94,23 @@ class ADNIDataModule(L.LightningDataModule):
         return Path(self.trainer.default_root_dir) / "split.csv"
 
     def manifest(self) -> pd.DataFrame:
+        """The usable images: rows that pass the manifest's checks, less the files the cache could not decode.
+
+        Decode faults come from this process's :meth:`fill_cache`, else from the faults the cache recorded (a
+        ``prepare_data`` on another rank or in an earlier run), so every process and run sees the same images.
+        """
         if self._manifest is None:
-            self._manifest = build_manifest(self.manifest_spec)
+            rows = build_manifest(self.manifest_spec)
+            recorded = self.cache.recorded_faults(zip(rows["image_id"], rows["path"]))
+            self._manifest = exclude_images(rows, self.manifest_spec, {f.image_id: f.reason for f in recorded})
+        return self._manifest
+
+    def fill_cache(self) -> pd.DataFrame:
+        """Build the cache for :meth:`manifest`; files that fail to decode leave it by ``on_bad_rows``."""
+        manifest = self.manifest()
+        _, faults = self.cache.collect(zip(manifest["image_id"], manifest["path"]), self.loader.num_workers)
+        self._manifest = exclude_images(manifest, self.manifest_spec, {f.image_id: f.reason for f in faults})
+        self._filled_cache = True
         return self._manifest
 
     def _with_volumes(self, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +144,7 @@ class ADNIDataModule(L.LightningDataModule):
                 save_split(split_subjects(manifest, self.split_spec), self.split_path)
                 log.info("saved a new subject-level split to %s", self.split_path)
             load_split(self.split_path, manifest)
-        self.cache.build(zip(manifest["image_id"], manifest["path"]), num_workers=self.loader.num_workers)
+        self.fill_cache()
 
     @property
     def _predicting_everything(self) -> bool:
@@ -139,6 +155,8 @@ class ADNIDataModule(L.LightningDataModule):
         return predicting and self.predict_split == "all"
 
     def setup(self, stage: str) -> None:
+        if not self._filled_cache:  # another process filled it (rank 0): read the faults it recorded, not earlier ones
+            self._manifest = None
         manifest = self.manifest()
         entries = {i: self.cache.entry_path(i, p) for i, p in zip(manifest["image_id"], manifest["path"])}
         missing = [i for i, e in entries.items() if not e.exists()]

@@ -2,7 +2,8 @@
 
 Everything is checked before any training starts and every problem is reported at once, naming the CSV row,
 the image id, the file and the reason. With ``on_bad_rows="skip"`` exactly those rows are dropped and the
-same report is logged; nothing is dropped silently.
+same report is logged; nothing is dropped silently. Faults found only when a file is decoded (by the cache) go
+through :func:`exclude_images`, reported and dropped the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -207,6 +209,26 @@ def _file_problems(records: list[dict[str, object]]) -> list[Problem]:
     return problems
 
 
+def _enforce(spec: ManifestSpec, problems: list[Problem], total: int, what: str) -> set[int]:
+    """Apply ``on_bad_rows`` to ``problems`` among ``total`` rows: raise, or log them; return the CSV rows to drop.
+
+    One problem is one line; several are a heading and one line each, so no fault hides another.
+    """
+    problems = sorted(problems, key=lambda p: p.row)
+    skip = spec.on_bad_rows == "skip"
+    action = "skipped, on_bad_rows: skip" if skip else "set on_bad_rows: skip to train without them"
+    if len(problems) == 1:
+        report = f"{spec.csv_file}: {problems[0]} ({action})"
+    else:
+        report = f"{spec.csv_file}: {len(problems)} of {total} {what} ({action}):\n" + "\n".join(
+            f"  {p}" for p in problems
+        )
+    if not skip:
+        raise ManifestError(report)
+    log.warning(report)
+    return {p.row for p in problems}
+
+
 def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
     """Read, join and validate; return the manifest or raise :class:`ManifestError` (policy ``error``)."""
     table = _read_csv(spec)
@@ -226,15 +248,27 @@ def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
     if excluded:
         log.info("%s: %d row(s) excluded by group_map", spec.csv_file, excluded)
     if problems:
-        problems.sort(key=lambda p: p.row)
-        report = f"{spec.csv_file}: {len(problems)} of {len(table)} row(s) cannot be used:\n" + "\n".join(
-            f"  {p}" for p in problems
-        )
-        if spec.on_bad_rows == "error":
-            raise ManifestError(report + "\n(set on_bad_rows: skip to train without them)")
-        log.warning("%s\nthese rows are skipped (on_bad_rows: skip)", report)
-        bad_rows = {p.row for p in problems}
+        bad_rows = _enforce(spec, problems, len(table), "row(s) cannot be used")
         records = [r for r in records if r["row"] not in bad_rows]
     if not records:
         raise ManifestError(f"{spec.csv_file}: no usable rows")
     return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
+
+
+def exclude_images(manifest: pd.DataFrame, spec: ManifestSpec, reasons: Mapping[str, str]) -> pd.DataFrame:
+    """The manifest less the images of ``reasons`` (image id → why), faults found after it was built.
+
+    A file whose header is fine may still fail when its voxels are decoded (a corrupt gzip body, non-integer or
+    unknown label values). Such faults are reported as the manifest's own, naming the CSV row, image, file and
+    reason, all at once, and follow the same ``on_bad_rows``: ``error`` raises :class:`ManifestError`,
+    ``skip`` logs them and drops exactly those images.
+    """
+    bad = manifest[manifest["image_id"].isin(set(reasons))]
+    if bad.empty:
+        return manifest
+    problems = [Problem(int(r.row), r.image_id, r.path, reasons[r.image_id]) for r in bad.itertuples()]
+    bad_rows = _enforce(spec, problems, len(manifest), "image files cannot be read or decoded")
+    kept = manifest[~manifest["row"].isin(bad_rows)].reset_index(drop=True)
+    if kept.empty:
+        raise ManifestError(f"{spec.csv_file}: no usable rows")
+    return kept

@@ -78,6 +78,8 @@ def read_header(path: str | Path) -> VolumeHeader:
     suffix = _suffix(path)
     if not path.is_file():
         raise VolumeError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise VolumeError(path, "empty file (0 bytes)")
     try:
         if suffix in (".mgz", ".mgh"):
             opener = gzip.open if suffix == ".mgz" else open
@@ -95,7 +97,7 @@ def read_header(path: str | Path) -> VolumeHeader:
         affine = np.asarray(header.get_best_affine() if hasattr(header, "get_best_affine") else header.get_affine())
     except VolumeError:
         raise
-    except EOFError as err:
+    except (EOFError, TypeError) as err:  # nibabel: TypeError when the buffer is shorter than a header
         raise VolumeError(path, "truncated: the file ends inside its header") from err
     except (OSError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
         raise VolumeError(path, f"unreadable header ({type(err).__name__}: {err})") from err
@@ -116,6 +118,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     suffix = _suffix(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise VolumeError(path, "empty file (0 bytes)")
     try:
         if suffix == ".mgz":
             buffer = isal_zlib.decompress(path.read_bytes(), wbits=31)  # one gzip member, as FreeSurfer writes
@@ -129,7 +133,15 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         else:
             img = nib.load(path)
             data, affine = np.asanyarray(img.dataobj), img.affine
-    except (OSError, EOFError, zlib.error, isal_zlib.error, nib.filebasedimages.ImageFileError, ValueError) as err:
+    except (
+        OSError,
+        EOFError,
+        TypeError,
+        zlib.error,
+        isal_zlib.error,
+        nib.filebasedimages.ImageFileError,
+        ValueError,
+    ) as err:
         raise VolumeError(path, f"cannot decode voxels ({type(err).__name__}: {err})") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

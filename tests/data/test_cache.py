@@ -1,15 +1,19 @@
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from adni_lightning.data.cache import CacheBuildError, VolumeCache
+from adni_lightning.data.cache import CacheBuildError, CacheDirError, VolumeCache
 from adni_lightning.data.labels import KNOWN_LABELS
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
-from tests.conftest import write_mgz
+from tests.conftest import LIA_1MM, write_mgz
 
 PARAMS = Preprocessing("labelmap", (16, 16, 16))
 
@@ -153,3 +157,218 @@ def test_intensity_inputs_get_no_volumes_and_no_error(tmp_path):
     assert cache.is_valid(entry)
     with pytest.raises(ValueError, match="label maps only"):
         cache.volumes("I1", source)
+
+
+def _corrupt_crc(path) -> None:
+    """Flip the gzip trailer's CRC32: the header reads, the body no longer decodes to what was written."""
+    blob = bytearray(path.read_bytes())
+    blob[-8] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+def _damaged_sources(tmp_path):
+    """(image_id, source) of a good file and of one of each fault found only when the voxels are decoded."""
+    good = write_mgz(tmp_path / "good.mgz", _brain())
+    empty = tmp_path / "empty.mgz"
+    empty.write_bytes(b"")
+    body = write_mgz(tmp_path / "body.mgz", _brain())
+    _corrupt_crc(body)
+    fractional = tmp_path / "fractional.mgz"
+    nib.save(nib.MGHImage(_brain().astype(np.float32) + 0.5, LIA_1MM), fractional)
+    foreign = _brain()
+    foreign[15, 17, 19] = 9999
+    return [
+        ("I1", good),
+        ("I2", empty),
+        ("I3", body),
+        ("I4", fractional),
+        ("I5", write_mgz(tmp_path / "f.mgz", foreign)),
+    ]
+
+
+INTENSITY = "this is an intensity image, not a label map"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_decode_faults_come_back_as_data_all_of_them_and_are_recorded(tmp_path, num_workers):
+    items = _damaged_sources(tmp_path)
+    cache = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8)))
+    entries, faults = cache.collect(items, num_workers=num_workers)
+    assert list(entries) == ["I1"]
+    reasons = {f.image_id: (f.path, f.reason, f.kind) for f in faults}
+    assert reasons == {
+        "I2": (str(items[1][1]), "empty file (0 bytes)", "content"),
+        "I3": (str(items[2][1]), reasons["I3"][1], "content"),
+        "I4": (
+            str(items[3][1]),
+            "voxel values are not integers: this is an intensity image, not a label map",
+            "content",
+        ),
+        "I5": (str(items[4][1]), "label ids not in the FreeSurfer aseg/DKT table: 9999", "content"),
+    }
+    assert "checksum" in reasons["I3"][1]
+    again = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8)))  # another process, a later run
+    assert sorted(again.recorded_faults(items), key=lambda f: f.image_id) == sorted(faults, key=lambda f: f.image_id)
+
+
+def test_a_recorded_fault_is_forgotten_when_the_file_changes_or_decodes(tmp_path):
+    items = _damaged_sources(tmp_path)
+    cache = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8)))
+    cache.collect(items)
+    write_mgz(items[2][1], _brain())  # the corrupt body replaced by a good file: another identity, another key
+    assert {f.image_id for f in cache.recorded_faults(items)} == {"I2", "I4", "I5"}
+    entries, faults = cache.collect(items)
+    assert set(entries) == {"I1", "I3"} and {f.image_id for f in faults} == {"I2", "I4", "I5"}
+
+
+def test_a_file_that_cannot_be_opened_is_reported_but_not_recorded(tmp_path):
+    folder = tmp_path / "I9.mgz"
+    folder.mkdir()  # opening it fails, as a permission error would: not a fault of its bytes
+    cache = VolumeCache(tmp_path / "cache", PARAMS)
+    _, [fault] = cache.collect([("I9", folder)])
+    assert fault.kind == "unreadable" and fault.reason.startswith("cannot read (Is a directory")
+    assert cache.recorded_faults([("I9", folder)]) == []
+
+
+def test_build_lists_every_fault_one_line_each(tmp_path):
+    items = _damaged_sources(tmp_path)
+    with pytest.raises(CacheBuildError) as err:
+        VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8))).build(items, num_workers=2)
+    heading, *lines = str(err.value).splitlines()
+    assert heading == "4 volume(s) could not be preprocessed:"
+    assert [line.split(":")[0] for line in lines] == ["image I2", "image I3", "image I4", "image I5"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory anyway")
+def test_a_read_only_cache_directory_is_named_with_the_option_that_moves_it(cohort, tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir()
+    root.chmod(0o555)
+    try:
+        with pytest.raises(CacheDirError) as err:
+            VolumeCache(root, PARAMS).build(_items(cohort)[:2], num_workers=2)
+    finally:
+        root.chmod(0o755)
+    assert str(err.value) == (
+        f"cache directory {root} cannot be written (Permission denied): point data.cache_dir at a writable folder"
+    )
+
+
+def test_a_cache_directory_that_cannot_be_created_is_named_before_any_decoding(cohort, tmp_path, monkeypatch):
+    import adni_lightning.data.cache as cache_module
+
+    (tmp_path / "file").write_text("not a folder")
+    root = tmp_path / "file" / "cache"
+    monkeypatch.setattr(cache_module, "read_volume", lambda path: pytest.fail("decoded before the check"))
+    with pytest.raises(CacheDirError) as err:
+        VolumeCache(root, PARAMS).build(_items(cohort)[:2])
+    assert str(err.value) == (
+        f"cache directory {root} cannot be written (Not a directory): point data.cache_dir at a writable folder"
+    )
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_and_never_read(cohort, tmp_path):
+    cache = VolumeCache(tmp_path / "cache", PARAMS)
+    items = _items(cohort)[:2]
+    entries = cache.build(items)
+    entry = entries[items[0][0]]
+    good = np.load(entry)
+    dead = entry.parent / f".{entry.name}.{_dead_pid()}.abc123_x.tmp"
+    dead.write_bytes(b"\x93NUMPY half written")
+    alive = entry.parent / f".{entry.name}.{os.getpid()}.def456_y.tmp"  # a writer still at work
+    alive.write_bytes(b"\x93NUMPY being written")
+    entry.write_bytes(entry.read_bytes()[:-10])  # torn under the real name (no fsync)
+    assert cache.build(items)[items[0][0]] == entry
+    np.testing.assert_array_equal(np.load(entry), good)
+    assert not dead.exists() and alive.exists()
+
+
+def test_a_worker_polls_for_its_parent_where_the_kernel_cannot_kill_it(tmp_path):
+    code = f"from adni_lightning.data.cache import _exit_when_gone; _exit_when_gone({_dead_pid()}, 0.01); print('x')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode == 1 and done.stdout == ""
+
+
+_SLOW_BUILD = """
+import sys
+import time
+from pathlib import Path
+
+import adni_lightning.data.cache as cache
+from adni_lightning.data.preprocess import Preprocessing
+
+_read = cache.read_volume
+
+
+def slow_read(path):  # at module level, so the pool's workers read slowly too
+    time.sleep(0.3)
+    return _read(path)
+
+
+cache.read_volume = slow_read
+
+if __name__ == "__main__":
+    items = [tuple(line.split("\\t")) for line in Path(sys.argv[2]).read_text().splitlines()]
+    cache.VolumeCache(sys.argv[1], Preprocessing("labelmap", (16, 16, 16))).build(items, num_workers=2)
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+
+
+def _live_processes_of_session(session: int) -> list[int]:
+    """Pids of the processes (zombies aside) in session ``session``, read from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] not in "ZX":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_an_interrupted_build_leaves_no_process_and_no_trusted_half_entry(cohort, tmp_path, sig):
+    items = _items(cohort)
+    listing = tmp_path / "items.tsv"
+    listing.write_text("\n".join(f"{i}\t{p}" for i, p in items))
+    script = tmp_path / "slow_build.py"
+    script.write_text(_SLOW_BUILD)
+    root = tmp_path / "cache"
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(listing)],
+        start_new_session=True,  # its session holds it and every process it starts
+        env=_env(),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(root.glob("*.npy")) or len(_live_processes_of_session(child.pid)) < 3:
+            assert child.poll() is None and time.monotonic() < deadline, "the build never ran with its 2 workers"
+            time.sleep(0.02)
+        os.kill(child.pid, sig)  # the parent alone, as a scheduler or the OOM killer would
+        child.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while _live_processes_of_session(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _live_processes_of_session(child.pid) == []
+    finally:
+        for pid in _live_processes_of_session(child.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert 0 < len(list(root.glob("*.npy"))) < len(items)  # interrupted mid-build
+    cache = VolumeCache(root, PARAMS)
+    entries = cache.build(items)
+    reference = VolumeCache(tmp_path / "reference", PARAMS).build(items)
+    for image_id, entry in entries.items():
+        np.testing.assert_array_equal(np.load(entry), np.load(reference[image_id]))
+    assert not list(root.glob(".*.tmp"))

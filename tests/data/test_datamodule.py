@@ -1,14 +1,20 @@
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from adni_lightning.data.augment import HemisphereFlip
+from adni_lightning.data.cache import CacheDirError
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.dataset import LoaderSpec
 from adni_lightning.data.labels import DEFAULT_CHANNELS
-from adni_lightning.data.manifest import ManifestSpec
+from adni_lightning.data.manifest import CSV_NAME, ManifestError, ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
-from adni_lightning.data.split import SplitSpec
+from adni_lightning.data.split import SplitSpec, split_digest
 
 
 class TrainingStep:
@@ -173,3 +179,86 @@ def test_volumes_as_covariates_need_label_maps(cohort, tmp_path):
     with pytest.raises(ValueError, match="data.tabular.volumes needs label maps"):
         dm.prepare_data()
     assert not (tmp_path / "run" / "split.csv").exists()  # refused before anything is written
+
+
+def _corrupt_body(row: pd.Series) -> str:
+    """Flip the gzip trailer's CRC32: the header still reads, the voxels no longer decode."""
+    blob = bytearray(Path(row["path"]).read_bytes())
+    blob[-8] ^= 0xFF
+    Path(row["path"]).write_bytes(bytes(blob))
+    return "cannot decode voxels (IsalError: Error -6 Incorrect checksum"
+
+
+def _make_fractional(row: pd.Series) -> str:
+    """Rewrite as float voxels half-way between ids: same grid and header shape, no label map."""
+    image = nib.load(row["path"])
+    nib.save(nib.MGHImage(np.asarray(image.dataobj, np.float32) + 0.5, image.affine), row["path"])
+    return "voxel values are not integers: this is an intensity image, not a label map"
+
+
+def _break_two_files(cohort) -> dict[str, tuple[int, str, str]]:
+    """Two faults behind intact headers (the manifest's check passes them); image id → (CSV row, file, reason)."""
+    manifest = build_manifest(ManifestSpec(data_dir=str(cohort)))
+    return {
+        row["image_id"]: (row["row"], row["path"], damage(row))
+        for row, damage in ((manifest.iloc[2], _corrupt_body), (manifest.iloc[5], _make_fractional))
+    }
+
+
+def test_decode_faults_name_their_csv_rows_all_at_once(cohort, tmp_path):
+    broken = _break_two_files(cohort)
+    dm = _datamodule(cohort, tmp_path)
+    with pytest.raises(ManifestError) as err:
+        dm.prepare_data()
+    heading, *lines = str(err.value).splitlines()
+    total = len(build_manifest(ManifestSpec(data_dir=str(cohort))))
+    assert heading == (
+        f"{cohort / CSV_NAME}: 2 of {total} image files cannot be read or decoded "
+        "(set on_bad_rows: skip to train without them):"
+    )
+    assert len(lines) == 2
+    for line, (image_id, (row, path, reason)) in zip(lines, sorted(broken.items(), key=lambda b: b[1][0])):
+        assert line.startswith(f"  CSV row {row}, image {image_id}, file {path}: {reason}"), line
+
+
+def test_one_decode_fault_is_one_line(cohort, tmp_path):
+    row = build_manifest(ManifestSpec(data_dir=str(cohort))).iloc[5]
+    reason = _make_fractional(row)
+    with pytest.raises(ManifestError) as err:
+        _datamodule(cohort, tmp_path).prepare_data()
+    assert str(err.value) == (
+        f"{cohort / CSV_NAME}: CSV row {row['row']}, image {row['image_id']}, file {row['path']}: {reason} "
+        "(set on_bad_rows: skip to train without them)"
+    )
+
+
+def test_skipped_decode_faults_stay_out_for_other_processes_and_later_runs(cohort, tmp_path, caplog):
+    broken = _break_two_files(cohort)
+    skip = ManifestSpec(data_dir=str(cohort), on_bad_rows="skip")
+    dm = _datamodule(cohort, tmp_path, manifest=skip)
+    other = _datamodule(cohort, tmp_path, manifest=skip)  # another DDP rank, which read the CSV early
+    assert set(broken) <= set(other.manifest()["image_id"])  # nothing decoded yet
+    with caplog.at_level(logging.WARNING, logger="adni_lightning"):
+        dm.prepare_data()
+    for image_id, (row, path, _) in broken.items():
+        assert f"CSV row {row}, image {image_id}, file {path}: " in caplog.text
+    assert "skipped, on_bad_rows: skip" in caplog.text
+    dm.setup("fit")
+    everything = set(build_manifest(ManifestSpec(data_dir=str(cohort)))["image_id"])
+    used = {i for side in ("train", "val", "test") for i in dm.datasets[side].rows["image_id"]}
+    assert used == everything - set(broken)
+    # The other rank, and a later `validate`: setup without prepare_data sees the same images and split.
+    for later in (other, _datamodule(cohort, tmp_path, manifest=skip)):
+        later.setup("validate")
+        assert split_digest(later.split) == split_digest(dm.split)
+        assert set(later.manifest()["image_id"]) == everything - set(broken)
+    # With on_bad_rows: error, a later run names them from the record, before anything is decoded again.
+    with pytest.raises(ManifestError, match="2 of .* image files cannot be read or decoded"):
+        _datamodule(cohort, tmp_path).manifest()
+
+
+def test_a_cache_directory_that_cannot_be_written_is_named_before_the_split(cohort, tmp_path):
+    (tmp_path / "file").write_text("")
+    dm = _datamodule(cohort, tmp_path, cache_dir=str(tmp_path / "file" / "cache"))
+    with pytest.raises(CacheDirError, match="point data.cache_dir at a writable folder"):
+        dm.prepare_data()

@@ -121,7 +121,7 @@ def test_skip_drops_exactly_the_bad_rows_and_logs_them(cohort, caplog):
         manifest = build_manifest(_spec(cohort, on_bad_rows="skip"))
     assert len(manifest) == total - len(expected)
     assert not set(manifest["row"]) & set(expected)
-    assert "cannot be used" in caplog.text and "these rows are skipped" in caplog.text
+    assert "cannot be used" in caplog.text and "skipped, on_bad_rows: skip" in caplog.text
 
 
 def test_group_map_merges_and_excludes_groups_explicitly(cohort, caplog):
@@ -156,3 +156,17 @@ def test_inconsistent_shapes_are_reported(cohort):
     write_mgz(Path(odd["path"]), np.zeros((20, 20, 20), np.int16))
     with pytest.raises(ManifestError, match=r"shape \(20, 20, 20\) differs from the cohort's \(32, 32, 32\)"):
         build_manifest(_spec(cohort))
+
+
+def test_an_empty_file_is_named_with_its_row_in_one_line_and_skippable(cohort, caplog):
+    manifest = build_manifest(_spec(cohort))
+    row = manifest.iloc[4]
+    Path(row["path"]).write_bytes(b"")  # nibabel alone raises a bare TypeError here
+    where = f"{cohort / CSV}: CSV row {row['row']}, image {row['image_id']}, file {row['path']}: empty file (0 bytes)"
+    with pytest.raises(ManifestError) as err:
+        build_manifest(_spec(cohort))
+    assert str(err.value) == f"{where} (set on_bad_rows: skip to train without them)"
+    with caplog.at_level(logging.WARNING):
+        skipped = build_manifest(_spec(cohort, on_bad_rows="skip"))
+    assert list(skipped["image_id"]) == [i for i in manifest["image_id"] if i != row["image_id"]]
+    assert f"{where} (skipped, on_bad_rows: skip)" in caplog.text

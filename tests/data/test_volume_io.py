@@ -56,6 +56,31 @@ def test_truncated_unreadable_and_missing_files_are_named(tmp_path):
         read_header(tmp_path / "x.png")
 
 
+def test_an_empty_file_and_a_header_cut_short_inside_gzip_are_named_not_a_type_error(tmp_path):
+    empty = tmp_path / "empty.mgz"
+    empty.write_bytes(b"")
+    for read in (read_header, read_volume):
+        with pytest.raises(VolumeError, match="empty file \\(0 bytes\\)") as err:
+            read(empty)
+        assert err.value.path == str(empty)
+    short = tmp_path / "short.mgz"
+    short.write_bytes(gzip.compress(b"\x00" * 10))  # a valid gzip stream holding 10 of the header's 284 bytes
+    with pytest.raises(VolumeError, match="truncated: the file ends inside its header"):
+        read_header(short)
+    with pytest.raises(VolumeError, match="cannot decode voxels"):
+        read_volume(short)
+
+
+def test_a_corrupt_gzip_body_passes_the_header_check_and_fails_when_decoded(tmp_path):
+    path = write_mgz(tmp_path / "b.mgz", np.random.default_rng(0).integers(0, 60, (24, 24, 24)))
+    blob = bytearray(path.read_bytes())
+    blob[-8] ^= 0xFF  # the gzip trailer's CRC32 of the body: a body that does not decompress to what was written
+    path.write_bytes(bytes(blob))
+    assert read_header(path).shape == (24, 24, 24)  # size field and header intact: only decoding can tell
+    with pytest.raises(VolumeError, match="cannot decode voxels .*checksum"):
+        read_volume(path)
+
+
 def test_truncated_uncompressed_nifti(tmp_path):
     path = tmp_path / "a.nii"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), path)

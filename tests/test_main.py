@@ -133,7 +133,7 @@ def test_the_device_cache_trains_as_the_loader_path_and_resumes_exactly(cohort, 
     path's uninterrupted run, bit for bit: the same batches, augmentations and steps.
     """
     cache = ("--data.loader.device_cache", "true")
-    straight = _subprocess_fit(tmp_path / "loader", cohort)
+    straight = _subprocess_fit(tmp_path / "loader", cohort, "--data.loader.device_cache", "false")
     assert straight.returncode == 0, straight.stderr[-3000:]
     steps = torch.load(tmp_path / "loader" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": steps + steps // 2}})
@@ -261,7 +261,7 @@ def test_ddp_two_processes_sync_metrics_over_the_whole_validation_set(cohort, tm
 def test_ddp_on_the_device_cache_trains_as_on_the_loader_path(cohort, tmp_path):
     """Two processes, each holding the whole cohort: each rank's shards are the loader path's, so are the weights."""
     runs = {}
-    for name, extra in {"loader": (), "cache": ("--data.loader.device_cache", "true")}.items():
+    for name, cache in {"loader": "false", "cache": "true"}.items():
         cli = main(
             tiny_args(
                 "fit",
@@ -271,8 +271,9 @@ def test_ddp_on_the_device_cache_trains_as_on_the_loader_path(cohort, tmp_path):
                 "2",
                 "--data.split.file",
                 str(tmp_path / "split.csv"),
+                "--data.loader.device_cache",
+                cache,
                 *DDP,
-                *extra,
             )
         )
         assert cli.trainer.world_size == 2 and cli.trainer.state.finished

@@ -424,7 +424,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="16-mixed is CUDA only (Lightning turns it into bf16-mixed on the CPU)",
     )
     parser.add_argument("--channels_last", nargs="+", choices=["off", "on"], default=["off", "on"])
-    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off", "on"])
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], help="default: off on (--short: off)")
     parser.add_argument("--fused", nargs="+", choices=["off", "on"], default=["off", "on"], help="fused AdamW")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--grid", action="store_true", help="every combination of the options, not one at a time")
@@ -434,7 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rss_cohort", type=int, help="also: peak host RSS with a resident cohort of this many images")
     parser.add_argument("--out", type=Path, help="keep the work folder (cohort, cache, split) here")
     parser.add_argument(
-        "--short", action="store_true", help="a check that it runs: 16³, a tiny network, 2 steps, compile off"
+        "--short", action="store_true", help="a check that it runs: 16³, a tiny network, batch 4, 2 steps"
     )
     args = parser.parse_args(argv)
     if args.device == "cpu" and "16-mixed" in args.precisions:
@@ -445,7 +445,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup and --steps must be at least 1")
     if args.short:
         args.image_sizes, args.batch_size, args.steps, args.warmup = [16], 4, 2, 1
-        args.subjects, args.cohort_size, args.compile = min(args.subjects, 16), 32, ["off"]
+        args.subjects, args.cohort_size = min(args.subjects, 16), 32
+    args.compile = args.compile or (["off"] if args.short else ["off", "on"])
     return args
 
 

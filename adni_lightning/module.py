@@ -61,6 +61,9 @@ class ADNIClassifier(L.LightningModule):
         class_weighted_loss: weight cross-entropy by inverse class frequency of the training split.
         scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
         num_logged_volumes: validation volumes drawn as mid-slices in TensorBoard each epoch.
+        channels_last: keep the network's weights and its 3D input in ``channels_last_3d`` memory format.
+        compile: compile the network with ``torch.compile`` (the first steps pay its warm-up).
+            Both are off until ``benchmarks/throughput.py`` shows a gain on the device at hand.
     """
 
     def __init__(
@@ -78,6 +81,8 @@ class ADNIClassifier(L.LightningModule):
         class_weighted_loss: bool = False,
         scheduler_monitor: str = "val/loss",
         num_logged_volumes: int = 4,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +93,10 @@ class ADNIClassifier(L.LightningModule):
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.net = FusionNet(image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last_3d)
+        if compile:
+            self.net.compile()  # in place: the state_dict keys stay those of the plain network
         self.register_buffer("class_weights", torch.ones(num_classes))
         self.train_metrics = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/"
@@ -99,6 +108,8 @@ class ADNIClassifier(L.LightningModule):
         self.val_bacc_best = MaxMetric()
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
         return self.net(image, tabular)
 
     def setup(self, stage: str) -> None:

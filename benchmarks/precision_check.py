@@ -22,6 +22,8 @@ def timed_logits(
 ) -> tuple[torch.Tensor, float]:
     """Logits (fp32) and mean seconds per forward, under autocast to ``dtype`` (None: plain fp32)."""
     device_type = image.device.type
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(image.device)
     with torch.inference_mode(), torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = model(image, tabular).float()
         if device_type == "cuda":
@@ -54,7 +56,9 @@ def main() -> None:
     tabular = torch.randn(args.batch, 3, device=device)
 
     fp32, t32 = timed_logits(model, image, tabular, None, args.repeats)
+    peak32 = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     bf16, t16 = timed_logits(model, image, tabular, torch.bfloat16, args.repeats)
+    peak16 = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     diff = (bf16 - fp32).abs()
     agree = (bf16.argmax(1) == fp32.argmax(1)).float().mean().item()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -63,6 +67,8 @@ def main() -> None:
     print(f"max |logit bf16 - fp32| = {diff.max().item():.4f} (fp32 logits span {fp32.abs().max().item():.3f})")
     print(f"predicted class agreement: {agree:.0%}")
     print(f"forward: fp32 {t32 * 1000:.1f} ms, bf16-mixed {t16 * 1000:.1f} ms, speed-up {t32 / t16:.2f}x")
+    if peak32 is not None:
+        print(f"peak device memory (inference): fp32 {peak32:.2f} GiB, bf16-mixed {peak16:.2f} GiB")
 
 
 if __name__ == "__main__":

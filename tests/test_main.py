@@ -128,6 +128,27 @@ def test_a_run_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(cohort
     assert a["callbacks"][callback]["best_model_score"] == b["callbacks"][callback]["best_model_score"]
 
 
+def test_the_device_cache_trains_as_the_loader_path_and_resumes_exactly(cohort, tmp_path):
+    """Killed mid-epoch and resumed, a run on the device-resident cohort ends with the weights of the loader
+    path's uninterrupted run, bit for bit: the same batches, augmentations and steps.
+    """
+    cache = ("--data.loader.device_cache", "true")
+    straight = _subprocess_fit(tmp_path / "loader", cohort, "--data.loader.device_cache", "false")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    steps = torch.load(tmp_path / "loader" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
+    kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": steps + steps // 2}})
+    killed = _subprocess_fit(tmp_path / "cache", cohort, *cache, f"--trainer.callbacks+={kill}")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "device cache: 34 volumes" in killed.stderr
+    resumed = _subprocess_fit(tmp_path / "cache", cohort, *cache, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(tmp_path / "loader" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "cache" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 3 * steps
+    for name, tensor in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_a_nan_in_a_batch_stops_training_and_names_the_images(cohort, tmp_path):
     inject = json.dumps({"class_path": "tests.helpers.InjectNaN", "init_args": {"batch_idx": 1}})
     with pytest.raises(NonFiniteLossError) as err:
@@ -235,6 +256,31 @@ def test_ddp_two_processes_sync_metrics_over_the_whole_validation_set(cohort, tm
     )
     for name in ("val/acc", "val/bacc", "val/f1", "val/auroc", "val/loss"):
         assert float(validated.trainer.callback_metrics[name]) == pytest.approx(float(single[name]), abs=1e-5), name
+
+
+def test_ddp_on_the_device_cache_trains_as_on_the_loader_path(cohort, tmp_path):
+    """Two processes, each holding the whole cohort: each rank's shards are the loader path's, so are the weights."""
+    runs = {}
+    for name, cache in {"loader": "false", "cache": "true"}.items():
+        cli = main(
+            tiny_args(
+                "fit",
+                tmp_path / name,
+                cohort,
+                "--trainer.max_epochs",
+                "2",
+                "--data.split.file",
+                str(tmp_path / "split.csv"),
+                "--data.loader.device_cache",
+                cache,
+                *DDP,
+            )
+        )
+        assert cli.trainer.world_size == 2 and cli.trainer.state.finished
+        runs[name] = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+    assert runs["loader"]["global_step"] == runs["cache"]["global_step"] > 0
+    for name, tensor in runs["loader"]["state_dict"].items():
+        torch.testing.assert_close(runs["cache"]["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
 
 
 def test_predict_on_a_new_cohort_uses_the_checkpoints_age_statistics(cohort, tmp_path):

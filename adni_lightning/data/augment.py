@@ -80,9 +80,18 @@ class RandomAffine(Augmentation):
 
 
 def to_channels(index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, D, H, W)`` compact label index → ``(B, C, D, H, W)`` float one-hot structure channels."""
-    channels = table[index[:, 0].long()]
-    return channels.permute(0, 4, 1, 2, 3).contiguous()
+    """``(B, 1, D, H, W)`` compact label index → ``(B, C, D, H, W)`` float one-hot structure channels.
+
+    Each volume is gathered from the channel-major table straight into its slot of the output: on a CPU about
+    twice as fast as gathering voxel-major rows and permuting them, for the same values.
+    """
+    batch, channels = index.shape[0], table.shape[1]
+    flat = index.reshape(batch, -1).int()
+    by_channel = table.t().contiguous()
+    out = torch.empty((batch, channels, flat.shape[1]), dtype=table.dtype, device=index.device)
+    for volume, slot in zip(flat, out):
+        torch.index_select(by_channel, 1, volume, out=slot)
+    return out.view(batch, channels, *index.shape[2:])
 
 
 def random_hemisphere_flip(

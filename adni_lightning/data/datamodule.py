@@ -25,6 +25,7 @@ from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volum
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, build_manifest, exclude_images
 from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import SplitError, SplitSpec, load_split, save_split, split_digest, split_subjects
 from adni_lightning.data.tabular import TabularEncoder, TabularSpec
@@ -84,6 +85,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._filled_cache = False
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, VolumeDataset] = {}
+        self.resident: ResidentCohort | None = None
 
     @property
     def split_path(self) -> Path:
@@ -211,6 +213,15 @@ class ADNIDataModule(L.LightningDataModule):
                 "set data.split.test_fraction > 0" if side == "test" else f"check the {side} split in {self.split_path}"
             )
             raise SplitError(f"the {side} split is empty: {hint}")
+        if self.loader.device_cache:
+            cohort = self.resident_cohort()
+            return DataLoader(
+                ResidentDataset(dataset, cohort),
+                batch_size=self.loader.batch_size,
+                sampler=sampler,
+                collate_fn=already_collated,
+                pin_memory=cohort.on_host and torch.cuda.is_available(),
+            )
         return DataLoader(
             dataset,
             batch_size=self.loader.batch_size,
@@ -220,6 +231,16 @@ class ADNIDataModule(L.LightningDataModule):
             persistent_workers=self.loader.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def resident_cohort(self) -> ResidentCohort:
+        """The images of every side in one tensor on the training device (``loader.device_cache``), loaded at the
+        first loader and kept for the later ones and stages.
+        """
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        entries = list(dict.fromkeys(entry for dataset in self.datasets.values() for entry in dataset.entries))
+        if self.resident is None or not self.resident.holds(entries, device):
+            self.resident = ResidentCohort(entries, device)
+        return self.resident
 
     def train_dataloader(self) -> DataLoader:
         # Start at the epoch the fit loop is about to run (not 0 on resume): with workers the first batches

@@ -57,16 +57,25 @@ class TabularEncoder:
         return self
 
     def encode(self, age: float, sex: str, volumes: Sequence[float] = ()) -> np.ndarray:
+        """One image's ``(F,)`` float32 features."""
+        return self.encode_batch(np.array([age]), np.array([sex]), np.asarray(volumes, dtype=np.float64)[None])[0]
+
+    def encode_batch(self, ages: np.ndarray, sexes: np.ndarray, volumes: np.ndarray) -> np.ndarray:
+        """``(N, F)`` float32 features of N images (``volumes``: N × the configured structures).
+
+        One arithmetic for single items and whole batches, so every loader path yields the same bits.
+        """
         if self.age_mean is None or self.age_std is None:
             raise RuntimeError(
                 "age statistics are unknown: fit on a training split first, or predict with --ckpt_path "
                 "(the checkpoint holds the training split's statistics)"
             )
-        base = [(age - self.age_mean) / self.age_std, sex == "F", sex == "M"]
+        ages = np.asarray(ages, dtype=np.float64)
+        base = np.stack([(ages - self.age_mean) / self.age_std, sexes == "F", sexes == "M"], axis=1)
         if not self.volumes:
-            return np.array(base, dtype=np.float32)
+            return base.astype(np.float32)
         scaled = (np.asarray(volumes, dtype=np.float64) - self.volume_mean) / self.volume_std
-        return np.concatenate([base, scaled]).astype(np.float32)
+        return np.concatenate([base, scaled], axis=1).astype(np.float32)
 
     def state_dict(self) -> dict[str, object]:
         return {

@@ -14,6 +14,7 @@ from adni_lightning.data.augment import (
     to_channels,
 )
 from adni_lightning.data.labels import channel_lookup, compact_lookup, hemisphere_swap
+from adni_lightning.data.preprocess import Preprocessing
 
 C = compact_lookup()
 
@@ -61,6 +62,15 @@ def test_to_channels_one_hot():
     assert channels.shape == (2, 2, 8, 6, 6) and channels.dtype == torch.float32
     assert channels[0, 0, 1, 2, 3] == 1 and channels[0, 0].sum() == 1
     assert channels[0, 1, 2, 4, 1] == 1 and channels[0, 1].sum() == 1
+
+
+def test_to_channels_is_the_tables_rows_moved_to_the_channel_axis():
+    table = torch.from_numpy(channel_lookup(Preprocessing().channel_map))
+    index = torch.randint(0, len(table), (3, 1, 5, 7, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    channels = to_channels(index, table)
+    assert channels.is_contiguous() and channels.shape == (3, table.shape[1], 5, 7, 4)
+    assert torch.equal(channels, table[index[:, 0].long()].permute(0, 4, 1, 2, 3))
+    assert torch.equal(to_channels(index[1:2], table), channels[1:2])
 
 
 def test_random_shift_translates_and_pads_with_background():

@@ -30,3 +30,13 @@ def test_volumes_are_standardised_with_training_statistics_and_checked_on_restor
         TabularEncoder(["Left-Hippocampus"]).fit([70.0, 80.0])
     with pytest.raises(ValueError, match=r"checkpoint's tabular volumes \[\] differ"):
         TabularEncoder(["Left-Hippocampus"]).load_state_dict(TabularEncoder().fit([70.0]).state_dict())
+
+
+def test_a_batch_encodes_as_its_images_one_by_one_bit_for_bit():
+    encoder = TabularEncoder(["Left-Hippocampus"]).fit([70.3, 81.7, 77.0], np.array([[0.0021], [0.0043], [0.0031]]))
+    ages, sexes, volumes = np.array([66.1, 90.2, 75.5]), np.array(["F", "M", "F"]), np.array([[0.003], [0.001], [0.0]])
+    batch = encoder.encode_batch(ages, sexes, volumes)
+    assert batch.dtype == np.float32 and batch.shape == (3, 4)
+    one_by_one = np.stack([encoder.encode(float(a), str(s), v) for a, s, v in zip(ages, sexes, volumes)])
+    assert batch.tobytes() == one_by_one.tobytes()
+    assert batch[:, 1].tolist() == [1.0, 0.0, 1.0]

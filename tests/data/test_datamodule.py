@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from adni_lightning.data.augment import HemisphereFlip
+from adni_lightning.data.contract import ContractError
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.dataset import LoaderSpec
 from adni_lightning.data.labels import DEFAULT_CHANNELS
@@ -99,6 +100,30 @@ def test_state_dict_carries_training_statistics(cohort, tmp_path):
         _datamodule(
             cohort, tmp_path, manifest=ManifestSpec(data_dir=str(cohort), classes=("CN", "AD"))
         ).restore_checkpoint_state(state)
+
+
+def test_restoring_a_checkpoint_trained_on_another_split_is_refused(cohort, tmp_path):
+    """The guard behind ``on_load_checkpoint``: a Trainer resuming without the CLI, and interpret."""
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    state = dm.checkpoint_state()
+    path = tmp_path / "run" / "split.csv"
+    split = pd.read_csv(path, dtype=str)
+    val = split[split["split"] == "val"]
+    subject = val.loc[val["group"] == val["group"].mode()[0], "subject"].iloc[0]
+    moved = split.loc[split["subject"] == subject, "image_id"].tolist()
+    split.loc[split["subject"] == subject, "split"] = "train"
+    split.to_csv(path, index=False)
+    resumed = _datamodule(cohort, tmp_path)
+    resumed.setup("fit")
+    with pytest.raises(ContractError) as refused:
+        resumed.restore_checkpoint_state(state)
+    assert str(refused.value) == (
+        f"the checkpoint does not fit this configuration: data.split: {len(moved)} image(s) of {path} are on another "
+        f"side than when the checkpoint was trained, e.g. {moved[0]}: checkpoint val, config train (held-out images "
+        "would be trained on)"
+    )
 
 
 def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):

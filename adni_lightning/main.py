@@ -295,6 +295,7 @@ def _project_errors() -> tuple[type[Exception], ...]:
     """Errors that explain themselves: bad input, bad configuration, a refused resume, a diverged loss."""
     from adni_lightning.checkpoint import CheckpointError
     from adni_lightning.commands.cv import CrossValidationError
+    from adni_lightning.commands.interpret import InterpretError
     from adni_lightning.data.cache import CacheBuildError
     from adni_lightning.data.contract import ContractError, OptionError
     from adni_lightning.data.manifest import ManifestError
@@ -308,6 +309,7 @@ def _project_errors() -> tuple[type[Exception], ...]:
         ResumeError,
         NonFiniteLossError,
         CrossValidationError,
+        InterpretError,
         OptionError,
         ContractError,
         CheckpointError,

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import VolumeCache
-from adni_lightning.data.contract import check_contract, data_contract
+from adni_lightning.data.contract import OptionError, check_contract, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
@@ -114,7 +114,7 @@ class ADNIDataModule(L.LightningDataModule):
         volumes = regional_volumes(manifest, self.cache)
         unknown = [name for name in self.encoder.volumes if name not in volumes.columns]
         if unknown:
-            raise ValueError(
+            raise OptionError(
                 f"data.tabular.volumes: {', '.join(unknown)} not in any label map of the cohort "
                 "(names as in FreeSurferColorLUT, e.g. Left-Hippocampus; see `inspect`'s volumes.csv)"
             )
@@ -127,7 +127,7 @@ class ADNIDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Validate the CSV, fix the split, fill the cache."""
         if self.encoder.volumes and not self.preprocessing.labelmap:
-            raise ValueError(
+            raise OptionError(
                 "data.tabular.volumes needs label maps: intensity volumes have no structures to measure "
                 "(set data.tabular.volumes to [])"
             )

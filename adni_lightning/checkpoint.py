@@ -127,7 +127,7 @@ def adopt_preprocessing(data: Namespace, state: Mapping[str, Any] | None) -> lis
     current = Preprocessing(**group.as_dict()).contract()
     lines = []
     for name, value in trained.items():
-        if name == "channels" and value is None or value == current.get(name):
+        if (name == "channels" and value is None) or value == current.get(name):
             continue
         value, was = _option_value(value), _option_value(current.get(name))
         lines.append(

@@ -116,7 +116,8 @@ class ADNILightningCLI(LightningCLI):
         if value is None or value in LIGHTNING_CKPT_NAMES or str(value).startswith("registry"):
             return None, ""
         if value == "last":
-            path = Path(config.last_checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
+            name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+            path = Path(config.last_checkpoint.dirpath) / name
             return (read_checkpoint(path), f"--ckpt_path last ({path})") if path.is_file() else (None, "")
         return read_checkpoint(value), f"--ckpt_path {value}"
 
@@ -319,7 +320,7 @@ def _project_errors() -> tuple[type[Exception], ...]:
 def project_error(error: BaseException) -> BaseException | None:
     """The project error that ``error`` is or was raised from (jsonargparse wraps an option group's own), if any."""
     while error is not None and not isinstance(error, _project_errors()):
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return error
 
 

@@ -25,8 +25,9 @@ from torch.multiprocessing.spawn import ProcessRaisedException
 
 from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
+from adni_lightning.checkpoint import LIGHTNING_CKPT_NAMES, adopt_preprocessing, check_model, read_checkpoint
 from adni_lightning.data.datamodule import ADNIDataModule
-from adni_lightning.module import ADNIClassifier
+from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
 
 PROG = "python -m adni_lightning"
@@ -38,6 +39,8 @@ LIGHTNING_COMMANDS = {
     "test": "score a checkpoint on the test split",
     "predict": "write predictions.csv for a checkpoint",
 }
+#: Commands that score a trained model: they log into ``<root>/<command>/``, never into the training run's folder.
+EVALUATION_COMMANDS = ("validate", "test", "predict")
 
 #: The two checkpoints of every run, declared once: the best by validation balanced accuracy, and the last
 #: epoch for --ckpt_path last (a monitored checkpoint refreshes last.ckpt only in epochs that improved).
@@ -78,11 +81,15 @@ class ADNILightningCLI(LightningCLI):
         parser.set_defaults(CHECKPOINT_DEFAULTS)
 
     def before_instantiate_classes(self) -> None:
-        """Place everything of a run under ``trainer.default_root_dir`` unless the config says otherwise.
+        """Place everything of a run under ``trainer.default_root_dir`` unless the config says otherwise, and read the
+        checkpoint before anything is built from the config.
 
         ``<root>/checkpoints`` for a ModelCheckpoint without ``dirpath`` and ``<root>/tensorboard`` for the
         logger when the config gives none: fixed paths, so ``--ckpt_path last`` finds the run's last.ckpt and a
-        resumed run's curves continue in the same TensorBoard run instead of a new ``version_N``.
+        resumed run's curves continue in the same TensorBoard run instead of a new ``version_N``. ``validate``,
+        ``test`` and ``predict`` log (and save their ``config.yaml``) into ``<root>/<command>/`` instead, and save
+        no config without a logger, so they never touch the training run's events or ``config.yaml``. ``predict``
+        takes the checkpoint's preprocessing, saying so for each option that differs from the config.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or ".")
@@ -92,11 +99,51 @@ class ADNILightningCLI(LightningCLI):
         for callback in config.trainer.callbacks or []:
             if callback.class_path.endswith(".ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = str(root / "checkpoints")
+        evaluating = self.subcommand in EVALUATION_COMMANDS
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=str(root), name="tensorboard", version=""),
+                init_args=Namespace(
+                    save_dir=str(root), name=self.subcommand if evaluating else "tensorboard", version=""
+                ),
             )
+        elif evaluating and config.trainer.logger is False:
+            self.save_config_callback = None
+        self._checkpoint, self._checkpoint_source = self._read_checkpoint(config)
+        if self.subcommand == "predict" and self._checkpoint is not None:
+            for line in adopt_preprocessing(config.data, self._checkpoint.get(DATA_STATE_KEY)):
+                print(f"predict: {line}")
+
+    def _read_checkpoint(self, config: Namespace) -> tuple[dict | None, str]:
+        """The ``--ckpt_path`` checkpoint, read and CRC-checked, and how to name it; ``None`` without one.
+
+        ``last`` is the run's last.ckpt (``before_fit`` says when there is none); Lightning's other names
+        (``best``, ``hpc``) are left to Lightning.
+        """
+        value = config.get("ckpt_path")
+        if value is None or value in LIGHTNING_CKPT_NAMES or str(value).startswith("registry"):
+            return None, ""
+        if value == "last":
+            name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+            path = Path(config.last_checkpoint.dirpath) / name
+            return (read_checkpoint(path), f"--ckpt_path last ({path})") if path.is_file() else (None, "")
+        return read_checkpoint(value), f"--ckpt_path {value}"
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the checkpoint's hyper-parameters out of the config (Lightning merges them in since 2.5.5): the
+        config describes the model, and :meth:`check_checkpoint` refuses a checkpoint that does not fit it.
+        """
+
+    def check_checkpoint(self) -> None:
+        """Refuse a ``--ckpt_path`` checkpoint trained on other data or with another model than the config describes,
+        before anything is written or loaded (Lightning would prepare the data and then fail on the weights).
+        """
+        checkpoint, self._checkpoint = self._checkpoint, None  # the weights are not kept past the check
+        if checkpoint is None:
+            return
+        self.datamodule.trainer = self.trainer  # the split's path may sit in the run folder
+        self.datamodule.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), self.subcommand, self._checkpoint_source)
+        check_model(checkpoint, self.model, self._checkpoint_source)
 
     def before_fit(self) -> None:
         """Refuse a fresh ``fit`` over an existing run's ``last.ckpt``, and a ``last`` resume with none.
@@ -115,6 +162,13 @@ class ADNILightningCLI(LightningCLI):
             )
         if ckpt_path == "last" and not last.exists():
             raise ResumeError(f"--ckpt_path last: no {last} to resume from")
+        self.check_checkpoint()
+
+    def before_validate(self) -> None:
+        self.check_checkpoint()
+
+    def before_test(self) -> None:
+        self.check_checkpoint()
 
     def after_fit(self) -> None:
         """Say where the run's checkpoints are and how to use them."""
@@ -140,7 +194,8 @@ class ADNILightningCLI(LightningCLI):
         print("\n".join(lines))
 
     def before_predict(self) -> None:
-        """Make sure predictions are written even if the config names no PredictionWriter."""
+        """Check the checkpoint; make sure predictions are written even if the config names no PredictionWriter."""
+        self.check_checkpoint()
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
 
@@ -251,21 +306,43 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
 
 def _project_errors() -> tuple[type[Exception], ...]:
     """Errors that explain themselves: bad input, bad configuration, a refused resume, a diverged loss."""
+    from adni_lightning.checkpoint import CheckpointError
     from adni_lightning.commands.cv import CrossValidationError
+    from adni_lightning.commands.interpret import InterpretError
     from adni_lightning.data.cache import CacheBuildError
+    from adni_lightning.data.contract import ContractError, OptionError
     from adni_lightning.data.manifest import ManifestError
     from adni_lightning.data.split import SplitError
     from adni_lightning.module import NonFiniteLossError
 
-    return (ManifestError, SplitError, CacheBuildError, ResumeError, NonFiniteLossError, CrossValidationError)
+    return (
+        ManifestError,
+        SplitError,
+        CacheBuildError,
+        ResumeError,
+        NonFiniteLossError,
+        CrossValidationError,
+        InterpretError,
+        OptionError,
+        ContractError,
+        CheckpointError,
+    )
+
+
+def project_error(error: BaseException) -> BaseException | None:
+    """The project error that ``error`` is or was raised from (jsonargparse wraps an option group's own), if any."""
+    while error is not None and not isinstance(error, _project_errors()):
+        error = error.__cause__
+    return error
 
 
 def _project_message(error: Exception) -> str | None:
     """The message of a project error, also of one raised in a process ``ddp_spawn`` started: torch re-raises
     that in the parent as the child's traceback text (``ProcessRaisedException``), ending in ``module.Class: message``.
     """
-    if isinstance(error, _project_errors()):
-        return str(error)
+    found = project_error(error)
+    if found is not None:
+        return str(found)
     if not isinstance(error, ProcessRaisedException):
         return None
     names, classes = set(), list(_project_errors())

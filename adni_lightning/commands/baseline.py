@@ -26,7 +26,7 @@ def cross_validation_split(
     manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
 ) -> pd.DataFrame:
     """The k-fold split at ``path``: reused after :func:`load_split`'s checks, else drawn with ``spec``'s seed and
-    test fraction and saved. Raises ``ValueError`` when a group has fewer non-test subjects than ``folds``.
+    test fraction and saved. Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
     """
     if path.exists():
         split = load_split(path, manifest)

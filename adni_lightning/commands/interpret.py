@@ -20,9 +20,8 @@ split's age statistics), and explains each image of the chosen split:
 
 ``images.csv`` lists each image's probabilities, IG's convergence delta and the seconds each method took. The
 figures also go to ``DIR/tensorboard`` (never the training run's own event folder). The checkpoint must match the
-config: model shapes from its hyper-parameters, and the preprocessing (input kind, image size, crop, channels)
-from the run's ``config.yaml`` that ``fit`` saved beside it (``<run>/tensorboard/`` or ``<run>/``, where
-``<run>`` holds the ``checkpoints/`` folder); without that file the preprocessing is not checked, and says so.
+config as for ``validate``: its data contract (classes, preprocessing, tabular features and, for ``val``/``test``,
+the split) and its model's shapes are compared before anything is written (:mod:`adni_lightning.checkpoint`).
 Needs Captum for voxel attribution (``pip install 'adni_lightning[interpret]'``).
 """
 
@@ -36,17 +35,15 @@ from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
-import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
 from adni_lightning.arguments import CommandParser
+from adni_lightning.checkpoint import check_model, read_checkpoint
 from adni_lightning.commands.inspect import parser as run_parser
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.dataset import VolumeDataset, collate_volumes
 from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup
-from adni_lightning.data.preprocess import Preprocessing
-from adni_lightning.data.split import split_digest
 from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid, source_grid
@@ -59,18 +56,6 @@ PROG = "python -m adni_lightning interpret"
 Split = Literal["val", "test", "all"]
 SPLITS: tuple[str, ...] = get_args(Split)
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
-#: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
-MODEL_KEYS = (
-    "input_kind",
-    "in_channels",
-    "num_classes",
-    "class_names",
-    "num_tabular_features",
-    "image_encoder",
-    "tabular_dim",
-)
-#: Preprocessing fields whose change makes the cached volumes (or the channels) differ from training's.
-PREPROCESSING_KEYS = ("input_kind", "size", "crop", "margin_mm", "normalise", "channel_map")
 
 
 class InterpretError(ValueError):
@@ -136,69 +121,25 @@ def main(argv: list[str]) -> None:
     )
 
 
-def _saved_preprocessing(ckpt_path: Path) -> tuple[Preprocessing, Path] | None:
-    """The ``data.preprocessing`` group of the ``config.yaml`` that ``fit`` wrote beside the checkpoint."""
-    run = ckpt_path.resolve().parent.parent
-    for path in (run / "tensorboard" / "config.yaml", run / "config.yaml"):
-        if path.is_file():
-            data = yaml.safe_load(path.read_text()).get("data") or {}
-            group = (data.get("init_args") or data).get("preprocessing")
-            if group is not None:
-                return Preprocessing(**group), path
-    return None
-
-
-def check_checkpoint(
-    checkpoint: dict[str, Any], ckpt_path: Path, hparams: dict[str, Any], params: Preprocessing
-) -> str:
-    """Raise :class:`InterpretError` when the checkpoint was trained on other inputs or outputs than the config
-    describes; return a note on how the preprocessing was checked.
-    """
-    trained = checkpoint.get("hyper_parameters", {})
-    differ = [
-        f"model.{k} {trained[k]!r} vs {hparams.get(k)!r}"
-        for k in MODEL_KEYS
-        if k in trained and trained[k] != hparams.get(k)
-    ]
-    if differ:
-        raise InterpretError(f"{ckpt_path} does not match the config (checkpoint vs config): {'; '.join(differ)}")
-    saved = _saved_preprocessing(ckpt_path)
-    if saved is None:
-        return f"preprocessing not checked: no config.yaml of the run beside {ckpt_path}"
-    preprocessing, path = saved
-    differ = [
-        f"{k} {getattr(preprocessing, k)!r} vs {getattr(params, k)!r}"
-        for k in PREPROCESSING_KEYS
-        if getattr(preprocessing, k) != getattr(params, k)
-    ]
-    if differ:
-        raise InterpretError(
-            f"{ckpt_path} was trained with another data.preprocessing (training's {path} vs this config): "
-            f"{'; '.join(differ)}; pass the run's config"
-        )
-    return f"preprocessing checked against {path}"
-
-
-def _images(cli: ADNILightningCLI, checkpoint: dict[str, Any], split: str) -> VolumeDataset:
-    """The split's images, read as ``predict`` reads them, with the checkpoint's age statistics."""
+def _attach(cli: ADNILightningCLI, split: str) -> None:
+    """Set the DataModule up as ``predict`` over ``split`` would (``all`` needs no split)."""
     dm = cli.datamodule
     dm.trainer = cli.trainer
-    cli.trainer.state.fn = TrainerFn.PREDICTING  # as `predict` runs: `all` needs no split
+    cli.trainer.state.fn = TrainerFn.PREDICTING
     dm.predict_split = split
     if split != "all" and not dm.split_path.is_file():
         raise InterpretError(
             f"--split {split}: no split file {dm.split_path} (fit writes it into the run folder): "
             "pass the run's --trainer.default_root_dir or --data.split.file"
         )
-    if DATA_STATE_KEY not in checkpoint:
-        raise InterpretError("the checkpoint holds no data state (age statistics): it was not written by this project")
+
+
+def _images(cli: ADNILightningCLI, checkpoint: dict[str, Any], split: str) -> VolumeDataset:
+    """The split's images, read as ``predict`` reads them, with the checkpoint's age statistics."""
+    dm = cli.datamodule
     dm.prepare_data()
     dm.setup("predict")
     dm.restore_checkpoint_state(checkpoint[DATA_STATE_KEY])
-    if split != "all":
-        trained_on = checkpoint[DATA_STATE_KEY].get("split_digest")
-        if trained_on is not None and trained_on != split_digest(dm.split):
-            raise InterpretError(f"--split {split}: {dm.split_path} is not the split the checkpoint was trained on")
     dataset = dm.datasets["predict"]
     if len(dataset) == 0:
         raise InterpretError(
@@ -367,13 +308,13 @@ def run_interpret(
         raise InterpretError("--ig_steps must be >= 0, --chunk >= 2 and --max_images >= 1")
     if ig_steps:
         captum_attr()  # fail before any work when Captum is missing
-    if not Path(ckpt_path).is_file():
-        raise InterpretError(f"--ckpt_path {ckpt_path}: no such file")
+    checkpoint = read_checkpoint(ckpt_path)
     cli = load_run(configs, overrides)
     dm, model = cli.datamodule, cli.model
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    note = check_checkpoint(checkpoint, Path(ckpt_path), dict(model.hparams), dm.preprocessing)
-    print(f"interpret: {note}")
+    _attach(cli, split)
+    source = f"--ckpt_path {ckpt_path}"
+    dm.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), "predict", source)
+    check_model(checkpoint, model, source)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval().to(cli.trainer.strategy.root_device)
     dataset = _images(cli, checkpoint, split)

@@ -21,13 +21,23 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import VolumeCache
+from adni_lightning.data.contract import OptionError, check_contract, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, build_manifest, exclude_images
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
-from adni_lightning.data.split import SplitError, SplitSpec, load_split, save_split, split_digest, split_subjects
+from adni_lightning.data.split import (
+    SplitError,
+    SplitSpec,
+    check_sides,
+    check_split_options,
+    describe_dealing,
+    load_split,
+    save_split,
+    split_subjects,
+)
 from adni_lightning.data.tabular import TabularEncoder, TabularSpec
 from adni_lightning.data.volumes import LABELLED, regional_volumes
 from adni_lightning.seeding import derived_seed, run_seed
@@ -122,7 +132,7 @@ class ADNIDataModule(L.LightningDataModule):
         volumes = regional_volumes(manifest, self.cache)
         unknown = [name for name in self.encoder.volumes if name not in volumes.columns]
         if unknown:
-            raise ValueError(
+            raise OptionError(
                 f"data.tabular.volumes: {', '.join(unknown)} not in any label map of the cohort "
                 "(names as in FreeSurferColorLUT, e.g. Left-Hippocampus; see `inspect`'s volumes.csv)"
             )
@@ -135,18 +145,35 @@ class ADNIDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Validate the CSV, fix the split, fill the cache."""
         if self.encoder.volumes and not self.preprocessing.labelmap:
-            raise ValueError(
+            raise OptionError(
                 "data.tabular.volumes needs label maps: intensity volumes have no structures to measure "
                 "(set data.tabular.volumes to [])"
             )
         self.prepare_cohort()
-        manifest = self.manifest()
         if not self._predicting_everything:
+            split = self.planned_split()
             if not self.split_path.exists():
-                save_split(split_subjects(manifest, self.split_spec), self.split_path)
-                log.info("saved a new subject-level split to %s", self.split_path)
-            load_split(self.split_path, manifest)
+                save_split(split, self.split_path, self.split_spec)
+                log.info(
+                    "saved a new subject-level split to %s (subjects per class → train/val/test: %s)",
+                    self.split_path,
+                    describe_dealing(split, self.classes),
+                )
         self.fill_cache()
+
+    def planned_split(self) -> pd.DataFrame:
+        """The split this run uses, checked and not yet written: the saved one (drawn with the options asked for,
+        and matching the CSV) or a new one drawn in memory. Every class must have subjects on every side.
+        """
+        self.prepare_cohort()
+        manifest = self.manifest()
+        if self.split_path.exists():
+            check_split_options(self.split_path, self.split_spec)
+            split = load_split(self.split_path, manifest)
+        else:
+            split = split_subjects(manifest, self.split_spec)
+        check_sides(split, self.classes, self.split_spec, str(self.split_path))
+        return split
 
     @property
     def _predicting_everything(self) -> bool:
@@ -280,22 +307,24 @@ class ADNIDataModule(L.LightningDataModule):
         return volume.float()
 
     def checkpoint_state(self) -> dict[str, object]:
-        """Stored in checkpoints (under ``data``, by the module, so every subclass shares one key): the
-        training split's age statistics, the classes and a fingerprint of the split.
+        """The data contract stored in checkpoints (under ``data``, by the module, so every subclass shares one key):
+        classes, preprocessing, the training split's tabular statistics and the split (see
+        :mod:`adni_lightning.data.contract`).
         """
-        return {
-            "tabular": self.encoder.state_dict(),
-            "split_digest": split_digest(self.split) if self.split is not None else None,
-            "classes": self.classes,
-        }
+        return data_contract(self.classes, self.preprocessing, self.encoder, self.split)
+
+    def check_checkpoint_state(self, state: dict[str, object] | None, stage: str, source: str) -> None:
+        """Refuse a checkpoint trained on other data than this configuration describes, before anything is written.
+
+        ``stage`` is the command: ``predict`` over ``predict_split: all`` scores a cohort of its own and compares no
+        split; the others compare the split they would use (:meth:`planned_split`) with the training one.
+        """
+        split = None if stage == "predict" and self.predict_split == "all" else self.planned_split()
+        current = data_contract(self.classes, self.preprocessing, self.encoder, split)
+        check_contract(state, current, source, self.split_path if split is not None else None)
 
     def restore_checkpoint_state(self, state: dict[str, object]) -> None:
+        """Check the contract again (the split too, once one is loaded) and take the training split's statistics."""
+        split_file = self.split_path if self.split is not None else None
+        check_contract(state, self.checkpoint_state(), "the checkpoint", split_file, quiet=True)
         self.encoder.load_state_dict(state["tabular"])
-        if state["classes"] != self.classes:
-            raise ValueError(f"checkpoint classes {state['classes']} differ from the configured {self.classes}")
-        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
-        if fitting and self.split is not None and state["split_digest"] != split_digest(self.split):
-            raise SplitError(
-                f"resuming on a different split than the checkpoint was trained on ({self.split_path}): "
-                "validation subjects could leak into training"
-            )

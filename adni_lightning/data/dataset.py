@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from adni_lightning.data.batch import TEXT_KEYS, Batch
+from adni_lightning.data.contract import OptionError
 from adni_lightning.data.tabular import TabularEncoder
 
 
@@ -32,9 +33,9 @@ class LoaderSpec:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise OptionError(f"data.loader.batch_size must be at least 1, got {self.batch_size}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+            raise OptionError(f"data.loader.num_workers must be 0 or more, got {self.num_workers}")
 
 
 class VolumeDataset(Dataset):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from adni_lightning.data.contract import OptionError
+
 _DKT_REGIONS: dict[int, tuple[str, tuple[int, int, int]]] = {
     0: ("unknown", (25, 5, 25)),
     1: ("bankssts", (25, 100, 40)),
@@ -181,14 +183,18 @@ def hemisphere_swap() -> np.ndarray:
 def channel_lookup(channels: dict[str, tuple[int, ...] | list[int]]) -> np.ndarray:
     """``(num_compact, num_channels)`` float32 table: row i is the one-hot channels of compact label i.
 
-    Raises ``ValueError`` for an id that is not a FreeSurfer label, so a typo in a config fails at once.
+    Raises :class:`~adni_lightning.data.contract.OptionError` for an id that is not a FreeSurfer label, so a typo in
+    a config fails at once.
     """
     to_compact = compact_lookup()
     table = np.zeros((len(KNOWN_LABELS), len(channels)), dtype=np.float32)
     for c, (name, ids) in enumerate(channels.items()):
         for label in ids:
             if not 0 < label < len(to_compact) or to_compact[label] < 0:
-                raise ValueError(f"channel {name!r}: {label} is not a FreeSurfer label id of an aseg/DKT map")
+                raise OptionError(
+                    f"data.preprocessing.channels: channel {name!r}: {label} is not a FreeSurfer label id "
+                    "of an aseg/DKT map"
+                )
             table[to_compact[label], c] = 1.0
     return table
 

@@ -23,6 +23,7 @@ from adni_lightning.data.volume_io import VolumeError, read_header
 log = logging.getLogger(__name__)
 
 OnBadRows = Literal["error", "skip"]
+MixedGroups = Literal["error", "keep", "drop"]
 
 #: The diagnostic groups of ADNI-1, in label order: the default classes.
 ADNI1_GROUPS = ("CN", "MCI", "AD")
@@ -71,6 +72,10 @@ class ManifestSpec:
         age_range: ages outside it are bad rows (typos such as 7.5 or 750).
         on_bad_rows: ``error`` stops with a report of every bad row; ``skip`` drops exactly those, reported.
         check_files: read every file's header before training (cheap; off only for tests of the CSV alone).
+        mixed_groups: a subject whose rows carry different classes (IDA's Group is the group at enrolment, so this
+            is usually an error of a merged CSV): ``error`` stops with the list; ``keep`` keeps each image with its
+            own row's class (the split stratifies by the subject's first row); ``drop`` leaves those subjects out.
+            Each is reported.
     """
 
     data_dir: str | Path = "K1data"
@@ -81,10 +86,11 @@ class ManifestSpec:
     age_range: tuple[float, float] = (40.0, 110.0)
     on_bad_rows: OnBadRows = "error"
     check_files: bool = True
+    mixed_groups: MixedGroups = "error"
 
     def __post_init__(self) -> None:
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
-            raise ValueError(f"classes must be at least two distinct names, got {list(self.classes)}")
+            raise ManifestError(f"data.manifest.classes must be at least two distinct names, got {list(self.classes)}")
 
     @property
     def root(self) -> Path:
@@ -250,6 +256,7 @@ def build_manifest(spec: ManifestSpec) -> pd.DataFrame:
     if problems:
         bad_rows = _enforce(spec, problems, len(table), "row(s) cannot be used")
         records = [r for r in records if r["row"] not in bad_rows]
+    records = _resolve_mixed_groups(spec, records)
     if not records:
         raise ManifestError(f"{spec.csv_file}: no usable rows")
     return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
@@ -272,3 +279,28 @@ def exclude_images(manifest: pd.DataFrame, spec: ManifestSpec, reasons: Mapping[
     if kept.empty:
         raise ManifestError(f"{spec.csv_file}: no usable rows")
     return kept
+
+
+def _resolve_mixed_groups(spec: ManifestSpec, records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Report subjects whose rows carry different classes and apply ``spec.mixed_groups`` to them."""
+    rows: dict[str, dict[str, list[int]]] = {}
+    for r in records:
+        rows.setdefault(r["subject"], {}).setdefault(r["label"], []).append(r["row"])
+    mixed = {subject: labels for subject, labels in rows.items() if len(labels) > 1}
+    if not mixed:
+        return records
+    report = f"{spec.csv_file}: {len(mixed)} subject(s) have rows of different classes:\n" + "\n".join(
+        f"  subject {subject}: "
+        + ", ".join(f"{label} (CSV row {', '.join(map(str, lines))})" for label, lines in labels.items())
+        for subject, labels in sorted(mixed.items())
+    )
+    if spec.mixed_groups == "error":
+        raise ManifestError(
+            report + "\n(set data.manifest.mixed_groups: keep to keep each image with its own row's class, "
+            "or drop to leave these subjects out)"
+        )
+    if spec.mixed_groups == "drop":
+        log.warning("%s\nthese subjects are left out (mixed_groups: drop)", report)
+        return [r for r in records if r["subject"] not in mixed]
+    log.info("%s\neach image keeps its own row's class (mixed_groups: keep)", report)
+    return records

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adni_lightning.data.contract import OptionError
 from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
 from adni_lightning.data.volume_io import to_canonical
 
@@ -33,7 +34,7 @@ def as_size(size: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int
     """Normalise an int or a (D, H, W) sequence to a 3-tuple of positive ints."""
     dims = (size,) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
     if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"image_size must be a positive int or three positive ints, got {size!r}")
+        raise OptionError(f"data.preprocessing.image_size must be a positive int or three positive ints, got {size!r}")
     return dims  # type: ignore[return-value]
 
 
@@ -86,6 +87,19 @@ class Preprocessing:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint8 if self.labelmap else np.float16)
+
+    def contract(self) -> dict[str, object]:
+        """What a checkpoint stores of this group: each field as it acts (size as (D, H, W), channels resolved,
+        ``None`` for intensities, which have none).
+        """
+        return {
+            "input_kind": self.input_kind,
+            "image_size": list(self.size),
+            "crop": self.crop,
+            "margin_mm": self.margin_mm,
+            "normalise": self.normalise,
+            "channels": {name: list(ids) for name, ids in self.channel_map.items()} if self.labelmap else None,
+        }
 
     def key(self) -> str:
         cached = {**{k: v for k, v in asdict(self).items() if k != "channels"}, "image_size": list(self.size)}

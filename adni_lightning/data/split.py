@@ -7,14 +7,21 @@ drawn within each diagnostic group (the group of their first row), so class prop
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
+
 SPLIT_COLUMNS = ("image_id", "subject", "group", "split", "fold")
 SIDES = ("train", "val", "test")
+#: The :class:`SplitSpec` options that decide a split, saved beside it (``split.json`` beside ``split.csv``).
+SPEC_OPTIONS = ("val_fraction", "test_fraction", "seed", "folds", "fold")
 
 
 class SplitError(ValueError):
@@ -44,12 +51,28 @@ class SplitSpec:
     def __post_init__(self) -> None:
         fractions = (self.val_fraction, self.test_fraction)
         if not all(0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
-            raise ValueError(
-                f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} must each be in [0, 1) "
-                "and leave training data"
+            raise SplitError(
+                f"data.split.val_fraction {self.val_fraction} and data.split.test_fraction {self.test_fraction} "
+                "must each be in [0, 1) and leave training data"
+            )
+        if self.folds is None and self.fold != 0:
+            raise SplitError(
+                f"data.split.fold {self.fold} needs data.split.folds: without folds there is no fold to hold out"
             )
         if self.folds is not None and (self.folds < 2 or not 0 <= self.fold < self.folds):
-            raise ValueError(f"folds={self.folds} must be >= 2 and fold={self.fold} in [0, folds)")
+            raise SplitError(
+                f"data.split.folds {self.folds} must be at least 2 and data.split.fold {self.fold} in [0, folds)"
+            )
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The sides this spec deals subjects to: train, val (unless ``val_fraction`` is 0), test (if asked)."""
+        val = ("val",) if self.folds is not None or self.val_fraction > 0 else ()
+        return ("train", *val, *(("test",) if self.test_fraction > 0 else ()))
+
+    def options(self) -> dict[str, object]:
+        """The options that decide who is on which side, saved beside a split to recognise it later."""
+        return {name: getattr(self, name) for name in SPEC_OPTIONS}
 
 
 def split_subjects(manifest: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
@@ -94,13 +117,54 @@ def check_no_leak(split: pd.DataFrame, source: str = "split") -> None:
         raise SplitError(f"{source}: {len(leaking)} subject(s) on more than one side: {shown}")
 
 
-def save_split(split: pd.DataFrame, path: str | Path) -> None:
-    """Write atomically: a half-written split must never be read back as the run's split."""
+def options_path(path: str | Path) -> Path:
+    """Where the options that drew the split at ``path`` are saved: ``split.json`` beside ``split.csv``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_split(split: pd.DataFrame, path: str | Path, spec: SplitSpec | None = None) -> None:
+    """Write atomically: a half-written split must never be read back as the run's split.
+
+    With ``spec``, the options that drew it are written first, beside it (:func:`options_path`), so that a later run
+    asking for another split is refused (:func:`check_split_options`) instead of reusing this one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if spec is not None:
+        _atomic_text(options_path(path), json.dumps(spec.options(), indent=1))
+    _atomic_text(path, split.to_csv(index=False))
+
+
+def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    split.to_csv(tmp, index=False)
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def check_split_options(path: str | Path, spec: SplitSpec) -> None:
+    """Raise :class:`SplitError` when the split saved at ``path`` was drawn with other options than ``spec`` asks for.
+
+    A split without its options file (written by hand, by another tool, or before the file existed) is used as it
+    is, with a console line saying so. ``val_fraction`` is not compared between two k-fold splits (folds ignore it).
+    """
+    saved_path = options_path(path)
+    if not saved_path.is_file():
+        log.info(
+            "%s has no %s beside it: its sides are used as they are, not checked against data.split",
+            path,
+            saved_path.name,
+        )
+        return
+    saved = json.loads(saved_path.read_text())
+    asked = spec.options()
+    skip = {"val_fraction"} if saved.get("folds") is not None and spec.folds is not None else set()
+    differing = [name for name in SPEC_OPTIONS if name not in skip and saved.get(name) != asked[name]]
+    if differing:
+        listed = "; ".join(f"data.split.{n} {saved.get(n)} (saved) vs {asked[n]} (asked)" for n in differing)
+        raise SplitError(
+            f"{path} was drawn with other options than this run asks for: {listed}; pass the saved options, point "
+            f"data.split.file elsewhere, or delete it and {saved_path.name} to draw a new split"
+        )
 
 
 def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +189,63 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
     if moved:
         raise SplitError(f"{path}: image(s) {', '.join(moved[:5])} belong to another subject in the CSV")
     return split[split["image_id"].isin(set(manifest["image_id"]))].reset_index(drop=True)
+
+
+def dealt_subjects(split: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Subjects per class (rows, in ``classes`` order) and side (columns ``train``, ``val``, ``test``)."""
+    subjects = split.drop_duplicates("subject")
+    counts = subjects.groupby(["group", "split"]).size().unstack(fill_value=0)
+    return counts.reindex(index=list(classes), columns=list(SIDES), fill_value=0)
+
+
+def describe_dealing(split: pd.DataFrame, classes: Sequence[str]) -> str:
+    """How the rounding came out: ``CN 10 → 6/2/2, …`` (subjects per class → train/val/test)."""
+    counts = dealt_subjects(split, classes)
+    return ", ".join(f"{c} {row.sum()} → {row['train']}/{row['val']}/{row['test']}" for c, row in counts.iterrows())
+
+
+def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, source: str) -> None:
+    """Raise :class:`SplitError` unless every class has subjects on every side ``spec`` asks for.
+
+    A class absent from the cohort trains a model that can never predict it and scores it 0; a class absent from
+    the validation side makes the balanced accuracy that picks the best checkpoint meaningless. The message says
+    how each class's subjects were dealt and, for a side a fraction rounded to nothing, the rounding.
+    """
+    counts = dealt_subjects(split, classes)
+    totals = counts.sum(axis=1)
+    listed = ", ".join(f"{c} {n}" for c, n in totals.items())
+    absent = [c for c, n in totals.items() if n == 0]
+    if absent:
+        raise SplitError(
+            f"{source}: no subject of class {', '.join(absent)} (subjects per class: {listed}); every class of "
+            "data.manifest.classes needs subjects to train and validate on (map or drop groups with group_map)"
+        )
+    if spec.folds is not None:
+        non_test = totals - counts["test"]
+        short = [c for c in classes if non_test[c] < spec.folds]
+        if short:
+            raise SplitError(
+                f"{source}: {spec.folds} folds need at least {spec.folds} non-test subjects of every class, but "
+                f"{', '.join(f'{c} has {non_test[c]}' for c in short)}: some folds would validate without it; "
+                f"use at most {int(non_test.min())} folds or add subjects"
+            )
+    for side in spec.sides:
+        missing = [c for c in classes if counts.at[c, side] == 0]
+        if not missing:
+            continue
+        klass, n = missing[0], int(totals[missing[0]])
+        if side == "train":
+            why = (
+                f"nothing is left for training after {counts.at[klass, 'test']} test and {counts.at[klass, 'val']} val"
+            )
+        else:
+            fraction = spec.val_fraction if side == "val" else spec.test_fraction
+            why = f"{side}_fraction {fraction} × {n} = {fraction * n:g}, rounded to {round(fraction * n)}"
+        raise SplitError(
+            f"{source}: the {side} side has no subject of class {', '.join(missing)} ({klass}: {n} subjects; {why}); "
+            f"subjects per class → train/val/test: {describe_dealing(split, classes)}; add subjects or change "
+            "data.split"
+        )
 
 
 def split_digest(split: pd.DataFrame) -> str:

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from adni_lightning.data.split import SplitError
 from adni_lightning.data.volumes import LABELLED, structure_columns
 
 MODEL_NAME = "baseline"
@@ -67,12 +68,12 @@ def make_model(seed: int = 0) -> Pipeline:
 
 
 def check_fold_count(split: pd.DataFrame, folds: int, classes: Sequence[str]) -> None:
-    """Raise ``ValueError`` when a group has fewer non-test subjects than ``folds`` (some folds would lack it)."""
+    """Raise :class:`SplitError` when a group has fewer non-test subjects than ``folds`` (some folds would lack it)."""
     counts = split[split["split"] != "test"].groupby("group")["subject"].nunique().reindex(list(classes), fill_value=0)
     short = counts[counts < folds]
     if not short.empty:
         listed = ", ".join(f"{group} {n}" for group, n in counts.items())
-        raise ValueError(
+        raise SplitError(
             f"{folds} folds need at least {folds} non-test subjects per group, but {', '.join(short.index)} "
             f"{'has' if len(short) == 1 else 'have'} fewer; non-test subjects per group: {listed}"
         )

@@ -9,12 +9,13 @@ import torch
 
 from adni_lightning.data.augment import HemisphereFlip
 from adni_lightning.data.cache import CacheDirError
+from adni_lightning.data.contract import ContractError
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.dataset import LoaderSpec
 from adni_lightning.data.labels import DEFAULT_CHANNELS
 from adni_lightning.data.manifest import CSV_NAME, ManifestError, ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
-from adni_lightning.data.split import SplitSpec, split_digest
+from adni_lightning.data.split import SplitError, SplitSpec, split_digest
 
 
 class TrainingStep:
@@ -71,15 +72,25 @@ def test_prepare_setup_and_batches(cohort, tmp_path):
     assert dm.train_class_counts.sum() == len(dm.datasets["train"])
 
 
-def test_split_file_is_reused_not_redrawn(cohort, tmp_path):
+def test_split_file_is_reused_not_redrawn_and_other_options_are_refused(cohort, tmp_path):
     first = _datamodule(cohort, tmp_path, split_seed=1)
     first.prepare_data()
-    saved = pd.read_csv(tmp_path / "run" / "split.csv")
-    second = _datamodule(cohort, tmp_path, split_seed=2)
+    path = tmp_path / "run" / "split.csv"
+    edited = pd.read_csv(path, dtype=str)
+    moved = edited.loc[edited["split"] == "train", "subject"].iloc[0]
+    edited.loc[edited["subject"] == moved, "split"] = "val"  # a hand edit: a redrawn split would undo it
+    edited.to_csv(path, index=False)
+    second = _datamodule(cohort, tmp_path, split_seed=1)
     second.prepare_data()
     second.setup("validate")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "split.csv"), saved)
-    assert set(second.datasets["val"].rows["image_id"]) == set(saved.loc[saved["split"] == "val", "image_id"])
+    pd.testing.assert_frame_equal(pd.read_csv(path, dtype=str), edited)
+    assert moved in set(second.datasets["val"].rows["subject"])
+    with pytest.raises(SplitError) as refused:
+        _datamodule(cohort, tmp_path, split_seed=2).prepare_data()
+    assert str(refused.value) == (
+        f"{path} was drawn with other options than this run asks for: data.split.seed 1 (saved) vs 2 (asked); "
+        "pass the saved options, point data.split.file elsewhere, or delete it and split.json to draw a new split"
+    )
 
 
 def test_state_dict_carries_training_statistics(cohort, tmp_path):
@@ -95,6 +106,30 @@ def test_state_dict_carries_training_statistics(cohort, tmp_path):
         _datamodule(
             cohort, tmp_path, manifest=ManifestSpec(data_dir=str(cohort), classes=("CN", "AD"))
         ).restore_checkpoint_state(state)
+
+
+def test_restoring_a_checkpoint_trained_on_another_split_is_refused(cohort, tmp_path):
+    """The guard behind ``on_load_checkpoint``: a Trainer resuming without the CLI, and interpret."""
+    dm = _datamodule(cohort, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    state = dm.checkpoint_state()
+    path = tmp_path / "run" / "split.csv"
+    split = pd.read_csv(path, dtype=str)
+    val = split[split["split"] == "val"]
+    subject = val.loc[val["group"] == val["group"].mode()[0], "subject"].iloc[0]
+    moved = split.loc[split["subject"] == subject, "image_id"].tolist()
+    split.loc[split["subject"] == subject, "split"] = "train"
+    split.to_csv(path, index=False)
+    resumed = _datamodule(cohort, tmp_path)
+    resumed.setup("fit")
+    with pytest.raises(ContractError) as refused:
+        resumed.restore_checkpoint_state(state)
+    assert str(refused.value) == (
+        f"the checkpoint does not fit this configuration: data.split: {len(moved)} image(s) of {path} are on another "
+        f"side than when the checkpoint was trained, e.g. {moved[0]}: checkpoint val, config train (held-out images "
+        "would be trained on)"
+    )
 
 
 def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
@@ -113,7 +148,7 @@ def test_synthetic_cohort_is_generated_when_absent(tmp_path):
         manifest=ManifestSpec(data_dir=str(tmp_path / "synthetic")),
         preprocessing=Preprocessing(image_size=12),
         loader=LoaderSpec(num_workers=0),
-        split=SplitSpec(file=str(tmp_path / "split.csv")),
+        split=SplitSpec(val_fraction=0.4, file=str(tmp_path / "split.csv")),  # 2 AD subjects: 1 of them validates
     )
     dm.prepare_data()
     assert (tmp_path / "synthetic" / "ADNI_1p5T_Filtered.csv").is_file()

@@ -170,3 +170,39 @@ def test_an_empty_file_is_named_with_its_row_in_one_line_and_skippable(cohort, c
         skipped = build_manifest(_spec(cohort, on_bad_rows="skip"))
     assert list(skipped["image_id"]) == [i for i in manifest["image_id"] if i != row["image_id"]]
     assert f"{where} (skipped, on_bad_rows: skip)" in caplog.text
+
+
+def _second_visit_relabelled(root: Path) -> tuple[str, list[int], str, str]:
+    """Give one subject's second row another class (moving its file, whose folder is its group)."""
+    table = pd.read_csv(root / CSV, dtype=str, keep_default_na=False)
+    subject = table["Subject"][table["Subject"].duplicated()].iloc[0]
+    first, second = table.index[table["Subject"] == subject][:2]
+    old = table.at[second, "Group"]
+    new = next(g for g in ("CN", "MCI", "AD") if g != old)
+    name = f"I{table.at[second, 'Image Data ID'].lstrip('I')}.nii_aseg_deep.mgz"
+    (root / new).mkdir(exist_ok=True)
+    (root / old / name).rename(root / new / name)
+    _rewrite(root, lambda t: t.assign(Group=[new if i == second else g for i, g in enumerate(t["Group"])]))
+    return subject, [int(first) + 2, int(second) + 2], old, new
+
+
+def test_a_subject_with_rows_of_two_classes_is_reported_and_the_policy_applied(cohort, caplog):
+    subject, (first, second), old, new = _second_visit_relabelled(cohort)
+    with pytest.raises(ManifestError) as refused:
+        build_manifest(_spec(cohort))
+    assert str(refused.value) == (
+        f"{cohort / CSV}: 1 subject(s) have rows of different classes:\n"
+        f"  subject {subject}: {old} (CSV row {first}), {new} (CSV row {second})\n"
+        "(set data.manifest.mixed_groups: keep to keep each image with its own row's class, or drop to leave these "
+        "subjects out)"
+    )
+    with caplog.at_level(logging.INFO):
+        kept = build_manifest(_spec(cohort, mixed_groups="keep"))
+    assert list(kept.loc[kept["subject"] == subject, "label"]) == [old, new]
+    assert f"subject {subject}: {old} (CSV row {first}), {new} (CSV row {second})" in caplog.text
+    assert "each image keeps its own row's class (mixed_groups: keep)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dropped = build_manifest(_spec(cohort, mixed_groups="drop"))
+    assert subject not in set(dropped["subject"]) and len(dropped) == len(kept) - 2
+    assert "these subjects are left out (mixed_groups: drop)" in caplog.text

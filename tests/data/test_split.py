@@ -6,6 +6,9 @@ from adni_lightning.data.split import (
     SplitError,
     SplitSpec,
     check_no_leak,
+    check_sides,
+    check_split_options,
+    describe_dealing,
     load_split,
     save_split,
     split_digest,
@@ -100,3 +103,97 @@ def test_folds_are_subject_disjoint_stratified_and_hold_out_every_subject_once(s
     shares = pd.crosstab(subjects["fold"], subjects["group"], normalize="index")
     overall = subjects["group"].value_counts(normalize=True)
     assert (shares.sub(overall, axis=1).abs() < 0.12).all().all()  # every fold has the cohort's class mix
+
+
+def _cohort(counts: dict[str, int]) -> pd.DataFrame:
+    """One image per subject, ``counts[group]`` subjects of each group."""
+    rows = [
+        {"image_id": f"I{group}{k}", "subject": f"{group}_S_{k:04d}", "label": group}
+        for group, n in counts.items()
+        for k in range(n)
+    ]
+    return pd.DataFrame(rows, columns=["image_id", "subject", "label"])
+
+
+CLASSES = ("CN", "MCI", "AD")
+
+
+def test_a_single_class_cohort_is_refused():
+    spec = SplitSpec()
+    split = split_subjects(_cohort({"CN": 20}), spec)
+    with pytest.raises(SplitError) as refused:
+        check_sides(split, CLASSES, spec, "split.csv")
+    assert str(refused.value) == (
+        "split.csv: no subject of class MCI, AD (subjects per class: CN 20, MCI 0, AD 0); every class of "
+        "data.manifest.classes needs subjects to train and validate on (map or drop groups with group_map)"
+    )
+
+
+def test_a_side_that_rounds_to_no_subject_of_a_class_says_how_the_rounding_came_out():
+    spec = SplitSpec(val_fraction=0.2)
+    split = split_subjects(_cohort({"CN": 10, "MCI": 10, "AD": 2}), spec)
+    assert describe_dealing(split, CLASSES) == "CN 10 → 8/2/0, MCI 10 → 8/2/0, AD 2 → 2/0/0"
+    with pytest.raises(SplitError) as refused:
+        check_sides(split, CLASSES, spec, "split.csv")
+    assert str(refused.value) == (
+        "split.csv: the val side has no subject of class AD (AD: 2 subjects; val_fraction 0.2 × 2 = 0.4, rounded to "
+        "0); subjects per class → train/val/test: CN 10 → 8/2/0, MCI 10 → 8/2/0, AD 2 → 2/0/0; add subjects or "
+        "change data.split"
+    )
+    test = SplitSpec(val_fraction=0.5, test_fraction=0.4)
+    with pytest.raises(SplitError, match=r"the train side has no subject of class AD \(AD: 2 subjects; nothing is "):
+        check_sides(split_subjects(_cohort({"CN": 10, "MCI": 10, "AD": 2}), test), CLASSES, test, "split.csv")
+    half = SplitSpec(val_fraction=0.25)  # round half to even, as split_subjects rounds
+    with pytest.raises(SplitError, match=r"val_fraction 0.25 × 2 = 0.5, rounded to 0\)"):
+        check_sides(split_subjects(_cohort({"CN": 10, "MCI": 10, "AD": 2}), half), CLASSES, half, "split.csv")
+    roomier = SplitSpec(val_fraction=0.3)
+    check_sides(split_subjects(_cohort({"CN": 10, "MCI": 10, "AD": 2}), roomier), CLASSES, roomier, "split.csv")
+
+
+def test_folds_need_as_many_non_test_subjects_of_each_class_as_folds():
+    spec = SplitSpec(folds=4)
+    split = split_subjects(_cohort({"CN": 8, "MCI": 8, "AD": 3}), spec)
+    with pytest.raises(SplitError) as refused:
+        check_sides(split, CLASSES, spec, "split.csv")
+    assert str(refused.value) == (
+        "split.csv: 4 folds need at least 4 non-test subjects of every class, but AD has 3: some folds would "
+        "validate without it; use at most 3 folds or add subjects"
+    )
+    three = SplitSpec(folds=3, fold=2)
+    check_sides(split_subjects(_cohort({"CN": 8, "MCI": 8, "AD": 3}), three), CLASSES, three, "split.csv")
+
+
+def test_a_saved_split_drawn_with_other_options_is_refused(tmp_path):
+    path = tmp_path / "split.csv"
+    spec = SplitSpec(folds=5, fold=0, seed=3)
+    save_split(split_subjects(_manifest(), spec), path, spec)
+    check_split_options(path, spec)
+    check_split_options(path, SplitSpec(folds=5, fold=0, seed=3, val_fraction=0.5))  # folds ignore val_fraction
+    with pytest.raises(SplitError) as refused:
+        check_split_options(path, SplitSpec(folds=5, fold=1, seed=3))
+    assert str(refused.value) == (
+        f"{path} was drawn with other options than this run asks for: data.split.fold 0 (saved) vs 1 (asked); pass "
+        "the saved options, point data.split.file elsewhere, or delete it and split.json to draw a new split"
+    )
+    with pytest.raises(SplitError, match=r"for: data.split.folds 5 \(saved\) vs None \(asked\); pass"):
+        check_split_options(path, SplitSpec(seed=3, fold=0))
+    (tmp_path / "split.json").unlink()  # a split made elsewhere: used as it is
+    check_split_options(path, SplitSpec(seed=99))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            dict(val_fraction=1.5),
+            "data.split.val_fraction 1.5 and data.split.test_fraction 0.0 must each be in [0, 1) and leave training "
+            "data",
+        ),
+        (dict(fold=1), "data.split.fold 1 needs data.split.folds: without folds there is no fold to hold out"),
+        (dict(folds=3, fold=3), "data.split.folds 3 must be at least 2 and data.split.fold 3 in [0, folds)"),
+    ],
+)
+def test_split_options_that_cannot_work_are_refused(options, message):
+    with pytest.raises(SplitError) as refused:
+        SplitSpec(**options)
+    assert str(refused.value) == message

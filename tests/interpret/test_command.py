@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError, parser
+from adni_lightning.data.contract import ContractError
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
 from tests.helpers import tiny_args
@@ -44,10 +45,9 @@ def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
     )
 
 
-def test_interpret_writes_every_output(run, capsys):
+def test_interpret_writes_every_output(run):
     main(interpret_args(run, "--max_images", "4"))
     out = run["root"] / "interpret"
-    assert "preprocessing checked against" in capsys.readouterr().out
     images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
     split = pd.read_csv(run["root"] / "split.csv", dtype=str)
     assert len(images) == 4 and set(images["image_id"]) <= set(split.loc[split["split"] == "val", "image_id"])
@@ -92,8 +92,8 @@ def test_split_all_explains_the_whole_csv_with_each_images_side(run, tmp_path):
     assert "ig_s" not in images and not list((out / "attributions").glob("*.nii.gz"))  # --ig_steps 0: no IG
 
 
-def _one_line_error(argv: list[str]) -> str:
-    with pytest.raises(InterpretError) as caught:
+def _one_line_error(argv: list[str], error: type[Exception] = InterpretError) -> str:
+    with pytest.raises(error) as caught:
         main(argv)
     message = str(caught.value)
     assert "\n" not in message
@@ -106,14 +106,20 @@ def test_no_test_split_is_a_one_line_error(run):
 
 
 def test_checkpoint_of_another_image_size_is_a_one_line_error(run):
-    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12"))
-    assert "size (16, 16, 16) vs (12, 12, 12)" in message and str(run["ckpt"]) in message
+    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12"), ContractError)
+    assert message == (
+        f"--ckpt_path {run['ckpt']} does not fit this configuration: "
+        "data.preprocessing.image_size: checkpoint [16, 16, 16], config [12, 12, 12]"
+    )
 
 
 def test_checkpoint_of_other_channels_is_a_one_line_error(run):
     channels = '{"hippocampus": [17, 53], "amygdala": [18, 54]}'
-    message = _one_line_error(interpret_args(run, "--data.preprocessing.channels", channels))
-    assert "model.in_channels 9 vs 2" in message
+    message = _one_line_error(interpret_args(run, "--data.preprocessing.channels", channels), ContractError)
+    assert message.endswith(
+        "data.preprocessing.channels: checkpoint ['hippocampus', 'amygdala', 'lateral_ventricle', 'inf_lat_vent', "
+        "'cortex', 'white_matter', 'deep_grey', 'csf', 'hindbrain'], config ['hippocampus', 'amygdala']"
+    )
 
 
 def test_missing_split_file_is_a_one_line_error(run, tmp_path):

@@ -1,0 +1,83 @@
+"""The data contract: each differing field named by its option with both values; splits compared by assignment."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adni_lightning.data.contract import ContractError, check_contract, data_contract
+from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.tabular import TabularEncoder
+
+SPLIT = pd.DataFrame(
+    {"image_id": ["I1", "I2", "I3", "I4"], "subject": ["a", "a", "b", "c"], "split": ["train", "train", "val", "val"]}
+)
+
+
+def _contract(split: pd.DataFrame | None = SPLIT, classes=("CN", "MCI", "AD"), volumes=(), **preprocessing) -> dict:
+    encoder = TabularEncoder(volumes).fit([70.0, 80.0], [[0.1] * len(volumes), [0.2] * len(volumes)])
+    return data_contract(classes, Preprocessing(**preprocessing), encoder, split)
+
+
+def _refusal(trained: dict, current: dict) -> str:
+    with pytest.raises(ContractError) as refused:
+        check_contract(trained, current, "model.ckpt", Path("split.csv"))
+    return str(refused.value)
+
+
+def test_the_same_configuration_fits():
+    check_contract(_contract(), _contract(), "model.ckpt", Path("split.csv"))
+
+
+def test_each_differing_field_is_named_by_its_option_with_both_values():
+    message = _refusal(_contract(image_size=16, crop=False), _contract(image_size=(16, 16, 24), classes=("CN", "AD")))
+    assert message == (
+        "model.ckpt does not fit this configuration: data.manifest.classes: checkpoint ['CN', 'MCI', 'AD'], config "
+        "['CN', 'AD']; data.preprocessing.image_size: checkpoint [16, 16, 16], config [16, 16, 24]; "
+        "data.preprocessing.crop: checkpoint False, config True"
+    )
+    assert _refusal(_contract(), _contract(volumes=("Left-Hippocampus",))).endswith(
+        "data.tabular.volumes: checkpoint [], config ['Left-Hippocampus']"
+    )
+    hippocampus = {"hippocampus": [17, 53]}
+    assert _refusal(_contract(channels=hippocampus), _contract(channels={"hippocampus": [17]})).endswith(
+        "data.preprocessing.channels: checkpoint {'hippocampus': [17, 53]}, config {'hippocampus': [17]}"
+    )
+    intensity = _contract(input_kind="intensity")
+    assert intensity["preprocessing"]["channels"] is None  # intensities have no channels to compare
+    assert _refusal(intensity, _contract()).endswith(
+        "data.preprocessing.input_kind: checkpoint intensity, config labelmap"
+    )
+
+
+def test_a_split_is_compared_image_by_image():
+    moved = SPLIT.assign(split=["train", "train", "train", "val"])
+    assert _refusal(_contract(), _contract(moved)).endswith(
+        "data.split: 1 image(s) of split.csv are on another side than when the checkpoint was trained, e.g. I3: "
+        "checkpoint val, config train (held-out images would be trained on)"
+    )
+    added = pd.concat([SPLIT, pd.DataFrame({"image_id": ["I5"], "subject": ["d"], "split": ["val"]})])
+    assert _refusal(_contract(), _contract(added)).endswith(
+        "data.split: 1 image(s) of split.csv were not in the checkpoint's split, e.g. I5 (now val): the split was "
+        "drawn again or for other data"
+    )
+    check_contract(_contract(), _contract(SPLIT.iloc[:3]), "model.ckpt")  # a row skipped since: a subset, no leak
+    check_contract(_contract(), _contract(None), "model.ckpt")  # predict over a new cohort compares no split
+
+
+def test_a_checkpoint_older_than_the_contract_is_checked_on_what_it_holds(caplog):
+    full = _contract()
+    old = {key: full[key] for key in ("tabular", "split_digest", "classes")}
+    with caplog.at_level(logging.WARNING):
+        check_contract(old, _contract(image_size=24), "old.ckpt")
+    assert "old.ckpt predates the data contract: its classes, tabular features and split are checked" in caplog.text
+    message = _refusal(old, _contract(SPLIT.assign(split="train")))
+    assert message.startswith("model.ckpt does not fit this configuration: data.split: split.csv is not the split")
+    with pytest.raises(ContractError) as refused:
+        check_contract(None, full, "foreign.ckpt")
+    assert str(refused.value) == (
+        "foreign.ckpt holds no data contract (no 'data' entry): it was not written by adni_lightning"
+    )

@@ -100,6 +100,12 @@ class ADNILightningCLI(LightningCLI):
             if callback.class_path.endswith(".ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = str(root / "checkpoints")
         evaluating = self.subcommand in EVALUATION_COMMANDS
+        ckpt_file = Path(str(config.get("ckpt_path") or ""))
+        if evaluating and ckpt_file.is_file():
+            # Evaluation saves no checkpoint; its callbacks restore the training run's state, which names the
+            # folder the checkpoint was saved in (elsewhere Lightning warns that the dirpath changed).
+            for key in ("checkpoint", "last_checkpoint"):
+                config[key].dirpath = str(ckpt_file.parent)
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
@@ -202,6 +208,8 @@ class ADNILightningCLI(LightningCLI):
 
 #: Messages that say nothing to this project's users, silenced by their exact text (not by category).
 KNOWN_NOISE = (
+    # a partial validation (fast_dev_run, limit_val_batches) may lack a class; full sides hold every class (split.py)
+    r"No positive samples in targets, true positive value should be meaningless.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning, on every run (torch >= 2.9)
     r"Checkpoint directory .* exists and is not empty.*",  # resume: before_fit already refuses an overwrite
 )

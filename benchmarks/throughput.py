@@ -202,7 +202,12 @@ class Setup:
             *(("--trainer.deterministic", "warn") if self.accelerator == "gpu" else ()),
             *variant.overrides(),
             *self.extra,
-            *(("--trainer.max_steps", str(max_steps), "--trainer.max_epochs", "-1") if max_steps else ()),
+            # A step count, not epochs: no schedule over max_epochs (the learning rate does not change the speed).
+            *(
+                ("--trainer.max_steps", str(max_steps), "--trainer.max_epochs", "-1", "--model.lr_scheduler", "null")
+                if max_steps
+                else ()
+            ),
         ]
         return load_run(self.configs, overrides)
 
@@ -225,8 +230,7 @@ def model_only(cli: ADNILightningCLI, variant: Variant, device: torch.device, wa
     """Training steps on one batch kept on the device; the first step (compilation, if any) is reported apart."""
     batch = resident_batch(cli, device, cli.datamodule.loader.batch_size)
     model = cli.model.to(device).train()
-    configured = model.configure_optimizers()
-    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    optimizer = model.optimizer_factory(model.parameters())  # the schedule steps per epoch: not timed here
     clip = cli.trainer.gradient_clip_val
     dtype = AUTOCAST[variant.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -153,6 +153,7 @@ def test_a_truncated_checkpoint_is_named_as_such(trained, tmp_path):
     assert str(refused.value) == f"{truncated} is truncated or not a checkpoint (5000 bytes; File is not a zip file)"
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # a copied or edited checkpoint: wanted
 def test_validate_test_and_predict_leave_the_training_runs_events_and_config_untouched(trained, tmp_path):
     run = _copy(trained, tmp_path)
     logged = {p: p.read_bytes() for p in (run / "tensorboard").iterdir()}
@@ -164,6 +165,7 @@ def test_validate_test_and_predict_leave_the_training_runs_events_and_config_unt
     assert {p: p.read_bytes() for p in (run / "tensorboard").iterdir()} == logged
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # a copied or edited checkpoint: wanted
 def test_predictions_come_from_the_trained_model_in_the_class_order(trained, tmp_path):
     """A checkpoint whose classifier ignores its input: known logits, so known probabilities per class column."""
     checkpoint = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)

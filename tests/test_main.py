@@ -45,6 +45,7 @@ def test_fit_writes_checkpoints_tensorboard_tags_and_split(cohort, tmp_path):
     assert events.Scalars("hp_metric")[-1].value == pytest.approx(float(best))
 
 
+@pytest.mark.filterwarnings("ignore:You requested to overfit")  # Lightning's note that it keeps the order: wanted
 def test_overfitting_a_few_batches_drives_the_loss_to_zero(cohort, tmp_path):
     cli = main(
         tiny_args(

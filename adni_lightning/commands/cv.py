@@ -153,11 +153,6 @@ def _run_fold(
                 "false",
                 "--trainer.default_root_dir",
                 str(fold_dir / f"predict_{side}"),
-                # the fold's checkpoint callbacks keep their place, so restoring their state finds what it expects
-                "--checkpoint.dirpath",
-                str(last.parent),
-                "--last_checkpoint.dirpath",
-                str(last.parent),
             ]
         )
         shutil.move(fold_dir / f"predict_{side}" / "predictions.csv", fold_dir / f".{name}")

@@ -40,10 +40,12 @@ def _command(*args: str, cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def measure(extra: list[str]) -> dict[str, object]:
-    """The default run, from an empty folder, and what the README reports of it."""
+def measure(extra: list[str], workdir: Path | None = None) -> dict[str, object]:
+    """The default run, from an empty folder (``workdir``, kept, or a temporary one), and what the README reports."""
+    if workdir is not None:
+        workdir.mkdir(parents=True)  # refuses a folder that exists: the run must start from nothing
     with tempfile.TemporaryDirectory(prefix="default_run_") as folder:
-        cwd = Path(folder)
+        cwd = workdir or Path(folder)
         wall = _command("fit", *extra, cwd=cwd)
         run = cwd / RUN
         events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
@@ -125,9 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-readme", action="store_true", help="put the figures into README.md too")
     parser.add_argument("--out", type=Path, default=JSON, help="the JSON to write (default: %(default)s)")
+    parser.add_argument("--workdir", type=Path, help="run in this new folder and keep it (default: a temporary one)")
     parser.add_argument("extra", nargs="*", help="options passed on to fit and predict (after --)")
     args = parser.parse_args()
-    result = measure(args.extra)
+    result = measure(args.extra, args.workdir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     fragment = render(result)

@@ -102,9 +102,12 @@ def _real_download(cohort: Path, tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("layout", ["other_files", "real_download"])
+@pytest.mark.parametrize("layout", ["other_files", "real_download", "empty"])
 def test_a_folder_that_is_not_a_synthetic_cohort_is_never_filled(cohort, tmp_path, layout):
-    if layout == "other_files":
+    if layout == "empty":  # e.g. made for a download not copied yet
+        folder = tmp_path / "K1data_empty"
+        folder.mkdir()
+    elif layout == "other_files":
         folder = tmp_path / "mistyped"
         folder.mkdir()
         (folder / "notes.txt").write_text("mine")
@@ -116,7 +119,8 @@ def test_a_folder_that_is_not_a_synthetic_cohort_is_never_filled(cohort, tmp_pat
         main(tiny_args("fit", tmp_path / "run", folder))
     message = str(err.value)
     assert len(message.splitlines()) == 1
-    assert message.startswith(f"{folder / CSV_NAME} not found, and {folder} holds other files (")
+    held = "exists (empty)" if layout == "empty" else "holds other files ("
+    assert message.startswith(f"{folder / CSV_NAME} not found, and {folder} {held}")
     assert "refusing to generate a synthetic cohort there" in message
     assert _snapshot(folder) == before
     assert not (tmp_path / "cache").exists()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
-from adni_lightning.data.cache import VolumeCache
+from adni_lightning.data.cache import CacheBuildError, VolumeCache
 from adni_lightning.data.contract import OptionError, check_contract, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
@@ -190,7 +190,10 @@ class ADNIDataModule(L.LightningDataModule):
         entries = {i: self.cache.entry_path(i, p) for i, p in zip(manifest["image_id"], manifest["path"])}
         missing = [i for i, e in entries.items() if not e.exists()]
         if missing:
-            raise RuntimeError(f"{len(missing)} volume(s) are not cached (e.g. {missing[0]}): run prepare_data first")
+            raise CacheBuildError(
+                f"{len(missing)} volume(s) are not cached in {self.cache.root} (e.g. {missing[0]}): run prepare_data "
+                "first (a Trainer runs it before setup), or check that data.cache_dir is the same for every process"
+            )
         manifest = self._with_volumes(manifest)
         if self._predicting_everything:
             self.datasets = {"predict": VolumeDataset(self._marked_with_saved_split(manifest), entries, self.encoder)}

@@ -31,18 +31,17 @@ class SyntheticDataModule(ADNIDataModule):
         self.cohort = cohort
 
     def prepare_cohort(self) -> None:
-        """Generate the cohort unless its CSV exists, into a new, empty or earlier synthetic folder only."""
+        """Generate the cohort unless its CSV exists, only into a new folder or an earlier synthetic cohort's."""
         spec = self.manifest_spec
         if not spec.csv_file.exists():
             folder = spec.root
-            foreign = (
-                [p.name for p in folder.iterdir()] if folder.is_dir() and not (folder / MARKER_NAME).exists() else []
-            )
-            if foreign:
+            if folder.exists() and not (folder / MARKER_NAME).exists():
+                found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+                held = f"holds other files ({', '.join(found[:5])})" if found else "exists (empty)"
                 raise ManifestError(
-                    f"{spec.csv_file} not found, and {folder} holds other files ({', '.join(sorted(foreign)[:5])}): "
-                    "refusing to generate a synthetic cohort there; point data.manifest.data_dir at a new folder, "
-                    "or use an ADNIDataModule config for real data"
+                    f"{spec.csv_file} not found, and {folder} {held} and no earlier synthetic cohort: refusing to "
+                    "generate a synthetic cohort there; point data.manifest.data_dir at a folder that does not exist "
+                    "yet, or use an ADNIDataModule config for real data"
                 )
             log.info(
                 "generating a synthetic cohort (%d subjects, %d³ voxels) in %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,18 @@ def tiny_args(subcommand: str, root: Path, data_dir: Path, *extra: str) -> list[
         *TINY,
         *extra,
     ]
+
+
+def trained_run(base: Path, cohort_template: Path, *extra: str) -> dict[str, Path]:
+    """One epoch of the tiny model on a copy of the session cohort, in ``base``: a run for tests to evaluate,
+    resume or copy. Returns the folder, the cohort, the run's root and its last checkpoint.
+    """
+    from adni_lightning.main import main
+
+    cohort = base / "K1data"
+    shutil.copytree(cohort_template, cohort)
+    main(tiny_args("fit", base / "run", cohort, *extra, "--trainer.max_epochs", "1"))
+    return {"base": base, "cohort": cohort, "run": base / "run", "ckpt": base / "run" / "checkpoints" / "last.ckpt"}
 
 
 class KillAtStep(Callback):

@@ -18,7 +18,7 @@ from adni_lightning.data.contract import ContractError
 from adni_lightning.data.manifest import CSV_NAME
 from adni_lightning.data.split import SplitError
 from adni_lightning.main import main, run_from_command_line
-from tests.helpers import tiny_args
+from tests.helpers import tiny_args, trained_run
 
 #: Every run here keeps a test side, so that ``test`` has something to score.
 TEST_SIDE = ("--data.split.test_fraction", "0.2")
@@ -31,11 +31,7 @@ def args(command: str, root: Path, cohort: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cohort_template) -> dict[str, Path]:
     """One epoch of a tiny model on the session cohort: the run the tests below evaluate, resume or copy."""
-    base = tmp_path_factory.mktemp("checks")
-    cohort = base / "K1data"
-    shutil.copytree(cohort_template, cohort)
-    main(args("fit", base / "run", cohort, "--trainer.max_epochs", "1"))
-    return {"cohort": cohort, "run": base / "run", "ckpt": base / "run" / "checkpoints" / "last.ckpt"}
+    return trained_run(tmp_path_factory.mktemp("checks"), cohort_template, *TEST_SIDE)
 
 
 def _copy(trained: dict[str, Path], tmp_path: Path) -> Path:

@@ -110,15 +110,21 @@ def _subprocess_fit(run: Path, data: Path, *extra: str) -> subprocess.CompletedP
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_a_run_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(cohort, tmp_path):
-    straight = _subprocess_fit(tmp_path / "straight", cohort)
+@pytest.mark.parametrize("device_cache", ["false", "true"], ids=["loader", "device_cache"])
+def test_a_run_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(cohort, tmp_path, device_cache):
+    """Killed mid-epoch and resumed, a run ends with the weights of the loader path's uninterrupted run, bit for
+    bit, on either data path: the same batches, augmentations and steps.
+    """
+    path = ("--data.loader.device_cache", device_cache)
+    straight = _subprocess_fit(tmp_path / "straight", cohort, "--data.loader.device_cache", "false")
     assert straight.returncode == 0, straight.stderr[-3000:]
     steps = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": steps + steps // 2}})
-    killed = _subprocess_fit(tmp_path / "killed", cohort, f"--trainer.callbacks+={kill}")
+    killed = _subprocess_fit(tmp_path / "killed", cohort, *path, f"--trainer.callbacks+={kill}")
     assert killed.returncode == -9, killed.stderr[-3000:]
+    assert ("device cache: 34 volumes" in killed.stderr) == (device_cache == "true")
     assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == steps
-    resumed = _subprocess_fit(tmp_path / "killed", cohort, "--ckpt_path", "last")
+    resumed = _subprocess_fit(tmp_path / "killed", cohort, *path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -127,27 +133,6 @@ def test_a_run_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(cohort
         torch.testing.assert_close(b["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
     callback = next(k for k in a["callbacks"] if "'monitor': 'val/bacc'" in k)
     assert a["callbacks"][callback]["best_model_score"] == b["callbacks"][callback]["best_model_score"]
-
-
-def test_the_device_cache_trains_as_the_loader_path_and_resumes_exactly(cohort, tmp_path):
-    """Killed mid-epoch and resumed, a run on the device-resident cohort ends with the weights of the loader
-    path's uninterrupted run, bit for bit: the same batches, augmentations and steps.
-    """
-    cache = ("--data.loader.device_cache", "true")
-    straight = _subprocess_fit(tmp_path / "loader", cohort, "--data.loader.device_cache", "false")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    steps = torch.load(tmp_path / "loader" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
-    kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": steps + steps // 2}})
-    killed = _subprocess_fit(tmp_path / "cache", cohort, *cache, f"--trainer.callbacks+={kill}")
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert "device cache: 34 volumes" in killed.stderr
-    resumed = _subprocess_fit(tmp_path / "cache", cohort, *cache, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = torch.load(tmp_path / "loader" / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "cache" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert a["global_step"] == b["global_step"] == 3 * steps
-    for name, tensor in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
 
 
 def test_a_nan_in_a_batch_stops_training_and_names_the_images(cohort, tmp_path):

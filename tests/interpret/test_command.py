@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError, pars
 from adni_lightning.data.contract import ContractError
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
-from tests.helpers import tiny_args
+from tests.helpers import tiny_args, trained_run
 
 pytest.importorskip("captum")
 
@@ -23,17 +22,13 @@ pytest.importorskip("captum")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cohort_template) -> dict[str, Path]:
     """A tiny model trained for one epoch on a copy of the session cohort (no test split)."""
-    base = tmp_path_factory.mktemp("interpret")
-    cohort = base / "K1data"
-    shutil.copytree(cohort_template, cohort)
-    main(tiny_args("fit", base / "run", cohort, "--trainer.max_epochs", "1"))
-    return {"base": base, "cohort": cohort, "root": base / "run", "ckpt": base / "run" / "checkpoints" / "last.ckpt"}
+    return trained_run(tmp_path_factory.mktemp("interpret"), cohort_template)
 
 
 def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
     return tiny_args(
         "interpret",
-        run["root"],
+        run["run"],
         run["cohort"],
         "--ckpt_path",
         str(run["ckpt"]),
@@ -47,9 +42,9 @@ def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
 
 def test_interpret_writes_every_output(run):
     main(interpret_args(run, "--max_images", "4"))
-    out = run["root"] / "interpret"
+    out = run["run"] / "interpret"
     images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
-    split = pd.read_csv(run["root"] / "split.csv", dtype=str)
+    split = pd.read_csv(run["run"] / "split.csv", dtype=str)
     assert len(images) == 4 and set(images["image_id"]) <= set(split.loc[split["split"] == "val", "image_id"])
     assert (images["occlusion_s"] > 0).all() and (images["ig_s"] > 0).all()
 
@@ -87,7 +82,7 @@ def test_split_all_explains_the_whole_csv_with_each_images_side(run, tmp_path):
     out = tmp_path / "all"
     main(interpret_args(run, "--split", "all", "--max_images", "6", "--ig_steps", "0", "--out", str(out)))
     images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
-    sides = pd.read_csv(run["root"] / "split.csv", dtype=str).set_index("image_id")["split"]
+    sides = pd.read_csv(run["run"] / "split.csv", dtype=str).set_index("image_id")["split"]
     assert len(images) == 6 and (images["split"] == images["image_id"].map(sides)).all()
     assert "ig_s" not in images and not list((out / "attributions").glob("*.nii.gz"))  # --ig_steps 0: no IG
 

@@ -1,7 +1,10 @@
+import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -239,17 +242,44 @@ def test_build_lists_every_fault_one_line_each(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["image I2", "image I3", "image I4", "image I5"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory anyway")
-def test_a_read_only_cache_directory_is_named_with_the_option_that_moves_it(cohort, tmp_path):
-    root = tmp_path / "cache"
-    root.mkdir()
-    root.chmod(0o555)
+def _build_unprivileged(cache: Path, items: list[tuple[str, Path]]) -> str:
+    """Build ``cache`` in a forked child that runs as ``nobody`` when the tests run as root (root writes into a
+    read-only directory anyway); the child's error message, or "" when it built.
+    """
+    context = multiprocessing.get_context("fork")
+    messages = context.Queue()
+
+    def child() -> None:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        try:
+            VolumeCache(cache, PARAMS).build(items, num_workers=2)
+            messages.put("")
+        except CacheDirError as err:
+            messages.put(str(err))
+
+    process = context.Process(target=child)
+    process.start()
+    message = messages.get(timeout=120)
+    process.join()
+    return message
+
+
+def test_a_read_only_cache_directory_is_named_with_the_option_that_moves_it(cohort):
+    base = Path(tempfile.mkdtemp())  # outside pytest's root-only folders, so that nobody may look in
     try:
-        with pytest.raises(CacheDirError) as err:
-            VolumeCache(root, PARAMS).build(_items(cohort)[:2], num_workers=2)
+        base.chmod(0o755)
+        (base / "src").mkdir()
+        items = [(image_id, Path(shutil.copy(path, base / "src"))) for image_id, path in _items(cohort)[:2]]
+        root = base / "cache"
+        root.mkdir()
+        root.chmod(0o555)
+        message = _build_unprivileged(root, items)
     finally:
-        root.chmod(0o755)
-    assert str(err.value) == (
+        shutil.rmtree(base)
+    assert message == (
         f"cache directory {root} cannot be written (Permission denied): point data.cache_dir at a writable folder"
     )
 
@@ -297,6 +327,7 @@ def test_a_worker_polls_for_its_parent_where_the_kernel_cannot_kill_it(tmp_path)
 
 _SLOW_BUILD = """
 import sys
+import tempfile
 import time
 from pathlib import Path
 

@@ -16,8 +16,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from adni_lightning.commands.inspect import cohort_volumes, parser
 from adni_lightning.commands.run_config import run_root, split_run_options
-from adni_lightning.data.split import SplitError, SplitSpec, load_split, save_split, split_subjects
-from adni_lightning.evaluation.baseline import baseline_predictions, check_fold_count
+from adni_lightning.data.split import SplitError, SplitSpec, check_fold_count, load_split, save_split, split_subjects
+from adni_lightning.evaluation.baseline import baseline_predictions
 
 PROG = "python -m adni_lightning baseline"
 

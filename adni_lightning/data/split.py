@@ -204,6 +204,20 @@ def describe_dealing(split: pd.DataFrame, classes: Sequence[str]) -> str:
     return ", ".join(f"{c} {row.sum()} → {row['train']}/{row['val']}/{row['test']}" for c, row in counts.iterrows())
 
 
+def check_fold_count(split: pd.DataFrame, folds: int, classes: Sequence[str], source: str | None = None) -> None:
+    """Raise :class:`SplitError` when a class has fewer non-test subjects than ``folds`` (some folds would lack it)."""
+    counts = dealt_subjects(split, classes)
+    non_test = counts.sum(axis=1) - counts["test"]
+    short = [c for c in classes if non_test[c] < folds]
+    if short:
+        listed = ", ".join(f"{c} {n}" for c, n in non_test.items())
+        raise SplitError(
+            f"{f'{source}: ' if source else ''}{folds} folds need at least {folds} non-test subjects per group, but "
+            f"{', '.join(f'{c} has {non_test[c]}' for c in short)}: some folds would validate without it; "
+            f"non-test subjects per group: {listed}; use at most {int(non_test.min())} folds or add subjects"
+        )
+
+
 def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, source: str) -> None:
     """Raise :class:`SplitError` unless every class has subjects on every side ``spec`` asks for.
 
@@ -221,14 +235,7 @@ def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, so
             "data.manifest.classes needs subjects to train and validate on (map or drop groups with group_map)"
         )
     if spec.folds is not None:
-        non_test = totals - counts["test"]
-        short = [c for c in classes if non_test[c] < spec.folds]
-        if short:
-            raise SplitError(
-                f"{source}: {spec.folds} folds need at least {spec.folds} non-test subjects of every class, but "
-                f"{', '.join(f'{c} has {non_test[c]}' for c in short)}: some folds would validate without it; "
-                f"use at most {int(non_test.min())} folds or add subjects"
-            )
+        check_fold_count(split, spec.folds, classes, source)
     for side in spec.sides:
         missing = [c for c in classes if counts.at[c, side] == 0]
         if not missing:

@@ -18,7 +18,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from adni_lightning.data.split import SplitError
 from adni_lightning.data.volumes import LABELLED, structure_columns
 
 MODEL_NAME = "baseline"
@@ -65,18 +64,6 @@ def features(volumes: pd.DataFrame) -> pd.DataFrame:
 def make_model(seed: int = 0) -> Pipeline:
     """StandardScaler + multinomial logistic regression (lbfgs, the default solver, is multinomial for 3 classes)."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=10_000, random_state=seed))
-
-
-def check_fold_count(split: pd.DataFrame, folds: int, classes: Sequence[str]) -> None:
-    """Raise :class:`SplitError` when a group has fewer non-test subjects than ``folds`` (some folds would lack it)."""
-    counts = split[split["split"] != "test"].groupby("group")["subject"].nunique().reindex(list(classes), fill_value=0)
-    short = counts[counts < folds]
-    if not short.empty:
-        listed = ", ".join(f"{group} {n}" for group, n in counts.items())
-        raise SplitError(
-            f"{folds} folds need at least {folds} non-test subjects per group, but {', '.join(short.index)} "
-            f"{'has' if len(short) == 1 else 'have'} fewer; non-test subjects per group: {listed}"
-        )
 
 
 def _probabilities(model: Pipeline, x: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:

@@ -156,8 +156,8 @@ def test_folds_need_as_many_non_test_subjects_of_each_class_as_folds():
     with pytest.raises(SplitError) as refused:
         check_sides(split, CLASSES, spec, "split.csv")
     assert str(refused.value) == (
-        "split.csv: 4 folds need at least 4 non-test subjects of every class, but AD has 3: some folds would "
-        "validate without it; use at most 3 folds or add subjects"
+        "split.csv: 4 folds need at least 4 non-test subjects per group, but AD has 3: some folds would validate "
+        "without it; non-test subjects per group: CN 8, MCI 8, AD 3; use at most 3 folds or add subjects"
     )
     three = SplitSpec(folds=3, fold=2)
     check_sides(split_subjects(_cohort({"CN": 8, "MCI": 8, "AD": 3}), three), CLASSES, three, "split.csv")

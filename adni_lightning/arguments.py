@@ -27,10 +27,6 @@ class ConciseErrors:
     def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
-    def options(self) -> list[str]:
-        """Every option string this parser knows, nested groups included."""
-        return [option for action in self._actions for option in action.option_strings]
-
     def explain(self, message: str) -> str:
         """``message`` in one line; an unknown option is named in full with the closest known one."""
         text = " ".join(line.strip() for line in message.strip().splitlines() if line.strip())
@@ -39,14 +35,14 @@ class ConciseErrors:
             key, class_path, given = nested.groups()
             given = f"--{key}.{given[2:].split('=', 1)[0]}"
             known = [f"--{key}.{option[2:]}" for option in _class_options(class_path)]
-        elif _CALLABLE_UNKNOWN.search(text):  # the same inside a callable (model.image_encoder)
-            key, given, class_path = _CALLABLE_UNKNOWN.search(text).groups()
+        elif inside_callable := _CALLABLE_UNKNOWN.search(text):  # the same inside a callable (model.image_encoder)
+            key, given, class_path = inside_callable.groups()
             given = f"--{key}.init_args.{given}"
             known = [f"--{key}.init_args.{option[2:]}" for option in _class_options(class_path)]
         elif "unrecognized arguments" in text:
             given = _OPTION.search(text.split("unrecognized arguments", 1)[1])
             given = given.group(0).split("=", 1)[0] if given else ""
-            known = self.options()
+            known = _options(self)
         else:
             return text
         close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
@@ -69,6 +65,11 @@ def _class_options(class_path: str) -> list[str]:
         parser.add_class_arguments(getattr(importlib.import_module(module), name), fail_untyped=False)
     except (ImportError, AttributeError, ValueError):
         return []
+    return _options(parser)
+
+
+def _options(parser: ArgumentParser) -> list[str]:
+    """Every option string ``parser`` knows, nested groups included."""
     return [option for action in parser._actions for option in action.option_strings]
 
 

@@ -59,6 +59,11 @@ class ResumeError(RuntimeError):
     """``fit`` would overwrite an earlier run, or ``--ckpt_path last`` has nothing to resume."""
 
 
+def _last_file(dirpath: str | Path) -> Path:
+    """The ``last.ckpt`` of a checkpoint folder."""
+    return Path(dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
 def _last_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
     """The callback that keeps ``last.ckpt``."""
     return next((c for c in trainer.checkpoint_callbacks if c.filename == ModelCheckpoint.CHECKPOINT_NAME_LAST), None)
@@ -130,8 +135,7 @@ class ADNILightningCLI(LightningCLI):
         if value is None or value in LIGHTNING_CKPT_NAMES or str(value).startswith("registry"):
             return None, ""
         if value == "last":
-            name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-            path = Path(config.last_checkpoint.dirpath) / name
+            path = _last_file(config.last_checkpoint.dirpath)
             return (read_checkpoint(path), f"--ckpt_path last ({path})") if path.is_file() else (None, "")
         return read_checkpoint(value), f"--ckpt_path {value}"
 
@@ -159,7 +163,7 @@ class ADNILightningCLI(LightningCLI):
         checkpoint = _last_checkpoint(self.trainer)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return
-        last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        last = _last_file(checkpoint.dirpath)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path is None and last.exists():
             raise ResumeError(

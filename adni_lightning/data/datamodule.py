@@ -149,8 +149,9 @@ class ADNIDataModule(L.LightningDataModule):
                 "data.tabular.volumes needs label maps: intensity volumes have no structures to measure "
                 "(set data.tabular.volumes to [])"
             )
-        self.prepare_cohort()
-        if not self._predicting_everything:
+        if self._predicting_everything:
+            self.prepare_cohort()  # planned_split does it otherwise
+        else:
             split = self.planned_split()
             if not self.split_path.exists():
                 save_split(split, self.split_path, self.split_spec)

@@ -23,6 +23,7 @@ from lightning.pytorch import LightningModule
 
 from adni_lightning.data.contract import ContractError, describe
 from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.errors import ProjectError
 
 #: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
 MODEL_KEYS = (
@@ -39,7 +40,7 @@ MODEL_KEYS = (
 LIGHTNING_CKPT_NAMES = ("best", "hpc")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjectError, ValueError):
     """A checkpoint file cannot be read: missing, truncated or corrupt; the message names the file."""
 
 

@@ -27,6 +27,7 @@ from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
 from adni_lightning.checkpoint import LIGHTNING_CKPT_NAMES, adopt_preprocessing, check_model, read_checkpoint
 from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.errors import ProjectError
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
 
@@ -55,7 +56,7 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ProjectError, RuntimeError):
     """``fit`` would overwrite an earlier run, or ``--ckpt_path last`` has nothing to resume."""
 
 
@@ -316,34 +317,9 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     return path
 
 
-def _project_errors() -> tuple[type[Exception], ...]:
-    """Errors that explain themselves: bad input, bad configuration, a refused resume, a diverged loss."""
-    from adni_lightning.checkpoint import CheckpointError
-    from adni_lightning.commands.cv import CrossValidationError
-    from adni_lightning.commands.interpret import InterpretError
-    from adni_lightning.data.cache import CacheBuildError
-    from adni_lightning.data.contract import ContractError, OptionError
-    from adni_lightning.data.manifest import ManifestError
-    from adni_lightning.data.split import SplitError
-    from adni_lightning.module import NonFiniteLossError
-
-    return (
-        ManifestError,
-        SplitError,
-        CacheBuildError,
-        ResumeError,
-        NonFiniteLossError,
-        CrossValidationError,
-        InterpretError,
-        OptionError,
-        ContractError,
-        CheckpointError,
-    )
-
-
 def project_error(error: BaseException) -> BaseException | None:
     """The project error that ``error`` is or was raised from (jsonargparse wraps an option group's own), if any."""
-    while error is not None and not isinstance(error, _project_errors()):
+    while error is not None and not isinstance(error, ProjectError):
         error = error.__cause__
     return error
 
@@ -357,7 +333,7 @@ def _project_message(error: Exception) -> str | None:
         return str(found)
     if not isinstance(error, ProcessRaisedException):
         return None
-    names, classes = set(), list(_project_errors())
+    names, classes = set(), [ProjectError]
     while classes:
         cls = classes.pop()
         names.add(f"{cls.__module__}.{cls.__qualname__}")

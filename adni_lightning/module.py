@@ -23,6 +23,7 @@ from torchmetrics.classification import (
 
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.preprocess import InputKind
+from adni_lightning.errors import ProjectError
 from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
 from adni_lightning.schedules import CosineToMaxEpochs
@@ -32,7 +33,7 @@ from adni_lightning.seeding import derived_seed, run_seed
 DATA_STATE_KEY = "data"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(ProjectError, FloatingPointError):
     """The loss of a batch is NaN or infinite; the message names the batch's images."""
 
 

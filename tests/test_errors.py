@@ -55,7 +55,7 @@ def test_debug_shows_the_traceback_and_is_not_passed_on(cohort, tmp_path, monkey
     assert exit_.value.code == 1
     assert capsys.readouterr().err.splitlines()[-1] == f"{PROG} fit: error: {expected}"
     monkeypatch.setattr(sys, "argv", [PROG, *args[:1], "--debug", *args[1:]])
-    monkeypatch.delenv("ADNI_LIGHTNING_DEBUG", raising=False)
+    monkeypatch.setenv("ADNI_LIGHTNING_DEBUG", "")  # recorded, so the value --debug sets is undone after the test
     with pytest.raises(ManifestError) as err:
         run_from_command_line()
     assert str(err.value) == expected

@@ -25,6 +25,7 @@ from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
 from adni_lightning.data.split import check_fold_count, split_subjects
 from adni_lightning.data.volumes import regional_volumes
+from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
 from adni_lightning.evaluation.report import write_cv_report
@@ -43,7 +44,7 @@ CHECKPOINT_NOTE = (
 )
 
 
-class CrossValidationError(ValueError):
+class CrossValidationError(ProjectError, ValueError):
     """The cross-validation cannot run as asked (too many folds, a folder of another configuration, a leak)."""
 
 

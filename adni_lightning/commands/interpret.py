@@ -44,6 +44,7 @@ from adni_lightning.commands.inspect import parser as run_parser
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.dataset import VolumeDataset, collate_volumes
 from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup
+from adni_lightning.errors import ProjectError
 from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid, source_grid
@@ -58,7 +59,7 @@ SPLITS: tuple[str, ...] = get_args(Split)
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
 
 
-class InterpretError(ValueError):
+class InterpretError(ProjectError, ValueError):
     """The checkpoint, config and split cannot be interpreted together; the message says why, in one line."""
 
 

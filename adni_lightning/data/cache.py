@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
 from adni_lightning.data.volume_io import VolumeError, read_volume
 from adni_lightning.data.volumes import structure_volumes, voxel_volume
+from adni_lightning.errors import ProjectError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _TEMPORARY = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-class CacheBuildError(RuntimeError):
+class CacheBuildError(ProjectError, RuntimeError):
     """One or more volumes could not be preprocessed; the message lists each file and reason."""
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from adni_lightning.data.split import split_digest
+from adni_lightning.errors import ProjectError
 
 if TYPE_CHECKING:
     from adni_lightning.data.preprocess import Preprocessing
@@ -44,11 +45,7 @@ FIELDS = {
 _ABSENT = object()
 
 
-class OptionError(ValueError):
-    """An option's value cannot work; the message names the option and the value."""
-
-
-class ContractError(ValueError):
+class ContractError(ProjectError, ValueError):
     """A checkpoint does not fit the configuration; the message names each differing field with both values."""
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, VolumeCache
-from adni_lightning.data.contract import OptionError, check_contract, data_contract
+from adni_lightning.data.contract import check_contract, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import ManifestSpec, build_manifest, exclude_images
@@ -40,6 +40,7 @@ from adni_lightning.data.split import (
 )
 from adni_lightning.data.tabular import TabularEncoder, TabularSpec
 from adni_lightning.data.volumes import LABELLED, regional_volumes
+from adni_lightning.errors import OptionError
 from adni_lightning.seeding import derived_seed, run_seed
 
 log = logging.getLogger(__name__)

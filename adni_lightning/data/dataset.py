@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from adni_lightning.data.batch import TEXT_KEYS, Batch
-from adni_lightning.data.contract import OptionError
 from adni_lightning.data.tabular import TabularEncoder
+from adni_lightning.errors import OptionError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adni_lightning.data.contract import OptionError
+from adni_lightning.errors import OptionError
 
 _DKT_REGIONS: dict[int, tuple[str, tuple[int, int, int]]] = {
     0: ("unknown", (25, 5, 25)),
@@ -183,7 +183,7 @@ def hemisphere_swap() -> np.ndarray:
 def channel_lookup(channels: dict[str, tuple[int, ...] | list[int]]) -> np.ndarray:
     """``(num_compact, num_channels)`` float32 table: row i is the one-hot channels of compact label i.
 
-    Raises :class:`~adni_lightning.data.contract.OptionError` for an id that is not a FreeSurfer label, so a typo in
+    Raises :class:`~adni_lightning.errors.OptionError` for an id that is not a FreeSurfer label, so a typo in
     a config fails at once.
     """
     to_compact = compact_lookup()

@@ -19,6 +19,7 @@ from typing import Literal
 import pandas as pd
 
 from adni_lightning.data.volume_io import VolumeError, read_header
+from adni_lightning.errors import ProjectError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _IMAGE_ID = re.compile(r"^I?(\d+)$")
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
 
 
-class ManifestError(ValueError):
+class ManifestError(ProjectError, ValueError):
     """The CSV or the files it names cannot be used as they are; the message lists every problem."""
 
 

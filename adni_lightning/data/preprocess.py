@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adni_lightning.data.contract import OptionError
 from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
 from adni_lightning.data.volume_io import to_canonical
+from adni_lightning.errors import OptionError
 
 InputKind = Literal["labelmap", "intensity"]
 Normalisation = Literal["robust", "zscore"]

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adni_lightning.errors import ProjectError
+
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ("image_id", "subject", "group", "split", "fold")
@@ -24,7 +26,7 @@ SIDES = ("train", "val", "test")
 SPEC_OPTIONS = ("val_fraction", "test_fraction", "seed", "folds", "fold")
 
 
-class SplitError(ValueError):
+class SplitError(ProjectError, ValueError):
     """A split file that would leak or does not match the manifest."""
 
 

@@ -87,6 +87,12 @@ FASTSURFER_DEEP_LABELS: tuple[int, ...] = (
 EMPTY_LABEL_MAP = "label map is empty (no labelled voxel)"
 
 
+def _ml(mm3: float) -> str:
+    """A volume in ml, to 0.1 ml, and to three significant digits below 1 ml (a few voxels)."""
+    ml = mm3 / 1000
+    return f"{ml:.1f} ml" if ml >= 1 else f"{ml:.3g} ml"
+
+
 def small_label_maps(labelled: Mapping[str, float], fraction: float) -> dict[str, str]:
     """Image id → reason, for each labelled volume (mm³) below ``fraction`` of the median of ``labelled``.
 
@@ -100,8 +106,8 @@ def small_label_maps(labelled: Mapping[str, float], fraction: float) -> dict[str
     median = float(np.median(list(labelled.values())))
     return {
         image_id: (
-            f"label map nearly empty: labelled volume {volume / 1000:.3g} ml is below {fraction:g} of the "
-            f"cohort's median {median / 1000:.3g} ml (data.manifest.min_labelled_fraction)"
+            f"label map nearly empty: labelled volume {_ml(volume)} is below {fraction:g} of the cohort's median "
+            f"{_ml(median)} (data.manifest.min_labelled_fraction)"
         )
         for image_id, volume in labelled.items()
         if volume < fraction * median

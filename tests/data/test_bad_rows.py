@@ -82,7 +82,7 @@ def test_a_near_empty_label_map_is_named_with_its_volume_and_the_cohorts_median(
     labelled = [sum(dm.cache.volumes(i, p).values()) / 1000 for i, p in zip(manifest["image_id"], manifest["path"])]
     reason = (
         f"label map nearly empty: labelled volume 13.8 ml is below 0.5 of the cohort's median "
-        f"{np.median(labelled):.3g} ml (data.manifest.min_labelled_fraction)"
+        f"{np.median(labelled):.1f} ml (data.manifest.min_labelled_fraction)"
     )
     where = f"{cohort / CSV_NAME}: CSV row {row['row']}, image {row['image_id']}, file {row['path']}"
     assert list(dm.manifest()["image_id"]) == [i for i in manifest["image_id"] if i != row["image_id"]]
@@ -254,3 +254,14 @@ def test_a_report_of_ten_thousand_rows_counts_by_reason_first_and_lists_every_ro
     assert list(listed.columns) == ["row", "image_id", "file", "reason"]
     assert list(listed["row"]) == list(range(len(table) + 2, 10_002))
     assert listed.loc[listed["image_id"] == "I900001", "reason"].item() == "sex 'X' is not M or F"
+
+
+def test_small_label_maps_compares_with_the_median_of_the_maps_given():
+    from adni_lightning.data.volumes import small_label_maps
+
+    labelled = {"I1": 1_000_000.0, "I2": 1_100_000.0, "I3": 900_000.0, "I4": 3.0}
+    assert small_label_maps(labelled, 0.5) == {
+        "I4": "label map nearly empty: labelled volume 0.003 ml is below 0.5 of the cohort's median 950.0 ml "
+        "(data.manifest.min_labelled_fraction)"
+    }
+    assert small_label_maps(labelled, 0.0) == {} and small_label_maps({}, 0.5) == {}

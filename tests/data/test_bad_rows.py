@@ -27,13 +27,13 @@ SKIP = "(skipped, on_bad_rows: skip)"
 REFUSE = "(set on_bad_rows: skip to train without them)"
 
 
-def _datamodule(cohort: Path, tmp_path: Path, **manifest: object) -> ADNIDataModule:
+def _datamodule(cohort: Path, tmp_path: Path, cache: str = "cache", **manifest: object) -> ADNIDataModule:
     return ADNIDataModule(
         manifest=ManifestSpec(data_dir=str(cohort), **manifest),
         preprocessing=Preprocessing(image_size=16),
         loader=LoaderSpec(batch_size=4, num_workers=0),
         split=SplitSpec(file=str(tmp_path / "run" / "split.csv")),
-        cache_dir=str(tmp_path / "cache"),
+        cache_dir=str(tmp_path / cache),
     )
 
 
@@ -59,18 +59,18 @@ def test_an_empty_label_map_is_one_bad_row_and_skip_trains_without_it(cohort, tm
     _relabel(row, None)
     where = f"{cohort / CSV_NAME}: CSV row {row['row']}, image {row['image_id']}, file {row['path']}"
     with pytest.raises(ManifestError) as refused:
-        _datamodule(cohort, tmp_path).prepare_data()
+        _datamodule(cohort, tmp_path, cache="refused").prepare_data()
     assert str(refused.value) == f"{where}: label map is empty (no labelled voxel) {REFUSE}"
     # Skip: the whole command trains without it, with the regional volumes as covariates (the synthetic config's).
     from adni_lightning.main import main
 
     run = tmp_path / "fit"
     with caplog.at_level(logging.WARNING):
-        main(tiny_args("fit", run, cohort, "--data.manifest.on_bad_rows", "skip", "--trainer.max_epochs", "1"))
+        cli = main(tiny_args("fit", run, cohort, "--data.manifest.on_bad_rows", "skip", "--trainer.max_epochs", "1"))
     assert f"{where}: label map is empty (no labelled voxel) {SKIP}" in caplog.text
-    split = pd.read_csv(run / "split.csv", dtype=str)
-    assert len(split) == len(_table(cohort)) - 1 and row["image_id"] not in set(split["image_id"])
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    used = [i for side in ("train", "val", "test") for i in cli.datamodule.datasets[side].rows["image_id"]]
+    assert sorted(used) == sorted(i for i in _table(cohort)["Image Data ID"] if i != row["image_id"])
+    assert cli.trainer.current_epoch == 1 and (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_a_near_empty_label_map_is_named_with_its_volume_and_the_cohorts_median(cohort, tmp_path, caplog):

@@ -88,6 +88,7 @@ class Problem:
 
     @property
     def category(self) -> str:
+        """What a report counts this row under."""
         return self.kind or re.split(r" \(|: ", self.reason, maxsplit=1)[0]
 
 
@@ -111,8 +112,9 @@ class ManifestSpec:
             Each is reported.
         min_labelled_fraction: a label map whose labelled volume (every non-zero voxel, at full resolution) is
             below this fraction of the cohort's median is a bad row: a segmentation that failed part-way, or a
-            field of view that missed most of the head. Half the median is far below any real head (head sizes
-            vary by about ±10 %, atrophy removes a few percent of the labelled volume) and far above a failure.
+            field of view that missed most of the head. Half the median lies far below any whole head (intracranial
+            volumes vary by about 10 %, atrophy shrinks the labelled volume by some percent more) and far above a
+            failure.
             An empty map (no labelled voxel) is a bad row whatever this says; 0 turns the comparison off.
         max_skipped_fraction: with ``on_bad_rows: skip``, stop instead when the bad rows are more than this share
             of the rows ``group_map`` keeps: a wrong ``data_dir`` or ``filename_pattern`` makes most rows bad,
@@ -264,7 +266,8 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
     try:
         age = float(row["Age"])
     except ValueError:
-        return None, Problem(line, image_id, "", f"age {row['Age']!r} is missing or not a number", "age not a number")
+        reason = f"age {row['Age']!r} is missing or not a number"
+        return None, Problem(line, image_id, "", reason, "age missing or not a number")
     low, high = spec.age_range
     if not low <= age <= high:
         return None, Problem(
@@ -354,7 +357,7 @@ def _write_list(problems: list[Problem], folder: str | Path | None, name: str) -
     table = pd.DataFrame([(p.row, p.image_id, p.path, p.reason) for p in problems], columns=list(BAD_ROW_COLUMNS))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(target, index=False, quoting=csv.QUOTE_NONNUMERIC)
+        table.to_csv(target, index=False, quoting=csv.QUOTE_NONNUMERIC)  # DDP ranks write the same bytes
     except OSError as err:
         return f"the full list could not be written to {target} ({err.strerror or err})"
     return f"every row listed in {target}"

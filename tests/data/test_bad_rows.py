@@ -265,3 +265,19 @@ def test_small_label_maps_compares_with_the_median_of_the_maps_given():
         "(data.manifest.min_labelled_fraction)"
     }
     assert small_label_maps(labelled, 0.0) == {} and small_label_maps({}, 0.5) == {}
+
+
+def test_a_long_report_says_when_its_full_list_cannot_be_written(cohort, tmp_path):
+    manifest = build_manifest(ManifestSpec(data_dir=cohort))
+    for path in manifest["path"][:6]:
+        Path(path).unlink()
+    (tmp_path / "file").write_text("")
+    for folder, note in [
+        (tmp_path / "file" / "run", f"the full list could not be written to {tmp_path}/file/run/bad_rows.csv"),
+        (None, "rows beyond the first 5 of a reason are not shown"),
+    ]:
+        with pytest.raises(ManifestError) as refused:
+            build_manifest(ManifestSpec(data_dir=cohort), report_dir=folder)
+        first = str(refused.value).splitlines()[0]
+        assert first.startswith(f"{cohort / CSV_NAME}: 6 of 34 row(s) cannot be used {REFUSE}: 6 × file not found; ")
+        assert first.endswith(note if folder is None else f"{note} (Not a directory)")

@@ -8,10 +8,12 @@ reuses an old entry. Both files are written to a temporary name and renamed, so 
 entry under the real name; an entry that fails its check is rebuilt, and temporary files of writers that no
 longer run are deleted before the next build.
 
-A source that cannot be decoded (a corrupt gzip body, non-integer or unknown label values) gets a ``.fault``
-marker under its entry's key instead, holding the reason: every process of a run, and every later run, then
-knows the faults of the files it did not decode itself (the manifest step drops or reports them). A changed
-file has another key, so it is decoded again.
+A source that cannot be decoded (a corrupt gzip body, non-integer or unknown label values) or holds no labelled
+voxel gets a ``.fault`` marker under its entry's key instead, holding the reason: every process of a run, and every
+later run, then knows the faults of the files it did not decode itself (the manifest step drops or reports them).
+A changed file has another key, so it is decoded again. A label map far smaller than the cohort's others
+(:meth:`VolumeCache.small_label_maps`) is a fault of the cohort, not of the file: it is found from the sidecars
+each time, never recorded.
 
 Sidecar: ``{"crc32": int, "voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two
 for label maps only (every non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
@@ -45,7 +47,7 @@ from tqdm.auto import tqdm
 
 from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
 from adni_lightning.data.volume_io import VolumeError, read_volume
-from adni_lightning.data.volumes import structure_volumes, voxel_volume
+from adni_lightning.data.volumes import EMPTY_LABEL_MAP, small_label_maps, structure_volumes, voxel_volume
 from adni_lightning.errors import ProjectError
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class CacheDirError(CacheBuildError):
     """The cache directory cannot be written; the message names it and the option that moves it."""
 
 
-FaultKind = Literal["content", "unreadable", "cache"]
+FaultKind = Literal["content", "unreadable", "cache", "cohort"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Fault:
 
     ``kind``: ``content``, the file's bytes cannot be decoded or hold no label map (recorded: decoding it again
     gives the same answer); ``unreadable``, the file could not be opened (not recorded: permissions may be
-    fixed); ``cache``, the entry could not be written (``path`` is then the entry).
+    fixed); ``cache``, the entry could not be written (``path`` is then the entry); ``cohort``, the entry is fine
+    but the image is an outlier of this cohort (not recorded: another cohort may accept it).
     """
 
     image_id: str
@@ -229,6 +232,29 @@ class VolumeCache:
             faults.append(Fault(image_id, str(source), str(reason)))
         return faults
 
+    def small_label_maps(self, items: Iterable[tuple[str, str | Path]], fraction: float) -> list[Fault] | None:
+        """Label maps among ``(image_id, source)`` whose labelled volume is below ``fraction`` of their median.
+
+        Read from the sidecars, so it is found without decoding and gives every process the same answer; ``None``
+        while an image has no sidecar yet (a median of part of the cohort would be another median), ``[]`` for
+        intensity volumes.
+        """
+        if not self.params.labelmap:
+            return []
+        items = list(items)
+        labelled = {}
+        for image_id, source in items:
+            try:
+                labelled[image_id] = sum(self.volumes(image_id, source).values())
+            except OSError:
+                return None
+        reasons = small_label_maps(labelled, fraction)
+        return [
+            Fault(image_id, str(source), reasons[image_id], "cohort")
+            for image_id, source in items
+            if image_id in reasons
+        ]
+
     def collect(
         self, items: Iterable[tuple[str, str | Path]], num_workers: int = 0
     ) -> tuple[dict[str, Path], list[Fault]]:
@@ -314,6 +340,8 @@ def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> Fault | None:
         data, affine = read_volume(source)
         if cache.params.labelmap:  # counted (and checked) before preprocess picks its subset of the voxels
             volumes, voxel_mm3 = structure_volumes(data, affine), voxel_volume(affine)
+            if not volumes:
+                return Fault(image_id, str(source), EMPTY_LABEL_MAP)
         array = preprocess(data, affine, cache.params)
     except VolumeError as err:
         return Fault(image_id, str(source), err.reason)

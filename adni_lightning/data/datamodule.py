@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
-from adni_lightning.data.cache import CacheBuildError, VolumeCache
+from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
 from adni_lightning.data.contract import check_contract, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
@@ -93,6 +93,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._channel_table = torch.from_numpy(channel_lookup(self.preprocessing.channel_map))
         self._swap = torch.from_numpy(hemisphere_swap()) if self.preprocessing.labelmap else None
         self._manifest: pd.DataFrame | None = None
+        self._sized = False
         self._filled_cache = False
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, VolumeDataset] = {}
@@ -106,6 +107,11 @@ class ADNIDataModule(L.LightningDataModule):
             raise RuntimeError("split.file is not set and no Trainer is attached to place it beside the run")
         return Path(self.trainer.default_root_dir) / "split.csv"
 
+    @property
+    def report_dir(self) -> Path:
+        """Where a long bad-row report lists every row: the run's folder, else the cache's; never the data folder."""
+        return Path(self.trainer.default_root_dir) if self.trainer is not None else self.cache.root
+
     def manifest(self) -> pd.DataFrame:
         """The usable images: rows that pass the manifest's checks, less the files the cache could not decode.
 
@@ -113,18 +119,31 @@ class ADNIDataModule(L.LightningDataModule):
         ``prepare_data`` on another rank or in an earlier run), so every process and run sees the same images.
         """
         if self._manifest is None:
-            rows = build_manifest(self.manifest_spec)
-            recorded = self.cache.recorded_faults(zip(rows["image_id"], rows["path"]))
-            self._manifest = exclude_images(rows, self.manifest_spec, {f.image_id: f.reason for f in recorded})
+            rows = build_manifest(self.manifest_spec, self.report_dir)
+            self._sized = False
+            self._manifest = self._less_faults(rows, self.cache.recorded_faults(zip(rows["image_id"], rows["path"])))
         return self._manifest
 
     def fill_cache(self) -> pd.DataFrame:
         """Build the cache for :meth:`manifest`; files that fail to decode leave it by ``on_bad_rows``."""
         manifest = self.manifest()
         _, faults = self.cache.collect(zip(manifest["image_id"], manifest["path"]), self.loader.num_workers)
-        self._manifest = exclude_images(manifest, self.manifest_spec, {f.image_id: f.reason for f in faults})
+        self._manifest = self._less_faults(manifest, faults)
         self._filled_cache = True
         return self._manifest
+
+    def _less_faults(self, rows: pd.DataFrame, faults: list[Fault]) -> pd.DataFrame:
+        """``rows`` less the images of ``faults`` and, once all others are cached, less the label maps far smaller
+        than their median: measured once per manifest, on the same images in every process and run.
+        """
+        if not self._sized:
+            faulty = {f.image_id for f in faults}
+            rest = [(i, p) for i, p in zip(rows["image_id"], rows["path"]) if i not in faulty]
+            small = self.cache.small_label_maps(rest, self.manifest_spec.min_labelled_fraction)
+            self._sized = small is not None
+            faults = [*faults, *(small or [])]
+        reasons = {f.image_id: f.reason for f in faults}
+        return exclude_images(rows, self.manifest_spec, reasons, self.report_dir)
 
     def _with_volumes(self, manifest: pd.DataFrame) -> pd.DataFrame:
         """The manifest plus the configured structures' volumes divided by the labelled (ICV proxy) volume."""

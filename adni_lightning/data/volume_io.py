@@ -8,8 +8,11 @@ decompressed once, with ISA-L's inflate (about 1.9x zlib's on these files), and 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -55,6 +58,30 @@ def _suffix(path: Path) -> str:
     raise VolumeError(path, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened as a volume file, or ``None`` for a regular file.
+
+    ``Path.is_file`` answers ``False`` alike for a missing file, a folder, a symbolic link loop or a link to
+    nothing, and a user who is told "file not found" looks for the wrong fault; this names each.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if err.errno == errno.ENOENT and path.is_symlink():
+            return f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        if err.errno == errno.ENOENT:
+            return "file not found"
+        return f"cannot read ({err.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
 def _gzip_isize(path: Path) -> int:
     """Uncompressed size modulo 2**32, from the last four bytes of a gzip member."""
     with open(path, "rb") as f:
@@ -76,8 +103,9 @@ def read_header(path: str | Path) -> VolumeHeader:
     """Read and check the header; raise :class:`VolumeError` for a missing, unreadable or truncated file."""
     path = Path(path)
     suffix = _suffix(path)
-    if not path.is_file():
-        raise VolumeError(path, "file not found")
+    problem = file_problem(path)
+    if problem:
+        raise VolumeError(path, problem)
     if path.stat().st_size == 0:
         raise VolumeError(path, "empty file (0 bytes)")
     try:

@@ -10,6 +10,7 @@ is still visible.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,6 +81,37 @@ FASTSURFER_DEEP_LABELS: tuple[int, ...] = (
     *(1000 + p for p in DKT_PARCELS),
     *(2000 + p for p in DKT_PARCELS),
 )
+
+
+#: Why a label map without a labelled voxel is refused: it holds no brain, and no head size to normalise by.
+EMPTY_LABEL_MAP = "label map is empty (no labelled voxel)"
+
+
+def _ml(mm3: float) -> str:
+    """A volume in ml, to 0.1 ml, and to three significant digits below 1 ml (a few voxels)."""
+    ml = mm3 / 1000
+    return f"{ml:.1f} ml" if ml >= 1 else f"{ml:.3g} ml"
+
+
+def small_label_maps(labelled: Mapping[str, float], fraction: float) -> dict[str, str]:
+    """Image id → reason, for each labelled volume (mm³) below ``fraction`` of the median of ``labelled``.
+
+    A segmentation that failed part-way, or a scan that missed most of the head, still has a few labelled voxels:
+    no id is foreign and no file is damaged, but its ICV proxy is a fraction of a head's and every structure's
+    share of it is meaningless. The median of the cohort is the reference: it needs no assumption about voxel
+    size or field of view, and a few failures do not move it.
+    """
+    if not labelled or fraction <= 0:
+        return {}
+    median = float(np.median(list(labelled.values())))
+    return {
+        image_id: (
+            f"label map nearly empty: labelled volume {_ml(volume)} is below {fraction:g} of the cohort's median "
+            f"{_ml(median)} (data.manifest.min_labelled_fraction)"
+        )
+        for image_id, volume in labelled.items()
+        if volume < fraction * median
+    }
 
 
 def voxel_volume(affine: np.ndarray) -> float:

@@ -248,12 +248,13 @@ def test_decode_faults_name_their_csv_rows_all_at_once(cohort, tmp_path):
     heading, *lines = str(err.value).splitlines()
     total = len(build_manifest(ManifestSpec(data_dir=str(cohort))))
     assert heading == (
-        f"{cohort / CSV_NAME}: 2 of {total} image files cannot be read or decoded "
-        "(set on_bad_rows: skip to train without them):"
+        f"{cohort / CSV_NAME}: 2 of {total} image files cannot be used "
+        "(set on_bad_rows: skip to train without them): 1 × cannot decode voxels, 1 × voxel values are not integers"
     )
-    assert len(lines) == 2
-    for line, (image_id, (row, path, reason)) in zip(lines, sorted(broken.items(), key=lambda b: b[1][0])):
-        assert line.startswith(f"  CSV row {row}, image {image_id}, file {path}: {reason}"), line
+    assert len(lines) == 4 and lines[0] == "  cannot decode voxels (1 row(s)):"
+    assert lines[2] == "  voxel values are not integers (1 row(s)):"
+    for line, (image_id, (row, path, reason)) in zip(lines[1::2], broken.items()):
+        assert line.startswith(f"    CSV row {row}, image {image_id}, file {path}: {reason}"), line
 
 
 def test_one_decode_fault_is_one_line(cohort, tmp_path):
@@ -288,7 +289,7 @@ def test_skipped_decode_faults_stay_out_for_other_processes_and_later_runs(cohor
         assert split_digest(later.split) == split_digest(dm.split)
         assert set(later.manifest()["image_id"]) == everything - set(broken)
     # With on_bad_rows: error, a later run names them from the record, before anything is decoded again.
-    with pytest.raises(ManifestError, match="2 of .* image files cannot be read or decoded"):
+    with pytest.raises(ManifestError, match="2 of .* image files cannot be used"):
         _datamodule(cohort, tmp_path).manifest()
 
 

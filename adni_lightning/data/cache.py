@@ -43,6 +43,8 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from adni_lightning.atomic import DISK_FULL, FULL_PHRASE
+from adni_lightning.atomic import reason as storage_reason
 from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
 from adni_lightning.data.volume_io import VolumeError, read_volume
 from adni_lightning.data.volumes import structure_volumes, voxel_volume
@@ -106,6 +108,11 @@ def _atomic_write(target: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_reason(error: OSError) -> str:
+    """Why an entry could not be written: a full disk says so first (the remedy differs), else the system's words."""
+    return storage_reason(error) if error.errno in DISK_FULL else error.strerror or str(error)
 
 
 def _running(pid: int) -> bool:
@@ -258,7 +265,10 @@ class VolumeCache:
                 marker = self.fault_path(entry)
                 if fault is not None and fault.kind == "content":
                     encoded = json.dumps({"reason": fault.reason}).encode()
-                    _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                    try:
+                        _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                    except OSError as err:
+                        raise CacheDirError(self._unwritable_message(_write_reason(err))) from err
                 else:
                     marker.unlink(missing_ok=True)
                 if fault is not None:
@@ -276,6 +286,11 @@ class VolumeCache:
         return entries
 
     def _unwritable_message(self, reason: str) -> str:
+        if reason.startswith(FULL_PHRASE):
+            return (
+                f"cache directory {self.root} cannot be written: {reason}; free space or point data.cache_dir at a "
+                "folder with free space"
+            )
         return f"cache directory {self.root} cannot be written ({reason}): point data.cache_dir at a writable folder"
 
     def _check_writable(self) -> None:
@@ -285,7 +300,7 @@ class VolumeCache:
             with tempfile.TemporaryFile(dir=self.root):
                 pass
         except OSError as err:
-            raise CacheDirError(self._unwritable_message(err.strerror or str(err))) from err
+            raise CacheDirError(self._unwritable_message(_write_reason(err))) from err
 
     def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[Fault | None]:
         jobs = [(self, image_id, src, entry) for image_id, src, entry in todo]
@@ -322,5 +337,5 @@ def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> Fault | None:
     try:
         cache.write(entry, array, volumes, voxel_mm3)
     except OSError as err:
-        return Fault(image_id, str(entry), err.strerror or str(err), "cache")
+        return Fault(image_id, str(entry), _write_reason(err), "cache")
     return None

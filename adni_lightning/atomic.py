@@ -49,6 +49,8 @@ def reason(error: OSError) -> str:
         return f"{FULL_PHRASE} ({text})"
     if error.errno in READ_ONLY:
         return f"the folder is read-only for this process ({text})"
+    if error.errno == errno.ENOTDIR:
+        return f"a part of the path is a file, not a folder ({text})"
     return text
 
 
@@ -65,8 +67,6 @@ def output_dir(path: str | Path, option: str) -> Path:
         raise WriteError(f"{option} {path} is a file, not a folder: pass a folder (it is created if missing)")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as err:  # a parent is a file
-        raise WriteError(f"{option} {path}: a part of the path is a file, not a folder ({err.filename})") from err
     except OSError as err:
         raise write_error(path, err, option) from err
     return path

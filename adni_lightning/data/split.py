@@ -139,7 +139,10 @@ def save_split(split: pd.DataFrame, path: str | Path, spec: SplitSpec | None = N
     if spec is not None:
         files.insert(0, (options_path(path), json.dumps(spec.options(), indent=1)))
     for target, text in files:
-        if not write_once(target, text.encode(), "data.split.file") and target.read_text() != text:
+        if (
+            not write_once(target, text.encode(), "data.split.file (or --trainer.default_root_dir)")
+            and target.read_text() != text
+        ):
             raise SplitError(
                 f"{target} already holds another split (drawn by a run on the same folder with other options or "
                 f"data, perhaps at the same time): give each run its own data.split.file, or delete {target.name} and "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import logging
 import os
@@ -200,7 +201,9 @@ class VolumeCache:
     ) -> None:
         """Write the array and its sidecar; ``volumes`` (id → mm³) and ``voxel_mm3`` for label maps."""
         entry.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(entry, lambda f: np.save(f, array, allow_pickle=False))
+        encoded_array = io.BytesIO()  # written by Python, not numpy's tofile: a full disk then raises ENOSPC
+        np.save(encoded_array, array, allow_pickle=False)
+        _atomic_write(entry, lambda f: f.write(encoded_array.getbuffer()))
         meta: dict[str, object] = {"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}
         if volumes is not None:
             meta.update(voxel_mm3=voxel_mm3, volumes_mm3={str(i): v for i, v in sorted(volumes.items())})

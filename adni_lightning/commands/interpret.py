@@ -79,7 +79,10 @@ def parser() -> CommandParser:
         help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV",
     )
     p.add_argument(
-        "--out", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/interpret)"
+        "--out",
+        type=Path | None,
+        default=None,
+        help="output folder: new, empty or an earlier interpret's (default: <trainer.default_root_dir>/interpret)",
     )
     p.add_argument(
         "--ig_steps",

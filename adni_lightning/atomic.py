@@ -102,10 +102,15 @@ def atomic_path(path: str | Path, option: str) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | Path, data: bytes, option: str) -> None:
-    """Replace ``path`` with ``data`` atomically."""
+def write_bytes(path: str | Path, data: bytes | memoryview, option: str, sync: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically; with ``sync``, on the disk before the rename (a checkpoint that a
+    power cut must not leave empty under its name).
+    """
     with atomic_path(path, option) as tmp, open(tmp, "wb") as f:
         f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_text(path: str | Path, text: str, option: str) -> None:
@@ -154,4 +159,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        write_bytes(path, buffer.getbuffer(), "--trainer.default_root_dir (or the checkpoint's dirpath)")
+        write_bytes(path, buffer.getbuffer(), "--trainer.default_root_dir (or the checkpoint's dirpath)", sync=True)

@@ -117,16 +117,21 @@ def _config_record(cli: ADNILightningCLI, folds: int, overrides: list[str]) -> d
     return {"folds": folds, "config": config}
 
 
+def _nothing_ran(missing: Path, root: Path) -> CrossValidationError:
+    """``--report_only`` in a folder where no fold has run (it would have left ``missing``)."""
+    return CrossValidationError(
+        f"cv --report_only: {missing} not found: no fold of a cross-validation has run in {root}; run its folds "
+        "first (cv --fold K), or pass the --root they ran in"
+    )
+
+
 def _check_same_config(root: Path, record: dict, report_only: bool) -> None:
     """Save the configuration of the folds in ``root`` once (the first process to get there, concurrent ones
     included), and refuse a run of another one; ``report_only`` saves nothing and needs it saved.
     """
     path = root / CONFIG_FILE
     if report_only and not path.is_file():
-        raise CrossValidationError(
-            f"cv --report_only: {path} not found: no fold of a cross-validation has run in {root}; run its folds "
-            "first (cv --fold K), or pass the --root they ran in"
-        )
+        raise _nothing_ran(path, root)
     if not report_only and write_once(path, yaml.safe_dump(record, sort_keys=True).encode(), "--root"):
         return
     saved = yaml.safe_load(path.read_text())
@@ -268,10 +273,7 @@ def _run_once(
     dm = cli.datamodule
     dm.split_spec = replace(dm.split_spec, folds=folds, fold=0, file=str(root / "split.csv"))
     if report_only and not Path(dm.split_spec.file).is_file():
-        raise CrossValidationError(
-            f"cv --report_only: {dm.split_spec.file} not found: no fold of a cross-validation has run in {root}; "
-            "run its folds first (cv --fold K), or pass the --root they ran in"
-        )
+        raise _nothing_ran(Path(dm.split_spec.file), root)
     dm.prepare_cohort()
     manifest = dm.manifest()
     split = split_subjects(manifest, dm.split_spec)

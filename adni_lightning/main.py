@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,11 +22,19 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins import TorchCheckpointIO
 from torch.multiprocessing.spawn import ProcessRaisedException
 
 from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
-from adni_lightning.checkpoint import LIGHTNING_CKPT_NAMES, adopt_preprocessing, check_model, read_checkpoint
+from adni_lightning.atomic import AtomicCheckpointIO, output_dir
+from adni_lightning.checkpoint import (
+    LIGHTNING_CKPT_NAMES,
+    CheckpointError,
+    adopt_preprocessing,
+    check_model,
+    read_checkpoint,
+)
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.errors import ProjectError
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
@@ -161,6 +170,8 @@ class ADNILightningCLI(LightningCLI):
 
         Lightning would overwrite the first silently and start the second from scratch with only a warning.
         """
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # none of the config's own
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a full disk keeps the last good checkpoint
         checkpoint = _last_checkpoint(self.trainer)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return
@@ -280,7 +291,10 @@ def _checkpoint_paths(argv: list[str]) -> list[str]:
     for value in values:
         matches = sorted(glob.glob(value)) if glob.has_magic(value) else [value]
         if not matches:
-            raise FileNotFoundError(f"--ckpt_path {value}: no checkpoint matches")
+            raise CheckpointError(
+                f"--ckpt_path {value}: no file matches this pattern (relative to {Path.cwd()}); check the folder, "
+                "or pass each checkpoint with its own --ckpt_path"
+            )
         paths += matches
     return paths
 
@@ -289,24 +303,37 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     """``predict`` with several checkpoints (e.g. every fold's): the members' probabilities, averaged.
 
     Each member is scored as a normal ``predict`` (with its own checkpoint's age statistics) into a scratch
-    folder beside the output; ``predictions.csv`` holds the mean probability per image and the number of
-    members. Returns its path.
+    folder that this command creates inside the output folder (``.ensemble-XXXX``, a name no user file has) and
+    deletes whether it succeeds or fails; ``predictions.csv`` holds the mean probability per image and the number
+    of members. Returns its path.
     """
     rest = [
         a
         for i, a in enumerate(argv)
         if a != "--ckpt_path" and not a.startswith("--ckpt_path=") and (i == 0 or argv[i - 1] != "--ckpt_path")
     ]
-    root = Path(lightning_cli(rest, from_command_line=False, run=False).trainer.default_root_dir)
-    members = []
-    for index, checkpoint in enumerate(checkpoints):
-        scratch = root / "ensemble_members" / f"member{index}"
-        lightning_cli(
-            [*rest, "--ckpt_path", checkpoint, "--trainer.default_root_dir", str(scratch), "--trainer.logger", "false"],
-            from_command_line=False,
-        )
-        members.append(pd.read_csv(scratch / "predictions.csv", dtype={"image_id": str, "subject": str}))
-    shutil.rmtree(root / "ensemble_members")
+    cli = lightning_cli(rest, from_command_line=False, run=False)
+    root = output_dir(cli.trainer.default_root_dir, "--trainer.default_root_dir")
+    scratch = Path(tempfile.mkdtemp(prefix=".ensemble-", dir=root))
+    try:
+        members = []
+        for index, checkpoint in enumerate(checkpoints):
+            member = scratch / f"member{index}"
+            lightning_cli(
+                [
+                    *rest,
+                    "--ckpt_path",
+                    checkpoint,
+                    "--trainer.default_root_dir",
+                    str(member),
+                    "--trainer.logger",
+                    "false",
+                ],
+                from_command_line=False,
+            )
+            members.append(pd.read_csv(member / "predictions.csv", dtype={"image_id": str, "subject": str}))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     merged = pd.concat(members, ignore_index=True)
     probabilities = [c for c in merged.columns if c.startswith("p_")]
     keys = [c for c in merged.columns if c not in probabilities and c != "predicted"]

@@ -15,19 +15,25 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from adni_lightning.atomic import write_text
+
+#: The option that moves the prediction files (they are written into the run's root folder).
+OPTION = "--trainer.default_root_dir"
+
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
-    """Write the per-image table to ``path`` and the per-subject table beside it; return the latter's path."""
+    """Write the per-image table to ``path`` and the per-subject table beside it, each atomically (a later ``cv``
+    run takes a fold's ``predictions.csv`` as finished); return the latter's path.
+    """
     probabilities = [c for c in frame.columns if c.startswith("p_")]
     frame = frame.assign(predicted=frame[probabilities].idxmax(axis=1).str[2:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.6f")
+    write_text(path, frame.to_csv(index=False, float_format="%.6f"), OPTION)
     by_subject = frame.groupby(["subject", "group"], sort=True, as_index=False).agg(
         images=("image_id", "size"), **{c: (c, "mean") for c in probabilities}
     )
     by_subject["predicted"] = by_subject[probabilities].idxmax(axis=1).str[2:]
     subject_path = path.with_name(f"{path.stem}_by_subject{path.suffix}")
-    by_subject.to_csv(subject_path, index=False, float_format="%.6f")
+    write_text(subject_path, by_subject.to_csv(index=False, float_format="%.6f"), OPTION)
     return subject_path
 
 

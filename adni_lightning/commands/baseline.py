@@ -2,7 +2,8 @@
 
 ``python -m adni_lightning baseline [--config FILE ...] [--folds 5] [--root DIR] [--data.* ...]`` reads the cohort
 as ``fit`` would, draws (or reuses) the k-fold subject split in ``DIR/split.csv`` with the run's ``data.split``
-seed and test fraction, and writes the baseline's out-of-fold predictions (``DIR/baseline/oof_predictions.csv``)
+seed and test fraction (the same ``split.csv`` and ``split.json`` that ``cv`` draws, checked against the options in
+either order), and writes the baseline's out-of-fold predictions (``DIR/baseline/oof_predictions.csv``)
 and, with a test split, its test predictions, so the CNN's folds can be compared with it image by image.
 """
 
@@ -14,9 +15,18 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.commands.inspect import cohort_volumes, parser
 from adni_lightning.commands.run_config import run_root, split_run_options
-from adni_lightning.data.split import SplitError, SplitSpec, check_fold_count, load_split, save_split, split_subjects
+from adni_lightning.data.split import (
+    SplitError,
+    SplitSpec,
+    check_fold_count,
+    check_split_options,
+    load_split,
+    save_split,
+    split_subjects,
+)
 from adni_lightning.evaluation.baseline import baseline_predictions
 
 PROG = "python -m adni_lightning baseline"
@@ -25,10 +35,13 @@ PROG = "python -m adni_lightning baseline"
 def cross_validation_split(
     manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
 ) -> pd.DataFrame:
-    """The k-fold split at ``path``: reused after :func:`load_split`'s checks, else drawn with ``spec``'s seed and
-    test fraction and saved. Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
+    """The k-fold split at ``path``: reused after :func:`check_split_options`' and :func:`load_split`'s checks, else
+    drawn with ``spec``'s seed and test fraction and saved with its options, as ``cv`` saves its own (so either
+    command reuses the other's). Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
     """
+    spec = replace(spec, folds=folds, fold=0, file=str(path))
     if path.exists():
+        check_split_options(path, spec)
         split = load_split(path, manifest)
         dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
         if dealt != list(range(folds)):
@@ -38,9 +51,9 @@ def cross_validation_split(
             )
         check_fold_count(split, folds, classes)
         return split
-    split = split_subjects(manifest, replace(spec, folds=folds, fold=0, file=None))
+    split = split_subjects(manifest, spec)
     check_fold_count(split, folds, classes)
-    save_split(split, path)
+    save_split(split, path, spec)
     return split
 
 
@@ -52,12 +65,10 @@ def write_baseline(
     Returns every prediction row (out-of-fold and test).
     """
     predictions = baseline_predictions(volumes, split, classes, seed=seed)
-    out = root / "baseline"
-    out.mkdir(parents=True, exist_ok=True)
     for name in ("oof", "test"):
         part = predictions[predictions["set"] == name]
         if len(part):
-            part.to_csv(out / f"{name}_predictions.csv", index=False)
+            write_text(root / "baseline" / f"{name}_predictions.csv", part.to_csv(index=False), "--root")
     return predictions
 
 
@@ -79,10 +90,10 @@ def main(argv: list[str]) -> None:
     )
     options = p.parse_args(own)
     if options.folds < 2:
-        raise ValueError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
+        raise SplitError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
     cli, volumes = cohort_volumes(options.config, overrides)
     dm = cli.datamodule
-    root = options.root or run_root(cli) / "cv"
+    root = output_dir(options.root or run_root(cli) / "cv", "--root")
     split = cross_validation_split(dm.manifest(), dm.split_spec, options.folds, root / "split.csv", dm.classes)
     predictions = write_baseline(root, volumes, split, dm.classes, dm.split_spec.seed)
     written = sorted((root / "baseline").glob("*_predictions.csv"))

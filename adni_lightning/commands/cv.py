@@ -1,19 +1,26 @@
 """Subject-grouped k-fold cross-validation: one normal run per fold, a same-fold volume baseline, one report.
 
-``python -m adni_lightning cv [--config FILE] [--folds 5] [--root DIR] [--fold K] [--no_baseline] [overrides]``
+``python -m adni_lightning cv [--config FILE] [--folds 5] [--root DIR] [--fold K | --report_only] [--no_baseline]
+[overrides]``
 
 Each fold is an ordinary ``fit`` run in ``DIR/fold_K`` (checkpoints, TensorBoard, split.csv), so the folds
 overlay in TensorBoard and resume like any run. The held-out fold is the run's validation side, which is
 only *watched*: its out-of-fold predictions come from the **last epoch's** checkpoint, no checkpoint is
 chosen by validation score, and schedules or callbacks that react to validation metrics are refused, so
 the held-out fold never chooses anything. Finished folds are skipped, an interrupted one resumes from its
-``last.ckpt``, and the report covers whatever folds are complete, naming the others.
+``last.ckpt``, and the report covers whatever folds are complete, naming the others. ``--report_only`` never
+trains: it writes the report of the folds that exist (the last step of a SLURM array of ``--fold K`` jobs).
+
+Files shared by the folds (``split.csv``/``split.json``, ``cv_config.yaml``, the report) are written whole under a
+temporary name and renamed; the split and the configuration are created once and compared by every later process,
+so concurrent ``--fold K`` processes on one ``--root`` never leave a cut or mixed file.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +28,7 @@ import pandas as pd
 import yaml
 
 from adni_lightning.arguments import CommandParser
+from adni_lightning.atomic import output_dir, write_once, write_text
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
 from adni_lightning.data.split import check_fold_count, split_subjects
@@ -28,7 +36,7 @@ from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
-from adni_lightning.evaluation.report import write_cv_report
+from adni_lightning.evaluation.report import mark_missing, write_cv_report
 from adni_lightning.main import ADNILightningCLI
 from adni_lightning.main import main as run_main
 
@@ -59,6 +67,12 @@ def parser() -> CommandParser:
         "--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/cv)"
     )
     p.add_argument("--fold", type=int | None, default=None, help="run only this fold, then report what is complete")
+    p.add_argument(
+        "--report_only",
+        type=bool,
+        default=False,
+        help="train nothing: write the report of the folds that have finished (after a SLURM array of --fold K)",
+    )
     p.add_argument("--no_baseline", type=bool, default=False, help="skip the regional-volume logistic regression")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
     p.add_argument(
@@ -71,7 +85,17 @@ def main(argv: list[str]) -> None:
     """Parse ``argv`` and run the cross-validation."""
     own, overrides = split_run_options(argv)
     args = parser().parse_args(own)
-    run_cv(args.config, overrides, args.folds, args.root, args.fold, not args.no_baseline, args.bootstrap, args.repeats)
+    run_cv(
+        args.config,
+        overrides,
+        args.folds,
+        args.root,
+        args.fold,
+        not args.no_baseline,
+        args.bootstrap,
+        args.repeats,
+        args.report_only,
+    )
 
 
 def _check_no_validation_choice(cli: ADNILightningCLI) -> None:
@@ -93,11 +117,22 @@ def _config_record(cli: ADNILightningCLI, folds: int, overrides: list[str]) -> d
     return {"folds": folds, "config": config}
 
 
-def _check_same_config(root: Path, record: dict) -> None:
+def _nothing_ran(missing: Path, root: Path) -> CrossValidationError:
+    """``--report_only`` in a folder where no fold has run (it would have left ``missing``)."""
+    return CrossValidationError(
+        f"cv --report_only: {missing} not found: no fold of a cross-validation has run in {root}; run its folds "
+        "first (cv --fold K), or pass the --root they ran in"
+    )
+
+
+def _check_same_config(root: Path, record: dict, report_only: bool) -> None:
+    """Save the configuration of the folds in ``root`` once (the first process to get there, concurrent ones
+    included), and refuse a run of another one; ``report_only`` saves nothing and needs it saved.
+    """
     path = root / CONFIG_FILE
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(record, sort_keys=True))
+    if report_only and not path.is_file():
+        raise _nothing_ran(path, root)
+    if not report_only and write_once(path, yaml.safe_dump(record, sort_keys=True).encode(), "--root"):
         return
     saved = yaml.safe_load(path.read_text())
     if saved != record:
@@ -171,8 +206,10 @@ def run_cv(
     baseline: bool = True,
     n_resamples: int = 2000,
     repeats: int = 1,
+    report_only: bool = False,
 ) -> Path:
-    """Run (or continue) the cross-validation and write its report; returns the report's folder.
+    """Run (or continue) the cross-validation and write its report; returns the report's folder. With
+    ``report_only`` nothing is trained: the report covers the folds that have finished.
 
     With ``repeats`` > 1 the whole cross-validation is repeated with split seeds ``seed``, ``seed + 1``, … in
     ``root/repeat_R`` (a report each), and ``root/repeats.csv`` gives each repeat's pooled figures and their
@@ -184,15 +221,21 @@ def run_cv(
         raise CrossValidationError(f"cv: --fold {only_fold} is not in [0, {folds})")
     if repeats < 1:
         raise CrossValidationError(f"cv: --repeats must be at least 1, got {repeats}")
+    if report_only and only_fold is not None:
+        raise CrossValidationError(
+            f"cv: --report_only trains nothing, so --fold {only_fold} has no meaning: pass one of them"
+        )
     cli = load_run(configs, overrides)
-    root = Path(root) if root else Path(cli.trainer.default_root_dir) / "cv"
+    root = output_dir(Path(root) if root else Path(cli.trainer.default_root_dir) / "cv", "--root")
     if repeats == 1:
-        return _run_once(cli, configs, overrides, folds, root, only_fold, baseline, n_resamples)
+        return _run_once(cli, configs, overrides, folds, root, only_fold, baseline, n_resamples, report_only)
     seed = cli.datamodule.split_spec.seed
     for repeat in range(repeats):
         seeded = [*overrides, "--data.split.seed", str(seed + repeat)]
         again = load_run(configs, seeded)
-        _run_once(again, configs, seeded, folds, root / f"repeat_{repeat}", only_fold, baseline, n_resamples)
+        _run_once(
+            again, configs, seeded, folds, root / f"repeat_{repeat}", only_fold, baseline, n_resamples, report_only
+        )
     return _summarise_repeats(root, repeats)
 
 
@@ -201,13 +244,13 @@ def _summarise_repeats(root: Path, repeats: int) -> Path:
     for repeat in range(repeats):
         metrics = pd.read_csv(root / f"repeat_{repeat}" / "cv_metrics.csv")
         means = metrics[metrics["fold"].astype(str) == "mean"]
-        rows += [{"repeat": repeat, **row} for row in means.drop(columns="fold").to_dict("records")]
+        rows += [{"repeat": repeat, **row} for row in means.drop(columns=["fold", "note"]).to_dict("records")]
     table = pd.DataFrame(rows)
     numeric = table.columns.drop(["repeat", "model"])
     summary = table.groupby("model")[numeric].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
-    table.to_csv(root / "repeats.csv", index=False, float_format="%.4f")
-    summary.to_csv(root / "repeats_summary.csv", float_format="%.4f")
+    write_text(root / "repeats.csv", table.to_csv(index=False, float_format="%.4f"), "--root")
+    write_text(root / "repeats_summary.csv", summary.to_csv(float_format="%.4f"), "--root")
     print(f"cv: {repeats} repeats summarised in {root / 'repeats_summary.csv'}")
     return root
 
@@ -221,20 +264,25 @@ def _run_once(
     only_fold: int | None,
     baseline: bool,
     n_resamples: int,
+    report_only: bool = False,
 ) -> Path:
-    """One cross-validation in ``root``: folds (skipping finished ones), baseline, report."""
+    """One cross-validation in ``root``: folds (skipping finished ones; none with ``report_only``), baseline,
+    report.
+    """
     _check_no_validation_choice(cli)
     dm = cli.datamodule
     dm.split_spec = replace(dm.split_spec, folds=folds, fold=0, file=str(root / "split.csv"))
+    if report_only and not Path(dm.split_spec.file).is_file():
+        raise _nothing_ran(Path(dm.split_spec.file), root)
     dm.prepare_cohort()
     manifest = dm.manifest()
     split = split_subjects(manifest, dm.split_spec)
     check_fold_count(split, folds, dm.classes)
-    _check_same_config(root, _config_record(cli, folds, overrides))
+    _check_same_config(root, _config_record(cli, folds, overrides), report_only)
     dm.prepare_data()  # the CV split (fold 0 as validation) beside the folds, and the cache
     manifest = dm.manifest()  # less the files the cache could not decode (on_bad_rows: skip)
     has_test = (split["split"] == "test").any()
-    for fold in range(folds) if only_fold is None else [only_fold]:
+    for fold in [] if report_only else range(folds) if only_fold is None else [only_fold]:
         fold_dir = root / f"fold_{fold}"
         if (fold_dir / OOF_FILE).exists():
             log.info("cv: fold %d is finished (%s), skipped", fold, fold_dir / OOF_FILE)
@@ -294,7 +342,7 @@ def report(
     )
     test = predictions[predictions["set"] == "test"]
     if len(test):
-        _test_report(root, test, classes, n_resamples)
+        _test_report(root, test, classes, n_resamples, missing)
     print(f"cv: report in {root / 'cv_report.md'}" + (f" (folds {missing} not finished)" if missing else ""))
     return root
 
@@ -303,8 +351,10 @@ def _baseline(root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: 
     return write_baseline(root, regional_volumes(manifest, dm.cache), split, classes, dm.split_spec.seed)
 
 
-def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples: int) -> None:
-    """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble)."""
+def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples: int, missing: Sequence[int]) -> None:
+    """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble); missing
+    folds are marked as in ``cv_metrics.csv``.
+    """
     columns = prob_columns(classes)
     keys = ["image_id", "subject", "group", "visit", "first_visit"]
     rows = []
@@ -325,4 +375,5 @@ def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples
         )
         for fold, part in frame.groupby("fold"):
             rows.append({"model": model, "fold": fold, **frame_metrics(part, classes)})
-    pd.DataFrame(rows).to_csv(root / "test_metrics.csv", index=False, float_format="%.4f")
+    table = mark_missing(pd.DataFrame(rows), missing)
+    write_text(root / "test_metrics.csv", table.to_csv(index=False, float_format="%.4f"), "--root")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from adni_lightning.arguments import CommandParser
+from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.labels import FREESURFER_LUT
 from adni_lightning.data.volumes import (
@@ -165,10 +166,9 @@ def main(argv: list[str]) -> None:
     )
     options = p.parse_args(own)
     cli, volumes = cohort_volumes(options.config, overrides)
-    out = options.out or run_root(cli)
-    out.mkdir(parents=True, exist_ok=True)
-    volumes.to_csv(out / "volumes.csv", index=False)
+    out = output_dir(options.out or run_root(cli), "--out")
+    write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
     dm = cli.datamodule
     report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), options.outlier_z)
-    (out / "cohort.md").write_text(report)
+    write_text(out / "cohort.md", report, "--out")
     print(f"wrote {out / 'volumes.csv'} and {out / 'cohort.md'} ({len(volumes)} images)")

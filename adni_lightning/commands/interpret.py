@@ -22,7 +22,9 @@ split's age statistics), and explains each image of the chosen split:
 figures also go to ``DIR/tensorboard`` (never the training run's own event folder). The checkpoint must match the
 config as for ``validate``: its data contract (classes, preprocessing, tabular features and, for ``val``/``test``,
 the split) and its model's shapes are compared before anything is written (:mod:`adni_lightning.checkpoint`).
-Needs Captum for voxel attribution (``pip install 'adni_lightning[interpret]'``).
+``DIR`` is the command's own: it must be new, empty, or an earlier ``interpret``'s output (marked by the file
+``.adni_lightning_interpret``, whose files are replaced); a folder holding other files is refused, so a user's
+``images.csv`` is never overwritten. Needs Captum for voxel attribution (``pip install 'adni_lightning[interpret]'``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
 from adni_lightning.arguments import CommandParser
+from adni_lightning.atomic import atomic_path, output_dir, write_text
 from adni_lightning.checkpoint import check_model, read_checkpoint
 from adni_lightning.commands.inspect import parser as run_parser
 from adni_lightning.commands.run_config import load_run, run_root, split_run_options
@@ -56,6 +59,8 @@ from adni_lightning.module import DATA_STATE_KEY
 PROG = "python -m adni_lightning interpret"
 Split = Literal["val", "test", "all"]
 SPLITS: tuple[str, ...] = get_args(Split)
+#: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
+MARKER = ".adni_lightning_interpret"
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
 
 
@@ -74,7 +79,10 @@ def parser() -> CommandParser:
         help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV",
     )
     p.add_argument(
-        "--out", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/interpret)"
+        "--out",
+        type=Path | None,
+        default=None,
+        help="output folder: new, empty or an earlier interpret's (default: <trainer.default_root_dir>/interpret)",
     )
     p.add_argument(
         "--ig_steps",
@@ -249,6 +257,29 @@ def _explain(
     return results, maps
 
 
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    write_text(path, frame.to_csv(index=False, float_format="%.6g"), "--out")
+
+
+def _save_figure(figure, path: Path) -> None:
+    with atomic_path(path, "--out") as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def own_folder(out: Path) -> Path:
+    """Make ``out`` the command's folder: refuse one that holds files ``interpret`` did not write, else mark it."""
+    output_dir(out, "--out")
+    if not (out / MARKER).is_file():
+        foreign = sorted(p.name for p in out.iterdir())
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise InterpretError(
+                f"--out {out} holds files that interpret did not write ({shown}): pass a new or empty folder"
+            )
+        write_text(out / MARKER, f"written by {PROG}: its next run may replace the files here\n", "--out")
+    return out
+
+
 def _write_maps(maps: ClassMaps, classes: list[str], labelmap: bool, out: Path, writer) -> list[str]:
     """Per-class mean maps as NIfTI (network grid) and triplanar PNGs; returns the classes drawn."""
     drawn = []
@@ -260,16 +291,16 @@ def _write_maps(maps: ClassMaps, classes: list[str], labelmap: bool, out: Path, 
         save_network_grid(reference, out / f"reference_{klass}.nii.gz")
         title = f"mean IG of p({klass}), {maps.counts[k]} correctly classified {klass} image(s)"
         figure = triplanar_figure(mean, reference, labelmap, title)
-        figure.savefig(out / f"mean_attribution_{klass}.png")
+        _save_figure(figure, out / f"mean_attribution_{klass}.png")
         writer.add_figure(f"interpret/mean_attribution/{klass}", figure)
         drawn.append(klass)
     return drawn
 
 
 def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top: int, n_resamples: int, writer) -> None:
-    importance.to_csv(out / "structure_importance.csv", index=False, float_format="%.6g")
+    _write_csv(importance, out / "structure_importance.csv")
     ranking = rank_structures(importance, classes, n_resamples)
-    ranking.to_csv(out / "structure_ranking.csv", index=False, float_format="%.6g")
+    _write_csv(ranking, out / "structure_ranking.csv")
     figures = (
         ("structure", False, "structure_ranking"),
         ("bilateral", False, "structure_ranking_bilateral"),
@@ -277,7 +308,7 @@ def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top:
     )
     for level, per_voxel, name in figures:
         figure = ranking_figure(ranking, classes, level, top, per_voxel)
-        figure.savefig(out / f"{name}.png")
+        _save_figure(figure, out / f"{name}.png")
         writer.add_figure(f"interpret/{name}", figure)
     lines = ["| class | rank | structure | mean Δp | 95% CI |", "|---|---|---|---|---|"]
     for row in ranking[(ranking["level"] == "bilateral") & (ranking["rank"] <= top)].to_dict("records"):
@@ -319,13 +350,12 @@ def run_interpret(
     model.load_state_dict(checkpoint["state_dict"])
     model.eval().to(cli.trainer.strategy.root_device)
     dataset = _images(cli, checkpoint, split)
-    out = Path(out) if out else run_root(cli) / "interpret"
-    out.mkdir(parents=True, exist_ok=True)
+    out = own_folder(Path(out) if out else run_root(cli) / "interpret")
     if not dm.preprocessing.labelmap:
         print(f"interpret: {NO_OCCLUSION}")
     results, maps = _explain(cli, dataset, out, ig_steps, max_images, chunk)
     images = pd.DataFrame(results.images)
-    images.to_csv(out / "images.csv", index=False, float_format="%.6g")
+    _write_csv(images, out / "images.csv")
     with SummaryWriter(str(out / "tensorboard")) as writer:
         if results.importance:
             importance = pd.DataFrame(results.importance, columns=list(IMPORTANCE_COLUMNS))

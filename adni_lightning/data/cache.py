@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import logging
 import os
@@ -45,6 +46,8 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from adni_lightning.atomic import DISK_FULL, FULL_PHRASE
+from adni_lightning.atomic import reason as storage_reason
 from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
 from adni_lightning.data.volume_io import VolumeError, read_volume
 from adni_lightning.data.volumes import EMPTY_LABEL_MAP, small_label_maps, structure_volumes, voxel_volume
@@ -109,6 +112,11 @@ def _atomic_write(target: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_reason(error: OSError) -> str:
+    """Why an entry could not be written: a full disk says so first (the remedy differs), else the system's words."""
+    return storage_reason(error) if error.errno in DISK_FULL else error.strerror or str(error)
 
 
 def _running(pid: int) -> bool:
@@ -196,7 +204,9 @@ class VolumeCache:
     ) -> None:
         """Write the array and its sidecar; ``volumes`` (id → mm³) and ``voxel_mm3`` for label maps."""
         entry.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(entry, lambda f: np.save(f, array, allow_pickle=False))
+        encoded_array = io.BytesIO()  # written by Python, not numpy's tofile: a full disk then raises ENOSPC
+        np.save(encoded_array, array, allow_pickle=False)
+        _atomic_write(entry, lambda f: f.write(encoded_array.getbuffer()))
         meta: dict[str, object] = {"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}
         if volumes is not None:
             meta.update(voxel_mm3=voxel_mm3, volumes_mm3={str(i): v for i, v in sorted(volumes.items())})
@@ -284,7 +294,10 @@ class VolumeCache:
                 marker = self.fault_path(entry)
                 if fault is not None and fault.kind == "content":
                     encoded = json.dumps({"reason": fault.reason}).encode()
-                    _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                    try:
+                        _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                    except OSError as err:
+                        raise CacheDirError(self._unwritable_message(_write_reason(err))) from err
                 else:
                     marker.unlink(missing_ok=True)
                 if fault is not None:
@@ -302,6 +315,11 @@ class VolumeCache:
         return entries
 
     def _unwritable_message(self, reason: str) -> str:
+        if reason.startswith(FULL_PHRASE):
+            return (
+                f"cache directory {self.root} cannot be written: {reason}; free space or point data.cache_dir at a "
+                "folder with free space"
+            )
         return f"cache directory {self.root} cannot be written ({reason}): point data.cache_dir at a writable folder"
 
     def _check_writable(self) -> None:
@@ -311,7 +329,7 @@ class VolumeCache:
             with tempfile.TemporaryFile(dir=self.root):
                 pass
         except OSError as err:
-            raise CacheDirError(self._unwritable_message(err.strerror or str(err))) from err
+            raise CacheDirError(self._unwritable_message(_write_reason(err))) from err
 
     def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[Fault | None]:
         jobs = [(self, image_id, src, entry) for image_id, src, entry in todo]
@@ -350,5 +368,5 @@ def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> Fault | None:
     try:
         cache.write(entry, array, volumes, voxel_mm3)
     except OSError as err:
-        return Fault(image_id, str(entry), err.strerror or str(err), "cache")
+        return Fault(image_id, str(entry), _write_reason(err), "cache")
     return None

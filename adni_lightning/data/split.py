@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adni_lightning.atomic import write_once
 from adni_lightning.errors import ProjectError
 
 log = logging.getLogger(__name__)
@@ -125,22 +126,28 @@ def options_path(path: str | Path) -> Path:
 
 
 def save_split(split: pd.DataFrame, path: str | Path, spec: SplitSpec | None = None) -> None:
-    """Write atomically: a half-written split must never be read back as the run's split.
+    """Write the split at ``path`` unless the same one is there; refuse another one there.
 
-    With ``spec``, the options that drew it are written first, beside it (:func:`options_path`), so that a later run
-    asking for another split is refused (:func:`check_split_options`) instead of reusing this one.
+    Each file appears whole at once (:func:`~adni_lightning.atomic.write_once`): a half-written split is never read
+    back as the run's split, and processes that draw the same split concurrently (``cv --fold K`` as a SLURM array)
+    all end with one copy of it. With ``spec``, the options that drew it are written first, beside it
+    (:func:`options_path`), so that a later run asking for another split is refused (:func:`check_split_options`)
+    instead of reusing this one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files = [(path, split.to_csv(index=False))]
     if spec is not None:
-        _atomic_text(options_path(path), json.dumps(spec.options(), indent=1))
-    _atomic_text(path, split.to_csv(index=False))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        files.insert(0, (options_path(path), json.dumps(spec.options(), indent=1)))
+    for target, text in files:
+        if (
+            not write_once(target, text.encode(), "data.split.file (or --trainer.default_root_dir)")
+            and target.read_text() != text
+        ):
+            raise SplitError(
+                f"{target} already holds another split (drawn by a run on the same folder with other options or "
+                f"data, perhaps at the same time): give each run its own data.split.file, or delete {target.name} and "
+                "run again"
+            )
 
 
 def check_split_options(path: str | Path, spec: SplitSpec) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
+from adni_lightning.atomic import atomic_path, output_dir, write_text
 from adni_lightning.evaluation.metrics import (
     HEADLINE,
     PER_CLASS,
@@ -33,6 +34,8 @@ from adni_lightning.evaluation.metrics import (
 from adni_lightning.figures import draw_confusion
 
 LEVELS = ("image", "subject", "first visit")
+#: The option that moves the report (``cv --root``).
+OPTION = "--root"
 _NAMES = {
     "bacc": "balanced accuracy",
     "acc": "accuracy",
@@ -92,6 +95,31 @@ class _Bootstraps:
         paired_parts(self.levels[level], model, reference)  # the same images, hence the same draws
         (point_m, samples_m), (point_r, samples_r) = self._get(level, model), self._get(level, reference)
         return interval_table({m: point_m[m] - point_r[m] for m in metrics}, samples_m[metrics] - samples_r[metrics])
+
+
+def missing_text(missing_folds: Sequence[int]) -> str:
+    """``fold 2 is not finished`` / ``folds 2, 4 are not finished``."""
+    verb = "folds {} are" if len(missing_folds) > 1 else "fold {} is"
+    return f"{verb.format(_numbers(missing_folds))} not finished"
+
+
+def mark_missing(table: pd.DataFrame, missing_folds: Sequence[int]) -> pd.DataFrame:
+    """A per-fold table (``model``, ``fold``: fold numbers, then summaries such as ``mean``/``sd``) with a ``note``
+    column: a row per missing fold of each model that has fold rows, reading ``not finished`` (no metrics), and on
+    the summary rows the folds they leave out.
+    """
+    if not len(missing_folds):
+        return table.assign(note="")
+    blocks = []
+    for model, part in table.groupby("model", sort=False):
+        per_fold = part["fold"].astype(str).str.fullmatch(r"\d+")
+        folds = part[per_fold].assign(note="")
+        if per_fold.any():
+            absent = pd.DataFrame({"model": model, "fold": list(missing_folds), "note": "not finished"})
+            folds = pd.concat([folds, absent]).sort_values("fold", key=lambda f: f.astype(int))
+        summary = part[~per_fold].assign(note=f"over the finished folds only: {missing_text(missing_folds)}")
+        blocks.append(pd.concat([folds, summary]))
+    return pd.concat(blocks, ignore_index=True)
 
 
 def _mean_sd(folds: pd.DataFrame, metric: str) -> str:
@@ -185,9 +213,13 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str,
     return lines + _table(["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows)
 
 
-def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str]) -> Figure:
-    """Pooled image-level confusion matrices, one panel per model: counts, shaded by row-normalised rate."""
-    fig = Figure(figsize=(3.4 * len(models), 3.4), dpi=100)  # no pyplot: leaves the user's backend alone
+def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str], caption: str) -> Figure:
+    """Pooled image-level confusion matrices, one panel per model: counts, shaded by row-normalised rate; a
+    ``caption`` above them (the missing folds) when given.
+    """
+    fig = Figure(figsize=(3.4 * len(models), 3.4 + 0.4 * bool(caption)), dpi=100)  # no pyplot: the user's backend
+    if caption:
+        fig.suptitle(caption, color="firebrick", fontsize=9, wrap=True)
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
         part = frame[frame["model"] == model]
         truth = part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
@@ -213,15 +245,16 @@ def write_cv_report(
 ) -> dict[str, Path]:
     """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md`` and ``cv_report.png`` to ``out_dir``.
 
-    ``cv_metrics.csv`` is the image-level :func:`fold_table`. The paired section compares every other model with
+    ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
+    in the report's banner and the figure's caption. Each file is written atomically: concurrent ``cv --fold K``
+    processes each leave whole files. The paired section compares every other model with
     ``reference_model`` (a ValueError if it is given but absent). Returns the paths by key ``metrics``,
     ``predictions``, ``report``, ``figure``.
     """
     models = sorted(frame["model"].unique())
     if reference_model is not None and reference_model not in models:
         raise ValueError(f"reference model {reference_model!r} is not among the models {models}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir, OPTION)
     paths = {
         "metrics": out_dir / "cv_metrics.csv",
         "predictions": out_dir / "oof_predictions.csv",
@@ -231,14 +264,13 @@ def write_cv_report(
     levels = _levels(frame, classes)
     folds = {level: fold_table(part, classes) for level, part in levels.items()}
     boot = _Bootstraps(levels, classes, n_resamples, seed)
-    folds["image"].to_csv(paths["metrics"], index=False)
-    frame.to_csv(paths["predictions"], index=False)
+    write_text(paths["metrics"], mark_missing(folds["image"], missing_folds).to_csv(index=False), OPTION)
+    write_text(paths["predictions"], frame.to_csv(index=False), OPTION)
 
     lines = ["# Cross-validated evaluation", ""]
-    if missing_folds:
-        verb = "folds {} are" if len(missing_folds) > 1 else "fold {} is"
-        missing = verb.format(_numbers(missing_folds))
-        lines += [f"> **{missing} not finished: these figures cover {_covered(frame)}.**", ""]
+    caption = f"{missing_text(missing_folds)}: these figures cover {_covered(frame)}" if missing_folds else ""
+    if caption:
+        lines += [f"> **{caption}.**", ""]
     lines += [
         (
             f"Classes: {', '.join(classes)}. Confidence intervals are {n_resamples}-resample percentile bootstrap "
@@ -257,6 +289,7 @@ def write_cv_report(
         lines += _paired_section(frame, classes, reference_model, boot)
     if notes:
         lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
-    paths["report"].write_text("\n".join(lines), encoding="utf-8")
-    _confusion_figure(frame, classes, models).savefig(paths["figure"])
+    write_text(paths["report"], "\n".join(lines), OPTION)
+    with atomic_path(paths["figure"], OPTION) as tmp:
+        _confusion_figure(frame, classes, models, caption).savefig(tmp, format="png")
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
+from adni_lightning.atomic import WriteError
 from adni_lightning.data.cache import VolumeCache
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
-from adni_lightning.data.split import SplitError, SplitSpec, split_subjects
+from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, split_subjects
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import baseline_predictions, visit_order
 from adni_lightning.main import main
@@ -105,12 +107,36 @@ def test_command_writes_the_cv_split_and_predictions_and_reuses_the_split(cohort
     assert sorted(oof["image_id"]) == sorted(expected.loc[expected["split"] != "test", "image_id"])
     assert set(test["image_id"]) == set(expected.loc[expected["split"] == "test", "image_id"])
 
+    spec = SplitSpec(folds=3, fold=0, test_fraction=0.2, seed=7)
+    assert json.loads((root / "split.json").read_text()) == spec.options()  # cv's own record: cv reuses it
+    check_split_options(root / "split.csv", spec)
+
     stamp = (root / "split.csv").stat().st_mtime_ns
-    main(_run(cohort, tmp_path, "--folds", "3", "--data.split.test_fraction", "0.2", "--data.split.seed", "8"))
-    assert (root / "split.csv").stat().st_mtime_ns == stamp  # reused, not redrawn with the new seed
+    main(_run(cohort, tmp_path, "--folds", "3", "--data.split.test_fraction", "0.2", "--data.split.seed", "7"))
+    assert (root / "split.csv").stat().st_mtime_ns == stamp  # reused
     pd.testing.assert_frame_equal(pd.read_csv(root / "baseline" / "oof_predictions.csv", dtype={"image_id": str}), oof)
+    with pytest.raises(SplitError) as refused:
+        main(_run(cohort, tmp_path, "--folds", "3", "--data.split.test_fraction", "0.2", "--data.split.seed", "8"))
+    assert str(refused.value) == (
+        f"{root / 'split.csv'} was drawn with other options than this run asks for: data.split.seed 7 (saved) vs 8 "
+        "(asked); pass the saved options, point data.split.file elsewhere, or delete it and split.json to draw a new "
+        "split"
+    )
+    assert (root / "split.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(SplitError, match=r"data.split.folds 3 \(saved\) vs 4 \(asked\)"):
+        main(_run(cohort, tmp_path, "--folds", "4", "--data.split.test_fraction", "0.2", "--data.split.seed", "7"))
+    (root / "split.json").unlink()  # a split without its options (made by hand): its folds are still checked
     with pytest.raises(SplitError, match="deals folds \\[0, 1, 2\\], not the 4"):
         main(_run(cohort, tmp_path, "--folds", "4"))
+
+
+def test_a_root_that_is_a_file_is_one_line(cohort, tmp_path):
+    taken = tmp_path / "cv"
+    taken.write_text("a user's file")
+    with pytest.raises(WriteError) as refused:
+        main(_run(cohort, tmp_path, "--folds", "3", "--root", str(taken)))
+    assert str(refused.value) == f"--root {taken} is a file, not a folder: pass a folder (it is created if missing)"
+    assert taken.read_text() == "a user's file"
 
 
 def test_too_many_folds_names_the_subjects_per_group(cohort, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import signal
@@ -13,10 +15,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
+from matplotlib.image import imread
 
+from adni_lightning.atomic import WriteError
+from adni_lightning.commands.baseline import main as baseline_main
 from adni_lightning.commands.cv import CrossValidationError
 from adni_lightning.commands.cv import main as cv_main
-from adni_lightning.data.manifest import CSV_NAME
+from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
+from adni_lightning.data.split import SplitSpec, split_subjects
 from tests.helpers import TINY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,3 +222,108 @@ def test_repeats_draw_new_folds_and_summarise_the_spread(cohort, tmp_path):
     summary = pd.read_csv(root / "repeats_summary.csv").set_index("model")
     assert summary.at["cnn", "bacc_mean"] == pytest.approx(table["bacc"].mean(), abs=1e-4)
     assert summary.at["cnn", "bacc_std"] == pytest.approx(table["bacc"].std(ddof=1), abs=1e-4)
+
+
+def _reddish_rows(png: Path) -> int:
+    """Rows of ``png`` holding caption-red pixels (the report's figure is otherwise blue, black and white)."""
+    image = imread(png)[..., :3]
+    red = (image[..., 0] > 0.55) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
+    return int(red.any(axis=1).sum())
+
+
+def test_report_only_trains_nothing_and_marks_the_missing_folds_in_every_file(finished, tmp_path, capsys):
+    root = tmp_path / "cv"
+    shutil.copytree(finished / "cv", root)
+    (root / "fold_1" / "oof_predictions.csv").unlink()  # fold 1 interrupted, fold 2 never started
+    shutil.rmtree(root / "fold_2")
+    for name in ("cv_metrics.csv", "test_metrics.csv", "cv_report.md", "cv_report.png", "oof_predictions.csv"):
+        (root / name).unlink()
+    last = root / "fold_1" / "checkpoints" / "last.ckpt"
+    stamp = last.stat().st_mtime_ns
+    args = cv_args(root, finished / "K1data", "--data.split.test_fraction", "0.2")
+    same = ["--data.cache_dir", str(finished / "cache"), "--trainer.default_root_dir", str(finished / "run")]
+    cv_main(["--folds", "3", "--report_only", "true", *args, *same])  # the configuration of the copied folds
+    assert not (root / "fold_2").exists() and last.stat().st_mtime_ns == stamp  # nothing trained
+    assert not (root / "fold_1" / "oof_predictions.csv").exists()
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == f"cv: report in {root / 'cv_report.md'} (folds [1, 2] not finished)"
+    )
+    note = "over the finished folds only: folds 1, 2 are not finished"
+    metrics = pd.read_csv(root / "cv_metrics.csv", keep_default_na=False)
+    for model in ("cnn", "baseline"):
+        rows = metrics[metrics["model"] == model]
+        assert rows["fold"].tolist() == ["0", "1", "2", "mean", "sd"]
+        assert rows["note"].tolist() == ["", "not finished", "not finished", note, note]
+    test = pd.read_csv(root / "test_metrics.csv", keep_default_na=False)
+    assert test.loc[test["model"] == "cnn", ["fold", "note"]].values.tolist() == [
+        ["0", ""],
+        ["1", "not finished"],
+        ["2", "not finished"],
+    ]
+    assert set(test.loc[test["model"].str.endswith("-ensemble"), "note"]) == {note}
+    text = (root / "cv_report.md").read_text()
+    assert "> **folds 1, 2 are not finished: these figures cover folds 0 only.**" in text
+    assert _reddish_rows(root / "cv_report.png") > 5 and _reddish_rows(finished / "cv" / "cv_report.png") == 0
+
+
+def test_report_only_needs_folds_and_takes_no_fold(tmp_path, cohort):
+    root = tmp_path / "cv"
+    with pytest.raises(CrossValidationError) as refused:
+        cv_main(["--folds", "3", "--report_only", "true", *cv_args(root, cohort)])
+    assert str(refused.value) == (
+        f"cv --report_only: {root / 'split.csv'} not found: no fold of a cross-validation has run in {root}; run its "
+        "folds first (cv --fold K), or pass the --root they ran in"
+    )
+    assert list(root.iterdir()) == []
+    with pytest.raises(CrossValidationError) as refused:
+        cv_main(["--folds", "3", "--report_only", "true", "--fold", "1", *cv_args(root, cohort)])
+    assert str(refused.value) == "cv: --report_only trains nothing, so --fold 1 has no meaning: pass one of them"
+
+
+def test_a_root_that_is_a_file_is_one_line(tmp_path, cohort):
+    taken = tmp_path / "cv"
+    taken.write_text("a user's file")
+    with pytest.raises(WriteError) as refused:
+        cv_main(["--folds", "3", *cv_args(taken, cohort)])
+    assert str(refused.value) == f"--root {taken} is a file, not a folder: pass a folder (it is created if missing)"
+    assert taken.read_text() == "a user's file"
+
+
+def test_baseline_reuses_the_split_of_cv_with_its_options(finished, tmp_path, caplog):
+    root = finished / "cv"
+    saved = (root / "split.csv").read_bytes(), (root / "split.json").read_bytes()
+    base = ["--root", str(root), "--data.manifest.data_dir", str(finished / "K1data"), "--data.cache_dir"]
+    base += [str(finished / "cache"), *TINY, "--data.split.test_fraction", "0.2", "--folds", "3"]
+    with caplog.at_level(logging.INFO, logger="adni_lightning"):
+        baseline_main(base)
+    assert "has no split.json" not in caplog.text
+    assert ((root / "split.csv").read_bytes(), (root / "split.json").read_bytes()) == saved
+
+
+def test_concurrent_fold_processes_share_one_split_and_configuration(cohort, tmp_path):
+    """Two ``cv --fold K`` processes on one root, started together as a SLURM array would."""
+    root = tmp_path / "cv"
+    command = [sys.executable, "-m", "adni_lightning", "cv", "--folds", "2", "--no_baseline", "true"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    processes = [
+        subprocess.Popen(
+            [*command, "--fold", str(fold), *cv_args(root, cohort, epochs=1)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for fold in (0, 1)
+    ]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert not [p.name for p in root.rglob("*.tmp")]
+    spec = SplitSpec(folds=2, fold=0)
+    expected = split_subjects(build_manifest(ManifestSpec(data_dir=cohort)), spec)
+    pd.testing.assert_frame_equal(pd.read_csv(root / "split.csv", dtype={"image_id": str, "subject": str}), expected)
+    assert json.loads((root / "split.json").read_text()) == spec.options()
+    assert yaml.safe_load((root / "cv_config.yaml").read_text())["folds"] == 2
+    cv_main(["--folds", "2", "--no_baseline", "true", "--report_only", "true", *cv_args(root, cohort, epochs=1)])
+    metrics = pd.read_csv(root / "cv_metrics.csv", keep_default_na=False)
+    assert metrics["fold"].tolist() == ["0", "1", "mean", "sd"] and set(metrics["note"]) == {""}

@@ -56,10 +56,15 @@ def test_files(report: dict[str, Path], frame: pd.DataFrame) -> None:
         "cv_report.md",
         "cv_report.png",
     }
-    written = pd.read_csv(report["metrics"])
+    written = pd.read_csv(report["metrics"], keep_default_na=False)
+    assert written["fold"].tolist() == ["0", "1", "2", "3", "4", "mean", "sd"] * 2  # missing folds 2, 4 marked
+    summary_note = "over the finished folds only: folds 2, 4 are not finished"
+    assert written["note"].tolist() == ["", "", "not finished", "", "not finished", summary_note, summary_note] * 2
+    assert (written.loc[written["note"] == "not finished", ["n_images", "bacc"]] == "").all().all()
+    finished = pd.read_csv(report["metrics"]).query("note != 'not finished'")
     expected = fold_table(frame, CLASSES)
-    assert written["fold"].astype(str).tolist() == expected["fold"].astype(str).tolist()
-    np.testing.assert_allclose(written[["bacc", "auroc", "sens_AD"]], expected[["bacc", "auroc", "sens_AD"]])
+    assert finished["fold"].astype(str).tolist() == expected["fold"].astype(str).tolist()
+    np.testing.assert_allclose(finished[["bacc", "auroc", "sens_AD"]], expected[["bacc", "auroc", "sens_AD"]])
     pd.testing.assert_frame_equal(pd.read_csv(report["predictions"]), frame)
     image = imread(report["figure"])
     assert image.shape[1] > 1.5 * image.shape[0]  # two panels side by side

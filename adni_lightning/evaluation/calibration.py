@@ -11,12 +11,17 @@ predictions), never on the cohort it is then scored on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import brier_score_loss
+
+from adni_lightning.atomic import write_text
+from adni_lightning.errors import ProjectError
 
 #: Bins of the adaptive ECE and the reliability table: ~20 images a bin for a cohort of 300.
 DEFAULT_BINS = 15
@@ -24,6 +29,12 @@ DEFAULT_BINS = 15
 _EPS = 1e-12
 #: The search range of log T: T from 0.05 (sharpen 20×) to 20 (flatten 20×).
 _LOG_T_BOUNDS = (-3.0, 3.0)
+#: The file ``cv`` writes beside its report and ``predict`` / ``evaluate`` read with ``--calibration``.
+CALIBRATION_FILE = "calibration.json"
+
+
+class CalibrationError(ProjectError):
+    """A calibration file cannot be used: unreadable, or fitted for other classes."""
 
 
 def _equal_count_bins(n: int, bins: int) -> list[np.ndarray]:
@@ -116,3 +127,27 @@ def calibration_metrics(y_true: np.ndarray, proba: np.ndarray, bins: int = DEFAU
         "brier": brier_score(y_true, proba),
         "nll": _nll(np.asarray(y_true), proba),
     }
+
+
+def save_temperature(
+    path: str | Path, temperature: float, classes: Sequence[str], fitted_on: str, n_images: int
+) -> None:
+    """Write the fitted temperature with what it was fitted on, so a later command can check it applies."""
+    record = {"temperature": temperature, "classes": list(classes), "fitted_on": fitted_on, "n_images": n_images}
+    write_text(path, json.dumps(record, indent=2) + "\n", "--root")
+
+
+def load_temperature(path: str | Path, classes: Sequence[str]) -> float:
+    """The temperature of a :func:`save_temperature` file, refused in one line when fitted for other classes."""
+    try:
+        record = json.loads(Path(path).read_text())
+        temperature, fitted_classes = float(record["temperature"]), list(record["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CalibrationError(f"--calibration {path}: not a calibration file written by cv ({err})") from err
+    if fitted_classes != list(classes):
+        raise CalibrationError(
+            f"--calibration {path}: fitted for classes {fitted_classes}, the model predicts {list(classes)}"
+        )
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise CalibrationError(f"--calibration {path}: temperature {temperature} is not a positive number")
+    return temperature

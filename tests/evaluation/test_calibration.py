@@ -56,3 +56,19 @@ def test_fitted_temperature_undoes_a_known_overconfidence():
     before = calibration_metrics(y, overconfident)
     after = calibration_metrics(y, scale_temperature(overconfident, t))
     assert after["ece"] < before["ece"] / 2 and after["brier"] < before["brier"] and after["nll"] < before["nll"]
+
+
+def test_a_saved_temperature_loads_for_its_classes_only(tmp_path):
+    from adni_lightning.evaluation.calibration import CalibrationError, load_temperature, save_temperature
+
+    path = tmp_path / "calibration.json"
+    save_temperature(path, 1.7, ["CN", "MCI", "AD"], "cv out-of-fold predictions", 280)
+    assert load_temperature(path, ["CN", "MCI", "AD"]) == 1.7
+    with pytest.raises(CalibrationError) as err:
+        load_temperature(path, ["CN", "AD"])
+    assert str(err.value) == (
+        f"--calibration {path}: fitted for classes ['CN', 'MCI', 'AD'], the model predicts ['CN', 'AD']"
+    )
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(CalibrationError, match="not a calibration file written by cv"):
+        load_temperature(tmp_path / "bad.json", ["CN"])

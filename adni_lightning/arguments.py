@@ -64,8 +64,8 @@ def _closest(given: str, known: list[str]) -> list[str]:
     """
     head, _, last = given.removeprefix("--").rpartition(".")
     group = f"--{head}." if head else "--"
-    moved = sorted({option for option in known if option.endswith(f".{last}") and option.startswith(group)}, key=_by_length)
-    return moved[:3] or difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    moved = {option for option in known if option.endswith(f".{last}") and option.startswith(group)}
+    return sorted(moved, key=_by_length)[:3] or difflib.get_close_matches(given, known, n=1, cutoff=0.6)
 
 
 def _by_length(option: str) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adni_lightning.data.datamodule import ADNIDataModule
-from adni_lightning.synth.cohort import SyntheticCohort, check_cohort_folder, generate_cohort
+from adni_lightning.synth.cohort import MARKER_NAME, SyntheticCohort, check_cohort_folder, generate_cohort
 
 
 class SyntheticDataModule(ADNIDataModule):
@@ -28,8 +28,11 @@ class SyntheticDataModule(ADNIDataModule):
         self.cohort = cohort
 
     def default_cache_dir(self) -> Path:
-        """Beside the generated files, in the folder this class owns: deleting the cohort deletes its cache."""
-        return self.manifest_spec.root / ".cache"
+        """Beside the generated files, in a folder this class owns (deleting the cohort deletes its cache); for a
+        folder it did not write (a download read with this class), the user's cache as for real data.
+        """
+        root = self.manifest_spec.root
+        return root / ".cache" if not root.exists() or (root / MARKER_NAME).is_file() else super().default_cache_dir()
 
     def prepare_cohort(self) -> None:
         """Generate the cohort unless its CSV exists, only into a new folder or an earlier synthetic cohort's."""

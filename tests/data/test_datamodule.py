@@ -318,11 +318,16 @@ def test_the_default_cache_of_real_data_is_the_users_not_the_data_folder(cohort,
     assert ADNIDataModule(manifest=ManifestSpec(data_dir=str(cohort)), cache_dir="x").cache.root == Path("x")
 
 
-def test_the_synthetic_cohorts_cache_stays_in_the_folder_it_owns(tmp_path):
-    from adni_lightning.synth import SyntheticDataModule
+def test_the_synthetic_cohorts_cache_stays_in_the_folder_it_owns(cohort, tmp_path, user_cache):
+    from adni_lightning.synth import MARKER_NAME, SyntheticDataModule
 
-    dm = SyntheticDataModule(manifest=ManifestSpec(data_dir=str(tmp_path / "synthetic")))
-    assert dm.cache.root == tmp_path / "synthetic" / ".cache"
+    def cache_of(folder):
+        return SyntheticDataModule(manifest=ManifestSpec(data_dir=str(folder))).cache.root
+
+    assert cache_of(tmp_path / "synthetic") == tmp_path / "synthetic" / ".cache"  # to be generated
+    assert cache_of(cohort) == cohort / ".cache"  # an earlier synthetic cohort
+    (cohort / MARKER_NAME).unlink()  # a download read with the synthetic config: not its folder
+    assert cache_of(cohort).parent == user_cache / "adni_lightning"
 
 
 def test_workers_are_capped_by_the_cores_with_one_info_line(cohort, tmp_path, caplog, recwarn):
@@ -341,7 +346,7 @@ def test_workers_are_capped_by_the_cores_with_one_info_line(cohort, tmp_path, ca
     assert not [w for w in recwarn if "worker" in str(w.message)]  # torch's "suggested max" warning
 
 
-def test_a_checkpoint_command_run_elsewhere_reads_the_data_the_checkpoint_records(cohort, tmp_path, monkeypatch, caplog):
+def test_a_checkpoint_command_run_elsewhere_reads_the_recorded_data(cohort, tmp_path, monkeypatch, caplog):
     """A relative ``data_dir`` names another folder from another working directory: the recorded one is read."""
     trained = _datamodule(cohort, tmp_path)
     trained.prepare_data()

@@ -371,13 +371,14 @@ class ADNIDataModule(L.LightningDataModule):
         if recorded is None or Path(str(recorded)) == configured:
             return
         recorded_csv = Path(str(state.get("csv_path", Path(str(recorded)) / CSV_NAME)))
-        if not self.manifest_spec.csv_file.exists() and recorded_csv.is_file():
+        configured_csv = self.manifest_spec.csv_file.absolute()
+        if not configured_csv.exists() and recorded_csv.is_file():
             self.manifest_spec = dataclasses.replace(self.manifest_spec, data_dir=recorded, csv_path=str(recorded_csv))
             if self.cache_dir is None:
                 self.cache = VolumeCache(self.default_cache_dir(), self.preprocessing)
             self._manifest = None
             log.info(
-                "%s: %s not found; reading the data the checkpoint was trained on, %s", stage, configured, recorded
+                "%s: %s not found; reading the data the checkpoint was trained on, %s", stage, configured_csv, recorded
             )
         else:
             log.info(

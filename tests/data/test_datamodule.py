@@ -359,7 +359,8 @@ def test_a_checkpoint_command_run_elsewhere_reads_the_recorded_data(cohort, tmp_
     dm = _datamodule(cohort, tmp_path, manifest=ManifestSpec(data_dir="K1data"))
     with caplog.at_level(logging.INFO, logger="adni_lightning"):
         dm.check_checkpoint_state(state, "validate", "--ckpt_path x.ckpt")
-    assert f"validate: {elsewhere / 'K1data'} not found; reading the data the checkpoint was trained on, {cohort}" in [
+    missing = elsewhere / "K1data" / CSV_NAME
+    assert f"validate: {missing} not found; reading the data the checkpoint was trained on, {cohort}" in [
         r.getMessage() for r in caplog.records
     ]
     assert dm.manifest_spec.root == cohort and not list(elsewhere.iterdir())

@@ -23,7 +23,14 @@
 # 5. hippocampus and ventricle volumes per group — the signal the network should find,
 # 6. learning curves of a finished run, read from its TensorBoard event files.
 #
-# It runs top to bottom headless (`jupyter nbconvert --execute`, or `tests/test_notebook.py`).
+# It runs top to bottom headless; from the repository, after `make install` and `source .venv/bin/activate`:
+#
+# ```bash
+# jupyter nbconvert --to notebook --execute notebooks/explore.ipynb --output-dir runs/notebook
+# ```
+#
+# (the executed copy is `runs/notebook/explore.ipynb`; the kernel runs in `notebooks/`, so the default paths below
+# are the repository's `data/synthetic` and `runs/synthetic`; `tests/test_notebook.py` runs this command).
 # Without real data it uses a **synthetic** cohort: cartoon anatomy in the exact ADNI download format.
 #
 # The source of this notebook is `notebooks/explore.py` (jupytext percent format): edit that file, not the
@@ -34,7 +41,9 @@
 # ## 1. Parameters
 #
 # Set `ADNI_DATA_DIR` / `ADNI_RUN_DIR` in the environment (or edit this cell). `DATA_DIR` holds the IDA CSV
-# and the `{Group}/{image_id}.nii_aseg_deep.mgz` files; `RUN_DIR` is a run's `trainer.default_root_dir`.
+# and the `{Group}/{image_id}.nii_aseg_deep.mgz` files. `RUN_DIR` is **the one run** whose curves section 6
+# draws: a `fit`'s `trainer.default_root_dir`, of which only `RUN_DIR/tensorboard` is read (never the events of
+# `validate/`, `test/` or other runs below it; after `cv`, name one fold, e.g. `../runs/synthetic/cv/fold_0`).
 # `CSV_PATH` is the IDA CSV when it is not `DATA_DIR/ADNI_1p5T_Filtered.csv`.
 
 # %% tags=["parameters"]
@@ -42,7 +51,7 @@ import os
 from pathlib import Path
 
 DATA_DIR = os.environ.get("ADNI_DATA_DIR", "../data/synthetic")
-RUN_DIR = os.environ.get("ADNI_RUN_DIR", "../runs/synthetic")
+RUN_DIR = os.environ.get("ADNI_RUN_DIR", "../runs/synthetic")  # the run section 6 reads: RUN_DIR/tensorboard
 CSV_PATH = None  # the IDA export; None: DATA_DIR/ADNI_1p5T_Filtered.csv (adni_lightning.data.manifest.CSV_NAME)
 # Cohort generated when DATA_DIR has no CSV: configs/synthetic.yaml's, so `fit` trains on what is explored here.
 SYNTHETIC_SUBJECTS = int(os.environ.get("ADNI_SYNTH_SUBJECTS", "200"))
@@ -416,28 +425,29 @@ show(fig)
 # ## 6. Learning curves of a run
 #
 # A `fit` writes TensorBoard event files to `RUN_DIR/tensorboard` (scalars `train/loss`, `train/acc`,
-# `val/loss`, `val/acc`, `val/bacc`, `val/f1`, `val/auroc`). They are read here with TensorBoard's
-# `EventAccumulator`, no TensorBoard server needed. If `RUN_DIR` holds no event files yet, a tiny run is
-# trained there first (2 epochs at 32³ on the CPU: the curves show that the plumbing works, not a model).
-# Balanced accuracy (`val/bacc`) is the number to compare: with unbalanced classes plain accuracy rewards
-# predicting the majority class.
+# `val/loss`, `val/acc`, `val/bacc`, `val/f1`, `val/auroc`); a resumed run appends to the same folder. They are
+# read here with TensorBoard's `EventAccumulator`, no TensorBoard server needed. If `RUN_DIR/tensorboard` holds
+# no event files yet, a tiny run is trained beside `RUN_DIR` first (2 epochs at 32³ on the CPU: the curves show
+# that the plumbing works, not a model). Balanced accuracy (`val/bacc`) is the number to compare: with
+# unbalanced classes plain accuracy rewards predicting the majority class.
 
 # %% tags=["curves"]
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def event_dirs(root):
-    """Folders holding TensorBoard event files under ``root``, oldest run first."""
-    files = sorted(Path(root).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
-    return list(dict.fromkeys(p.parent for p in files))
+def run_events(root):
+    """The training events of the run in ``root`` (``root/tensorboard``, where `fit` writes them), or ``None``."""
+    log_dir = Path(root) / "tensorboard"
+    return log_dir if any(log_dir.glob("events.out.tfevents.*")) else None
 
 
-if not event_dirs(run_dir):
+if run_events(run_dir) is None:
     # Not into RUN_DIR itself: a later `fit` there would find this run's last.ckpt and refuse to start.
     demo_dir = run_dir.with_name(f"{run_dir.name}-notebook-demo")
-    print(f"no TensorBoard event files under {run_dir} (run `make train` first); using a tiny run in {demo_dir}")
+    hint = f" ({run_dir} holds cv folds: set RUN_DIR to one of them)" if any(run_dir.glob("fold_*")) else ""
+    print(f"no TensorBoard event files in {run_dir / 'tensorboard'}{hint}; using a tiny run in {demo_dir}")
     run_dir = demo_dir
-if not event_dirs(run_dir):
+if run_events(run_dir) is None:
     print(f"training the tiny run (2 epochs, 32³, CPU workers 0) in {run_dir}")
     from unittest import mock
 
@@ -463,7 +473,7 @@ if not event_dirs(run_dir):
                 "false",
             ]
         )
-log_dir = event_dirs(run_dir)[-1]
+log_dir = run_events(run_dir)
 events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
 events.Reload()
 scalars = {

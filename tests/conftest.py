@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +19,20 @@ def write_mgz(path: Path, data: np.ndarray, affine: np.ndarray = LIA_1MM) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.MGHImage(data.astype(np.int16), affine), path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temporary ``$XDG_CACHE_HOME`` for the whole suite (and the commands it runs in subprocesses): a real-data
+    module's default cache goes there, never into the real ``~/.cache``.
+    """
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield Path(os.environ["XDG_CACHE_HOME"])
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,22 @@
-"""``notebooks/explore.ipynb`` is what jupytext makes of ``notebooks/explore.py``, and it runs top to bottom headless
-on a synthetic cohort and shows what it promises.
+"""``notebooks/explore.ipynb`` is what jupytext makes of ``notebooks/explore.py``, and its documented
+``jupyter nbconvert --execute`` command runs it top to bottom headless on a synthetic cohort, showing what it promises.
 
-The kernel is started from a temporary kernelspec that points at this interpreter, so the notebook runs in the
-same environment as the tests whatever kernelspecs the machine has installed (a user-level ``python3`` spec
-would otherwise shadow the virtual environment's).
+The command runs with this interpreter's ``jupyter`` and a temporary Jupyter data folder, so its ``python3`` kernel
+is this environment's whatever kernelspecs the machine has installed (a user-level ``python3`` spec would otherwise
+shadow the virtual environment's).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
-from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
@@ -34,16 +35,8 @@ INSPECTED = (
     "volumes",
     "curves",
 )
-KERNEL_NAME = "adni-lightning-test"
-
-
-def _kernelspec(root: Path) -> Path:
-    """A kernelspec running ipykernel in this interpreter; returns the folder to put on JUPYTER_PATH."""
-    spec = root / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "adni test", "language": "python"}))
-    return root
+#: The command the notebook's opening cell documents, run from the repository.
+DOCUMENTED = re.compile(r"^# (jupyter nbconvert --to notebook --execute notebooks/explore\.ipynb .*)$", re.MULTILINE)
 
 
 def _tagged(nb: nbformat.NotebookNode, tag: str) -> nbformat.NotebookNode:
@@ -91,22 +84,33 @@ def test_committed_notebook_has_no_outputs():
     assert "ADNI_DATA_DIR" in code[0].source and "ADNI_RUN_DIR" in code[0].source
 
 
-def test_notebook_runs_on_a_synthetic_cohort_and_trains_its_own_run(tmp_path, monkeypatch):
-    data_dir, run_dir, work = tmp_path / "data", tmp_path / "run", tmp_path / "cwd"
-    work.mkdir()
-    # The kernel inherits this process's environment at start.
-    monkeypatch.setenv("ADNI_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("ADNI_RUN_DIR", str(run_dir))
-    monkeypatch.setenv("ADNI_SYNTH_SUBJECTS", "40")
-    monkeypatch.setenv("ADNI_SYNTH_SIZE", "64")
-    jupyter_path = [str(_kernelspec(tmp_path / "jupyter")), os.environ.get("JUPYTER_PATH")]
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, jupyter_path)))
-    # The package is imported from this checkout (it need not be pip-installed); the kernel runs in tmp_path.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+def _decoy_events(folder: Path) -> None:
+    """Event files that are not the run's training curves (an evaluation's): newer, and without train/loss."""
+    from torch.utils.tensorboard import SummaryWriter
 
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(work)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    with SummaryWriter(str(folder)) as writer:
+        writer.add_scalar("val/bacc", 0.5, 0)
+
+
+def test_the_documented_command_runs_the_notebook_on_the_run_it_is_given(tmp_path):
+    [command] = DOCUMENTED.findall(SOURCE.read_text(encoding="utf-8"))
+    data_dir, run_dir, out = tmp_path / "data", tmp_path / "run", tmp_path / "out"
+    _decoy_events(run_dir / "validate")  # the run folder holds other events than its training curves
+    env = {
+        **os.environ,
+        "ADNI_DATA_DIR": str(data_dir),
+        "ADNI_RUN_DIR": str(run_dir),
+        "ADNI_SYNTH_SUBJECTS": "40",
+        "ADNI_SYNTH_SIZE": "64",
+        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter"),  # no user-level kernelspec shadows this environment's
+        # The package is imported from this checkout (it need not be pip-installed).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    argv = shlex.split(command.replace("--output-dir runs/notebook", f"--output-dir {out}"))
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nb = nbformat.read(out / NOTEBOOK.name, as_version=4)
 
     setup = _text(_tagged(nb, "setup"))
     assert f"python: {sys.executable}" in setup
@@ -133,10 +137,13 @@ def test_notebook_runs_on_a_synthetic_cohort_and_trains_its_own_run(tmp_path, mo
 
     curves = _tagged(nb, "curves")
     text = _text(curves)
+    demo = tmp_path / "run-notebook-demo"
+    assert f"no TensorBoard event files in {run_dir / 'tensorboard'}; using a tiny run in {demo}" in text
     assert "training the tiny run" in text
+    assert f"read {demo / 'tensorboard'}: " in text
     for tag in ("train/loss", "val/loss", "train/acc", "val/acc", "val/bacc"):
         assert tag in text
     assert "the same split as section 3" in text
     assert _pngs(curves) == 1
-    assert list((tmp_path / "run-notebook-demo" / "tensorboard").glob("events.out.tfevents.*"))
-    assert not run_dir.exists()  # RUN_DIR stays free for a real `fit`
+    assert list((demo / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in run_dir.iterdir()) == ["validate"]  # RUN_DIR stays free for a real `fit`

@@ -178,10 +178,11 @@ def test_bare_ids_drop_the_prefix_in_the_csv_only(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cohort"
     synth_command.main(
         [
             "--out",
-            str(tmp_path),
+            str(out),
             "--subjects",
             "3",
             "--size",
@@ -196,10 +197,10 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "1",
         ]
     )
-    table = pd.read_csv(tmp_path / CSV_NAME, dtype=str)
+    table = pd.read_csv(out / CSV_NAME, dtype=str)
     assert len(table) == 6 and table["Subject"].nunique() == 3
     assert table["Image Data ID"].str.fullmatch(r"\d{5,6}").all()
-    assert nib.load(_path(tmp_path, table.iloc[0])).shape == (32, 32, 32)
+    assert nib.load(_path(out, table.iloc[0])).shape == (32, 32, 32)
     assert "wrote 6 images of 3 subjects" in capsys.readouterr().out
 
 
@@ -207,3 +208,53 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         synth.generate_cohort(tmp_path, **{"subjects": 2, "size": 32, "workers": 1, **kwargs})
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _synth(*args: str) -> list[str]:
+    return ["--subjects", "3", "--size", "16", "--workers", "1", *args]
+
+
+def test_synth_never_writes_over_a_download(cohort: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    """A real download (no marker): its CSV and label maps stay byte-identical, and the refusal is one line."""
+    download = tmp_path / "K1data"
+    root, _ = cohort
+    for path in [root / CSV_NAME, *sorted(root.glob("*/*.mgz"))[:4]]:
+        (download / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        (download / path.relative_to(root)).write_bytes(path.read_bytes())
+    before = _files(download)
+    with pytest.raises(synth.CohortFolderError) as refused:
+        synth_command.main(_synth("--out", str(download)))
+    found = ", ".join(sorted(p.name for p in download.iterdir()))
+    assert str(refused.value) == (
+        f"{download} holds other files ({found}) and no earlier synthetic cohort: refusing to generate a synthetic "
+        "cohort there; point --out at a folder that does not exist yet"
+    )
+    assert _files(download) == before
+
+
+def test_synth_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "notes.csv"
+    target.write_text("mine\n")
+    with pytest.raises(synth.CohortFolderError) as refused:
+        synth_command.main(_synth("--out", str(target)))
+    assert str(refused.value) == (
+        f"{target} is a file, not a folder: refusing to generate a synthetic cohort there; point --out at a folder "
+        "that does not exist yet"
+    )
+    assert target.read_text() == "mine\n"
+
+
+def test_synth_says_where_first_and_writes_again_into_its_own_cohort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO", logger="adni_lightning"):
+        synth_command.main(_synth("--out", "demo"))
+        synth_command.main(_synth("--out", "demo", "--seed", "4"))  # an earlier synthetic cohort: replaced
+    lines = [r.getMessage() for r in caplog.records if "synthetic" in r.getMessage()]
+    assert lines == [f"generating a synthetic cohort (3 subjects, 16³ voxels) in {tmp_path / 'demo'}"] * 2
+    assert pd.read_csv(tmp_path / "demo" / CSV_NAME)["Subject"].nunique() == 3

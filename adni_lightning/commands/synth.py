@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adni_lightning.arguments import CommandParser
-from adni_lightning.synth.cohort import GROUPS, SyntheticCohort, generate_cohort
+from adni_lightning.synth.cohort import GROUPS, SyntheticCohort, check_cohort_folder, generate_cohort
 
 PROG = "python -m adni_lightning synth"
 
@@ -24,9 +24,10 @@ def parser() -> CommandParser:
 
 
 def main(argv: list[str]) -> None:
-    """Generate the cohort and say what was written."""
+    """Generate the cohort (only into a new folder or an earlier synthetic cohort's) and say what was written."""
     p = parser()
     config = p.parse_args(argv)
+    check_cohort_folder(config.out, "--out")
     cohort = {k: config[k] for k in ("subjects", "size", "seed", "second_visit_fraction", "bare_ids")}
     table = generate_cohort(config.out, workers=config.workers, **cohort)
     groups = ", ".join(f"{g} {n}" for g, n in table["Group"].value_counts().reindex(GROUPS).items())

@@ -9,7 +9,10 @@ Its options come in small groups, each owned by the class that uses it: ``manife
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +25,9 @@ from adni_lightning.data.augment import Augmentation, AugmentContext, to_channel
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
 from adni_lightning.data.contract import check_contract, data_contract
-from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, collate_volumes
+from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
-from adni_lightning.data.manifest import ManifestSpec, build_manifest, exclude_images
+from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest, exclude_images
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
@@ -48,6 +51,16 @@ log = logging.getLogger(__name__)
 PredictSplit = Literal["all", "train", "val", "test"]
 
 
+def user_cache_dir(data_dir: Path) -> Path:
+    """The default cache of a real cohort: outside its folder (a shared download is often read-only), in the user's
+    cache (``$XDG_CACHE_HOME``, else ``~/.cache``), one folder per resolved data folder.
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    folder = data_dir.resolve()
+    return root / "adni_lightning" / f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:12]}"
+
+
 class ADNIDataModule(L.LightningDataModule):
     """ADNI download (CSV + FastSurfer ``.mgz`` label maps, or intensity volumes) as train/val/test/predict loaders.
 
@@ -58,7 +71,7 @@ class ADNIDataModule(L.LightningDataModule):
         loader: batch size and worker processes.
         tabular: covariates of the numeric branch beyond age and sex (ICV-normalised regional volumes).
         augment: training augmentations, applied on the device in this order (none by default).
-        cache_dir: preprocessed volumes (default ``<manifest.data_dir>/.cache``).
+        cache_dir: preprocessed volumes (default :meth:`default_cache_dir`: outside the data folder).
         predict_split: which images ``predict`` scores; ``all`` needs no split (a new cohort).
     """
 
@@ -80,9 +93,8 @@ class ADNIDataModule(L.LightningDataModule):
         self.loader = loader
         self.augment = list(augment or [])
         self.predict_split = predict_split
-        self.cache = VolumeCache(
-            Path(cache_dir) if cache_dir else self.manifest_spec.root / ".cache", self.preprocessing
-        )
+        self.cache_dir = cache_dir
+        self.cache = VolumeCache(Path(cache_dir) if cache_dir else self.default_cache_dir(), self.preprocessing)
         self.encoder = TabularEncoder(tabular.volumes)
         self.classes = list(self.manifest_spec.classes)
         # Read by LightningCLI's argument links right after __init__, before setup().
@@ -98,6 +110,24 @@ class ADNIDataModule(L.LightningDataModule):
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, VolumeDataset] = {}
         self.resident: ResidentCohort | None = None
+        self._capped_workers = False
+
+    def default_cache_dir(self) -> Path:
+        """Without ``cache_dir``: the user's cache, never the data folder (:func:`user_cache_dir`)."""
+        return user_cache_dir(self.manifest_spec.root)
+
+    @property
+    def num_workers(self) -> int:
+        """``loader.num_workers``, at most the cores this process may run on (more only wait for each other; torch
+        would warn on every loader); the cap is said once, as an info line.
+        """
+        cores = available_cores()
+        if self.loader.num_workers <= cores:
+            return self.loader.num_workers
+        if not self._capped_workers:
+            log.info("data.loader.num_workers %d: using %d, the cores available", self.loader.num_workers, cores)
+            self._capped_workers = True
+        return cores
 
     @property
     def split_path(self) -> Path:
@@ -127,7 +157,7 @@ class ADNIDataModule(L.LightningDataModule):
     def fill_cache(self) -> pd.DataFrame:
         """Build the cache for :meth:`manifest`; files that fail to decode leave it by ``on_bad_rows``."""
         manifest = self.manifest()
-        _, faults = self.cache.collect(zip(manifest["image_id"], manifest["path"]), self.loader.num_workers)
+        _, faults = self.cache.collect(zip(manifest["image_id"], manifest["path"]), self.num_workers)
         self._manifest = self._less_faults(manifest, faults)
         self._filled_cache = True
         return self._manifest
@@ -278,8 +308,8 @@ class ADNIDataModule(L.LightningDataModule):
             batch_size=self.loader.batch_size,
             sampler=sampler,
             collate_fn=collate_volumes,
-            num_workers=self.loader.num_workers,
-            persistent_workers=self.loader.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -333,9 +363,12 @@ class ADNIDataModule(L.LightningDataModule):
     def checkpoint_state(self) -> dict[str, object]:
         """The data contract stored in checkpoints (under ``data``, by the module, so every subclass shares one key):
         classes, preprocessing, the training split's tabular statistics and the split (see
-        :mod:`adni_lightning.data.contract`).
+        :mod:`adni_lightning.data.contract`), and where the data was (absolute paths, compared by no check: a checkpoint
+        may score another cohort; :meth:`check_checkpoint_state` reads them).
         """
-        return data_contract(self.classes, self.preprocessing, self.encoder, self.split)
+        spec = self.manifest_spec
+        where = {"data_dir": str(spec.root.absolute()), "csv_path": str(spec.csv_file.absolute())}
+        return {**data_contract(self.classes, self.preprocessing, self.encoder, self.split), **where}
 
     def check_checkpoint_state(self, state: dict[str, object] | None, stage: str, source: str) -> None:
         """Refuse a checkpoint trained on other data than this configuration describes, before anything is written.
@@ -343,9 +376,36 @@ class ADNIDataModule(L.LightningDataModule):
         ``stage`` is the command: ``predict`` over ``predict_split: all`` scores a cohort of its own and compares no
         split; the others compare the split they would use (:meth:`planned_split`) with the training one.
         """
+        self._find_recorded_data(state or {}, stage)
         split = None if stage == "predict" and self.predict_split == "all" else self.planned_split()
         current = data_contract(self.classes, self.preprocessing, self.encoder, split)
         check_contract(state, current, source, self.split_path if split is not None else None)
+
+    def _find_recorded_data(self, state: dict[str, object], stage: str) -> None:
+        """A command run with a checkpoint from another working directory, where a relative ``data_dir`` names
+        another folder: read the data the checkpoint records when the configured CSV does not exist and the recorded
+        one does; otherwise say which data is read. One console line either way; nothing when they are the same.
+        """
+        recorded, configured = state.get("data_dir"), self.manifest_spec.root.absolute()
+        if recorded is None or Path(str(recorded)) == configured:
+            return
+        recorded_csv = Path(str(state.get("csv_path", Path(str(recorded)) / CSV_NAME)))
+        configured_csv = self.manifest_spec.csv_file.absolute()
+        if not configured_csv.exists() and recorded_csv.is_file():
+            self.manifest_spec = dataclasses.replace(self.manifest_spec, data_dir=recorded, csv_path=str(recorded_csv))
+            if self.cache_dir is None:
+                self.cache = VolumeCache(self.default_cache_dir(), self.preprocessing)
+            self._manifest = None
+            log.info(
+                "%s: %s not found; reading the data the checkpoint was trained on, %s", stage, configured_csv, recorded
+            )
+        else:
+            log.info(
+                "%s: the checkpoint was trained on the data in %s; this command reads %s (data.manifest.data_dir)",
+                stage,
+                recorded,
+                configured,
+            )
 
     def restore_checkpoint_state(self, state: dict[str, object]) -> None:
         """Check the contract again (the split too, once one is loaded) and take the training split's statistics."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,21 @@ from adni_lightning.data.tabular import TabularEncoder
 from adni_lightning.errors import OptionError
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as torch counts them), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class LoaderSpec:
     """How batches are drawn (the ``data.loader`` config group).
 
     Args:
         batch_size: images per batch (per device under DDP).
-        num_workers: loader worker processes, also used to build the cache; 0 reads in the training process.
+        num_workers: loader worker processes, also used to build the cache; 0 reads in the training process. At most
+            the cores available are used (an info line says so).
         device_cache: hold the whole cache as one tensor on the training device and gather batches there,
             without worker processes (``num_workers`` then only builds the cache); the same batches as the
             loader path, bit for bit (:mod:`adni_lightning.data.resident`).

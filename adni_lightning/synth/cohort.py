@@ -16,6 +16,7 @@ for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +32,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
-from adni_lightning.data.manifest import ADNI1_GROUPS, CSV_NAME
+from adni_lightning.data.manifest import ADNI1_GROUPS, CSV_NAME, ManifestError
+
+log = logging.getLogger(__name__)
 
 TRUTH_NAME = "synthetic_truth.csv"
 #: Written into every generated cohort: only a folder holding it (or no folder) may be (re)generated into.
@@ -553,14 +556,42 @@ class SyntheticCohort:
             )
 
 
+class CohortFolderError(ManifestError):
+    """A synthetic cohort would be written over files it did not write (a download, anything else)."""
+
+
+def check_cohort_folder(folder: Path, option: str, context: str = "", advice: str = "") -> None:
+    """Refuse to write a synthetic cohort into ``folder`` unless it does not exist yet or holds an earlier synthetic
+    cohort (its marker file): the one rule of the ``synth`` command and :class:`SyntheticDataModule`, so a user's
+    CSV or label maps are never replaced or mixed with generated ones. ``option`` is what points at ``folder``;
+    ``context`` opens the message (why a cohort would be generated), ``advice`` ends it.
+    """
+    if not folder.exists() or (folder / MARKER_NAME).is_file():
+        return
+    if folder.is_dir():
+        found = sorted(p.name for p in folder.iterdir())
+        held = f"holds other files ({', '.join(found[:5])})" if found else "exists (empty)"
+        what = f"{folder} {held} and no earlier synthetic cohort"
+    else:
+        what = f"{folder} is a file, not a folder"
+    raise CohortFolderError(
+        f"{context}{what}: refusing to generate a synthetic cohort there; point {option} at a folder that does not "
+        f"exist yet{advice}"
+    )
+
+
 def generate_cohort(out: str | Path, *, workers: int | None = None, **params: Any) -> pd.DataFrame:
-    """Write a synthetic ADNI download to ``out`` and return its CSV table.
+    """Write a synthetic ADNI download to ``out`` and return its CSV table; says where first, as an absolute path
+    (a relative one depends on the working directory).
 
     ``params`` are the fields of :class:`SyntheticCohort`; ``workers`` processes render the images (default:
-    every core).
+    every core). Callers that take ``out`` from a user check it with :func:`check_cohort_folder` first.
     """
     cohort = SyntheticCohort(**params)
     out = Path(out)
+    log.info(
+        "generating a synthetic cohort (%d subjects, %d³ voxels) in %s", cohort.subjects, cohort.size, out.absolute()
+    )
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
     (out / MARKER_NAME).write_text("written by adni_lightning's synthetic cohort generator\n")

@@ -379,6 +379,9 @@ def test_an_interrupted_build_leaves_no_process_and_no_trusted_half_entry(cohort
     child = subprocess.Popen(
         [sys.executable, str(script), str(root), str(listing)],
         start_new_session=True,  # its session holds it and every process it starts
+        # Ctrl-C as in an interactive shell, also when this suite runs as a background job (SIGINT ignored there,
+        # and inherited as ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env=_env(),
         stderr=subprocess.DEVNULL,
     )

@@ -298,3 +298,80 @@ def test_a_cache_directory_that_cannot_be_written_is_named_before_the_split(coho
     dm = _datamodule(cohort, tmp_path, cache_dir=str(tmp_path / "file" / "cache"))
     with pytest.raises(CacheDirError, match="point data.cache_dir at a writable folder"):
         dm.prepare_data()
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_default_cache_of_real_data_is_the_users_not_the_data_folder(cohort, tmp_path, user_cache):
+    before = _listing(cohort)
+    dm = _datamodule(cohort, tmp_path, cache_dir=None)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert _listing(cohort) == before  # a shared, read-only download works: nothing is written into it
+    folder = cohort.resolve()
+    assert dm.cache.root.parent == user_cache / "adni_lightning"
+    assert dm.cache.root.name.startswith(f"{folder.name}-") and len(dm.cache.root.name) == len(folder.name) + 13
+    assert len(list(dm.cache.root.glob("*.npy"))) == len(dm.manifest())
+    other = tmp_path / "other" / "K1data"
+    assert ADNIDataModule(manifest=ManifestSpec(data_dir=str(other))).cache.root != dm.cache.root  # one per cohort
+    assert ADNIDataModule(manifest=ManifestSpec(data_dir=str(cohort)), cache_dir="x").cache.root == Path("x")
+
+
+def test_the_synthetic_cohorts_cache_stays_in_the_folder_it_owns(cohort, tmp_path, user_cache):
+    from adni_lightning.synth import MARKER_NAME, SyntheticDataModule
+
+    def cache_of(folder):
+        return SyntheticDataModule(manifest=ManifestSpec(data_dir=str(folder))).cache.root
+
+    assert cache_of(tmp_path / "synthetic") == tmp_path / "synthetic" / ".cache"  # to be generated
+    assert cache_of(cohort) == cohort / ".cache"  # an earlier synthetic cohort
+    (cohort / MARKER_NAME).unlink()  # a download read with the synthetic config: not its folder
+    assert cache_of(cohort).parent == user_cache / "adni_lightning"
+
+
+def test_workers_are_capped_by_the_cores_with_one_info_line(cohort, tmp_path, caplog, recwarn):
+    from adni_lightning.data.dataset import available_cores
+
+    cores = available_cores()
+    dm = _datamodule(cohort, tmp_path, loader=LoaderSpec(batch_size=4, num_workers=cores + 6))
+    with caplog.at_level(logging.INFO, logger="adni_lightning"):
+        dm.prepare_data()
+        dm.setup("fit")
+        loaders = [dm.train_dataloader(), dm.val_dataloader()]
+    assert [loader.num_workers for loader in loaders] == [cores, cores]
+    capped = [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()]
+    assert capped == [f"data.loader.num_workers {cores + 6}: using {cores}, the cores available"]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "num_workers" in r.getMessage())
+    assert not [w for w in recwarn if "worker" in str(w.message)]  # torch's "suggested max" warning
+
+
+def test_a_checkpoint_command_run_elsewhere_reads_the_recorded_data(cohort, tmp_path, monkeypatch, caplog):
+    """A relative ``data_dir`` names another folder from another working directory: the recorded one is read."""
+    trained = _datamodule(cohort, tmp_path)
+    trained.prepare_data()
+    trained.setup("fit")
+    state = trained.checkpoint_state()
+    assert state["data_dir"] == str(cohort.absolute())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    dm = _datamodule(cohort, tmp_path, manifest=ManifestSpec(data_dir="K1data"))
+    with caplog.at_level(logging.INFO, logger="adni_lightning"):
+        dm.check_checkpoint_state(state, "validate", "--ckpt_path x.ckpt")
+    missing = elsewhere / "K1data" / CSV_NAME
+    assert f"validate: {missing} not found; reading the data the checkpoint was trained on, {cohort}" in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert dm.manifest_spec.root == cohort and not list(elsewhere.iterdir())
+    # A cohort of its own that exists (predict on new data) is read, and the console says which.
+    (elsewhere / "K1data").symlink_to(cohort)
+    caplog.clear()
+    dm = _datamodule(cohort, tmp_path, manifest=ManifestSpec(data_dir="K1data"))
+    with caplog.at_level(logging.INFO, logger="adni_lightning"):
+        dm.check_checkpoint_state(state, "validate", "--ckpt_path x.ckpt")
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("validate:")] == [
+        f"validate: the checkpoint was trained on the data in {cohort}; this command reads {elsewhere / 'K1data'} "
+        "(data.manifest.data_dir)"
+    ]

@@ -102,6 +102,10 @@ class ResumeError(ProjectError, RuntimeError):
     """``fit`` would overwrite an earlier run, resume nothing, resume a finished run, or resume with other options."""
 
 
+class RunFinishedError(ResumeError):
+    """``fit --ckpt_path`` on a checkpoint that already reached the run's length: there is nothing to train."""
+
+
 class RunOptions(Callback):
     """Stores the run's options in every checkpoint (:data:`OPTIONS_KEY`): a resume is compared with them."""
 

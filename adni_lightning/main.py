@@ -37,6 +37,7 @@ from adni_lightning.checkpoint import (
     LIGHTNING_CKPT_NAMES,
     CheckpointError,
     ResumeError,
+    RunFinishedError,
     RunOptions,
     adopt_preprocessing,
     check_model,
@@ -206,7 +207,7 @@ class ADNILightningCLI(LightningCLI):
             given = str(self.config[self.subcommand].get("ckpt_path") or "last")
             finished = self._finished(checkpoint)
             if finished:
-                raise ResumeError(
+                raise RunFinishedError(
                     f"{source} {finished}: nothing to resume; to train longer pass a larger --trainer.max_epochs "
                     f"(e.g. {self._command('fit', ckpt_path=given, max_epochs=2 * finished_epochs(checkpoint))})"
                 )

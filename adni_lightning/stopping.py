@@ -32,7 +32,8 @@ class RunInterrupted(SystemExit):
 
 def requeue_signal(trainer: Trainer) -> int | None:
     """The signal on which Lightning saves an HPC checkpoint and requeues the job (SLURM auto-requeue), or ``None``."""
-    environment = getattr(trainer.strategy, "cluster_environment", None)
+    # What Lightning's signal connector reads: a single-device strategy has no cluster_environment of its own.
+    environment = trainer._accelerator_connector.cluster_environment
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
     return None
@@ -62,7 +63,7 @@ class StopOnSignals:
             self.signum = signum
         # Lightning installs its own SIGTERM handler (which calls this one) while its loops run: they stop after the
         # batch at hand when its flag is set, on every rank.
-        looping = signal.getsignal(signal.SIGTERM) is not self._handle
+        looping = signal.getsignal(signal.SIGTERM) != self._handle
         if first and looping:
             self.trainer._signal_connector.received_sigterm = True  # the flag its SIGTERM handler sets
             return

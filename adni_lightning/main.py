@@ -175,8 +175,9 @@ class ADNILightningCLI(LightningCLI):
     def _read_checkpoint(self, config: Namespace) -> tuple[dict | None, str]:
         """The ``--ckpt_path`` checkpoint, read and CRC-checked, and how to name it; ``None`` without one.
 
-        ``last`` is the run's last.ckpt (``before_fit`` says when there is none); Lightning's other names
-        (``best``, ``hpc``) are left to Lightning.
+        ``last`` is the run's last.ckpt (:meth:`check_fit` says when there is none); Lightning's other names
+        (``best``, ``hpc``) are left to Lightning. ``validate``, ``test`` and ``predict`` without one are refused: they
+        would score an untrained model (``predict`` fails after writing its folder).
         """
         value = config.get("ckpt_path")
         if value is None and self.subcommand in EVALUATION_COMMANDS:
@@ -197,25 +198,26 @@ class ADNILightningCLI(LightningCLI):
 
     def check_checkpoint(self) -> None:
         """Refuse a ``--ckpt_path`` checkpoint trained on other data or with another model than the config describes,
-        before anything is written or loaded (Lightning would prepare the data and then fail on the weights).
+        before anything is written or loaded (Lightning would prepare the data and then fail on the weights); a
+        ``fit`` resume also with other training options, or with nothing left to train; ``test`` without a test side.
         """
         checkpoint, self._checkpoint = self._checkpoint, None  # the weights are not kept past the check
         if checkpoint is None:
             return
         source = self._checkpoint_source
+        self.datamodule.trainer = self.trainer  # the split's path may sit in the run folder
+        self.datamodule.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), self.subcommand, source)
+        check_model(checkpoint, self.model, source)
         if self.subcommand == "fit":
-            given = str(self.config[self.subcommand].get("ckpt_path") or "last")
+            self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
+            check_options(checkpoint, self.config_dump, source)
             finished = self._finished(checkpoint)
             if finished:
+                given = str(self.config[self.subcommand].get("ckpt_path") or "last")
                 raise RunFinishedError(
                     f"{source} {finished}: nothing to resume; to train longer pass a larger --trainer.max_epochs "
                     f"(e.g. {self._command('fit', ckpt_path=given, max_epochs=2 * finished_epochs(checkpoint))})"
                 )
-            self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
-            check_options(checkpoint, self.config_dump, source)
-        self.datamodule.trainer = self.trainer  # the split's path may sit in the run folder
-        self.datamodule.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), self.subcommand, source)
-        check_model(checkpoint, self.model, source)
         if self.subcommand == "test" and not (self.datamodule.planned_split()["split"] == "test").any():
             raise SplitError(
                 f"{self.datamodule.split_path} has no test side, so there is nothing to test {source} on: "
@@ -227,9 +229,9 @@ class ADNILightningCLI(LightningCLI):
         after ``fit`` and on a signal repeat them.
         """
         given = list(sys.argv[1:] if args is None else args)
-        if given[1:3] == ["--config", str(DEFAULT_CONFIG)]:
-            del given[1:3]
-        self.given_args = given[1:]
+        if given and given[0] in LIGHTNING_COMMANDS:
+            given = given[1:]
+        self.given_args = given[2:] if given[:2] == ["--config", str(DEFAULT_CONFIG)] else given
         super().parse_arguments(parser, args)
 
     def fit(self, model: ADNIClassifier, **kwargs: Any) -> None:
@@ -360,7 +362,7 @@ KNOWN_NOISE = (
     # a partial validation (fast_dev_run, limit_val_batches) may lack a class; full sides hold every class (split.py)
     r"No positive samples in targets, true positive value should be meaningless.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning, on every run (torch >= 2.9)
-    r"Checkpoint directory .* exists and is not empty.*",  # resume: before_fit already refuses an overwrite
+    r"Checkpoint directory .* exists and is not empty.*",  # resume: check_fit already refuses an overwrite
 )
 
 

@@ -12,6 +12,7 @@ auto-requeue is on, its signal (SIGUSR1) stays Lightning's: it saves ``hpc_ckpt_
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType, TracebackType
 
 from lightning.pytorch import Trainer
@@ -48,6 +49,8 @@ class StopOnSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python takes signals in the main thread only (Lightning skips its handlers there too)
         for signum in STOP_SIGNALS:
             if signum != requeue_signal(self.trainer):
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -119,8 +119,12 @@ def test_a_second_fit_in_a_folder_in_use_is_refused_naming_the_other_process(coh
 def test_the_lock_goes_with_its_process_even_on_kill_9(tmp_path):
     root = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from adni_lightning.run_lock import run_lock\nwith run_lock({str(root)!r}):\n"
-         "    print('held', flush=True)\n    input()"],
+        [
+            sys.executable,
+            "-c",
+            f"from adni_lightning.run_lock import run_lock\nwith run_lock({str(root)!r}):\n"
+            "    print('held', flush=True)\n    input()",
+        ],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdin=subprocess.PIPE,

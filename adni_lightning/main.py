@@ -251,7 +251,7 @@ class ADNILightningCLI(LightningCLI):
                 if stop.signum is None:
                     raise
             if stop.signum is not None:
-                raise RunInterrupted(stop.signum, self._stopped(stop.signum))
+                raise RunInterrupted(stop.signum, self._stopped(stop.signum), self.trainer.default_root_dir)
 
     def check_fit(self) -> None:
         """Refuse a fresh ``fit`` over an existing run's ``last.ckpt``, a ``last`` resume with none, and a checkpoint
@@ -495,7 +495,8 @@ def _project_message(error: Exception) -> str | None:
 
 def run_from_command_line() -> None:
     """``python -m adni_lightning``: a project error ends with its message alone (exit 1), not a traceback
-    through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback.
+    through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback. A signal ends ``fit`` (also inside another
+    command) with 128 + its number and the command that goes on.
     """
     if "--debug" in sys.argv[1:]:  # anywhere on the line: the same as ADNI_LIGHTNING_DEBUG=1
         sys.argv.remove("--debug")
@@ -504,7 +505,12 @@ def run_from_command_line() -> None:
     try:
         main()
     except RunInterrupted as stop:
-        print(f"{PROG} {command}: {stop.message}", file=sys.stderr)
+        message = stop.message
+        if command not in LIGHTNING_COMMANDS:  # a fit inside another command (cv's folds): that command goes on
+            again = shlex.join([*PROG.split(), *sys.argv[1:]])
+            name = signal.Signals(stop.signum).name
+            message = f"stopped by {name} while training in {stop.root}; the same command goes on from there: {again}"
+        print(f"{PROG} {command}: {message}", file=sys.stderr)
         sys.exit(stop.code)
     except Exception as error:
         message = _project_message(error)

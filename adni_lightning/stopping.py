@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType, TracebackType
 
 from lightning.pytorch import Trainer
@@ -23,12 +24,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class RunInterrupted(SystemExit):
-    """``fit`` stopped by a signal: the exit status is 128 + its number; ``message`` says how to go on."""
+    """``fit`` in ``root`` stopped by a signal: the exit status is 128 + its number; ``message`` says how to go on."""
 
-    def __init__(self, signum: int, message: str) -> None:
+    def __init__(self, signum: int, message: str, root: str | Path) -> None:
         super().__init__(128 + signum)
         self.signum = signum
         self.message = message
+        self.root = Path(root)
 
 
 def requeue_signal(trainer: Trainer) -> int | None:

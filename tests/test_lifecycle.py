@@ -38,12 +38,12 @@ class SlowBatches(Callback):
         time.sleep(self.seconds)
 
 
-def _start_fit(args: list[str]) -> subprocess.Popen:
-    """``python -m adni_lightning`` with ``args`` in a process of its own, its stderr kept."""
+def _start_fit(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m adni_lightning`` with ``args`` in a process of its own (with ``env`` added), its stderr kept."""
     return subprocess.Popen(
         [sys.executable, "-m", "adni_lightning", *args],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -245,3 +245,39 @@ def test_fit_ends_with_its_last_validation_its_curves_and_commands_that_run_as_p
     assert resumed.model.hparams.optimizer["init_args"]["weight_decay"] == 0.01
     validated = main(validate[3:])
     assert float(validated.trainer.callback_metrics["val/bacc"]) == pytest.approx(float(metrics["val/bacc"]))
+
+
+def test_under_slurm_sigusr1_saves_and_requeues_as_lightning_does_and_the_requeued_job_resumes(cohort, tmp_path):
+    run = tmp_path / "run"
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0"}
+    slurm |= {"SLURM_NODEID": "0", "SLURM_LOCALID": "0"}
+    args = tiny_args("fit", run, cohort, "--trainer.max_epochs", "3", SLOW)
+    process = _start_fit(args, slurm)
+    _wait_for(run / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGUSR1)  # Lightning's: an HPC checkpoint and `scontrol requeue`; training goes on
+    _wait_for(run / "hpc_ckpt_1.ckpt", process)
+    process.send_signal(signal.SIGTERM)  # what SLURM sends the job it requeues
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "requeing job 7..." in stderr
+    requeued = _start_fit(args, slurm)  # the same command line, as SLURM starts it again
+    _, stderr = requeued.communicate(timeout=300)
+    assert requeued.returncode == 0, stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {run / 'hpc_ckpt_1.ckpt'}" in stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_a_signal_in_a_cv_fold_ends_cv_as_a_failure_that_names_the_cv_command(cohort, tmp_path):
+    root = tmp_path / "cv"
+    args = ["cv", "--folds", "2", "--no_baseline", "true", "--root", str(root), "--bootstrap", "10"]
+    args += tiny_args("fit", tmp_path / "run", cohort, "--trainer.max_epochs", "3", SLOW)[1:]
+    process = _start_fit(args)
+    _wait_for(root / "fold_0" / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    again = shlex.join(["python", "-m", "adni_lightning", *args])
+    assert stderr.splitlines()[-1] == (
+        f"{PROG} cv: stopped by SIGTERM while training in {root / 'fold_0'}; the same command goes on from there: "
+        f"{again}"
+    )

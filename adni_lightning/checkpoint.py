@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
 
 from adni_lightning.data.contract import ContractError, describe
 from adni_lightning.data.preprocess import Preprocessing
@@ -36,12 +37,123 @@ MODEL_KEYS = (
     "input_kind",
 )
 
+#: Options (dotted, ``init_args`` of the DataModule left out; a prefix covers a group) that may change when a run is
+#: resumed: how long it runs, what it logs, where its files and data are, the hardware it runs on, and options that
+#: change how, not what, the network computes. Every other option shapes training and must be the checkpoint's.
+RESUMABLE_OPTIONS = (
+    "config",
+    "ckpt_path",
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.max_steps",
+    "trainer.min_steps",
+    "trainer.max_time",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps",
+    "trainer.profiler",
+    "trainer.num_sanity_val_steps",
+    "trainer.check_val_every_n_epoch",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.limit_predict_batches",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.plugins",
+    "trainer.deterministic",
+    "trainer.benchmark",
+    "trainer.detect_anomaly",
+    "trainer.barebones",
+    "trainer.inference_mode",
+    "trainer.enable_autolog_hparams",
+    "trainer.model_registry",
+    "checkpoint.",
+    "last_checkpoint.",
+    "data.manifest.data_dir",
+    "data.cache_dir",
+    "data.split.file",
+    "data.loader.num_workers",
+    "data.loader.device_cache",
+    "data.predict_split",
+    "model.num_logged_volumes",
+    "model.channels_last",
+    "model.compile",
+)
+
+#: Checkpoint key of the options the run was trained with (Lightning's dump of the parsed config).
+OPTIONS_KEY = "options"
+
 #: ``--ckpt_path`` values that Lightning resolves itself (``last`` is resolved by the CLI to the run's last.ckpt).
 LIGHTNING_CKPT_NAMES = ("best", "hpc")
 
 
 class CheckpointError(ProjectError, ValueError):
-    """A checkpoint file cannot be read: missing, truncated or corrupt; the message names the file."""
+    """A checkpoint file cannot be read (missing, truncated or corrupt), or a command that needs one got none."""
+
+
+class ResumeError(ProjectError, RuntimeError):
+    """``fit`` would overwrite an earlier run, resume nothing, resume a finished run, or resume with other options."""
+
+
+class RunFinishedError(ResumeError):
+    """``fit --ckpt_path`` on a checkpoint that already reached the run's length: there is nothing to train."""
+
+
+class RunOptions(Callback):
+    """Stores the run's options in every checkpoint (:data:`OPTIONS_KEY`): a resume is compared with them."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[OPTIONS_KEY] = self.options
+
+
+def finished_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """How many epochs the run had finished when ``checkpoint`` was saved (Lightning's fit-loop progress)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", -1) + 1))
+
+
+def _option_name(key: str) -> str:
+    """A flattened option as it is written on the command line (the DataModule's group without ``init_args``)."""
+    return "data." + key.removeprefix("data.init_args.") if key.startswith("data.init_args.") else key
+
+
+def check_options(checkpoint: Mapping[str, Any], options: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ResumeError` when this ``fit`` asks for other training options than ``checkpoint`` was trained
+    with: Lightning would restore the checkpoint's optimizer state and keep training as before, while the new
+    ``config.yaml`` and checkpoints claimed otherwise. :data:`RESUMABLE_OPTIONS` may change. A checkpoint written
+    before the options were stored is compared on its model's hyper-parameters.
+    """
+    if OPTIONS_KEY in checkpoint:
+        trained, current = _flatten(checkpoint[OPTIONS_KEY]), _flatten(options)
+    else:
+        hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+        trained, current = _flatten({"model": hparams}), _flatten({"model": options.get("model") or {}})
+    names = {key: _option_name(key) for key in trained}
+    differences = [
+        describe(names[key], trained[key], current[key])
+        for key in trained
+        if key in current
+        and trained[key] != current[key]
+        and not any(
+            names[key] == o or names[key].startswith(o if o.endswith(".") else f"{o}.") for o in RESUMABLE_OPTIONS
+        )
+    ]
+    if differences:
+        raise ResumeError(
+            f"{source} was trained with other options than this run asks for: {'; '.join(differences)}; only the "
+            "run's length, logging, paths and hardware may change on resume (docs/CHECKS.md): give the checkpoint's "
+            "values, or train a new run in another --trainer.default_root_dir"
+        )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

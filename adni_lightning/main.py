@@ -8,21 +8,29 @@ other commands (:data:`~adni_lightning.commands.COMMANDS`) each live in a small 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import re
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.multiprocessing.spawn import ProcessRaisedException
 
 from adni_lightning import commands
@@ -31,14 +39,22 @@ from adni_lightning.atomic import AtomicCheckpointIO, output_dir
 from adni_lightning.checkpoint import (
     LIGHTNING_CKPT_NAMES,
     CheckpointError,
+    ResumeError,
+    RunFinishedError,
+    RunOptions,
     adopt_preprocessing,
     check_model,
+    check_options,
+    finished_epochs,
     read_checkpoint,
 )
 from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.data.split import SplitError
 from adni_lightning.errors import ProjectError
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
+from adni_lightning.run_lock import run_lock
+from adni_lightning.stopping import RunInterrupted, StopOnSignals
 
 PROG = "python -m adni_lightning"
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -65,13 +81,37 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
-class ResumeError(ProjectError, RuntimeError):
-    """``fit`` would overwrite an earlier run, or ``--ckpt_path last`` has nothing to resume."""
-
-
 def _last_file(dirpath: str | Path) -> Path:
     """The ``last.ckpt`` of a checkpoint folder."""
     return Path(dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
+def _hpc_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``hpc_ckpt_N.ckpt`` that SLURM's auto-requeue saved in ``root``, which Lightning resumes from when
+    the requeued job starts (under SLURM, without ``--ckpt_path``); ``None`` elsewhere.
+    """
+    if not SLURMEnvironment.detect():
+        return None
+    saved = {
+        int(m.group(1)): p
+        for p in Path(root).glob("hpc_ckpt_*.ckpt")
+        if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))
+    }
+    return saved[max(saved)] if saved else None
+
+
+def _without(args: list[str], options: list[str]) -> list[str]:
+    """``args`` less every ``--option value`` and ``--option=value`` of ``options``."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif arg.split("=", 1)[0] not in options:
+            kept.append(arg)
+    return kept
 
 
 def _last_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
@@ -138,10 +178,15 @@ class ADNILightningCLI(LightningCLI):
     def _read_checkpoint(self, config: Namespace) -> tuple[dict | None, str]:
         """The ``--ckpt_path`` checkpoint, read and CRC-checked, and how to name it; ``None`` without one.
 
-        ``last`` is the run's last.ckpt (``before_fit`` says when there is none); Lightning's other names
-        (``best``, ``hpc``) are left to Lightning.
+        ``last`` is the run's last.ckpt (:meth:`check_fit` says when there is none); Lightning's other names
+        (``best``, ``hpc``) are left to Lightning. ``validate``, ``test`` and ``predict`` without one are refused: they
+        would score an untrained model (``predict`` fails after writing its folder).
         """
         value = config.get("ckpt_path")
+        if value is None and self.subcommand in EVALUATION_COMMANDS:
+            last = _last_file(config.last_checkpoint.dirpath)
+            example = f"e.g. --ckpt_path {last}" if last.is_file() else "train one with fit first"
+            raise CheckpointError(f"{self.subcommand} needs --ckpt_path, the checkpoint to score ({example})")
         if value is None or value in LIGHTNING_CKPT_NAMES or str(value).startswith("registry"):
             return None, ""
         if value == "last":
@@ -156,19 +201,67 @@ class ADNILightningCLI(LightningCLI):
 
     def check_checkpoint(self) -> None:
         """Refuse a ``--ckpt_path`` checkpoint trained on other data or with another model than the config describes,
-        before anything is written or loaded (Lightning would prepare the data and then fail on the weights).
+        before anything is written or loaded (Lightning would prepare the data and then fail on the weights); a
+        ``fit`` resume also with other training options, or with nothing left to train; ``test`` without a test side.
         """
         checkpoint, self._checkpoint = self._checkpoint, None  # the weights are not kept past the check
         if checkpoint is None:
             return
+        source = self._checkpoint_source
         self.datamodule.trainer = self.trainer  # the split's path may sit in the run folder
-        self.datamodule.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), self.subcommand, self._checkpoint_source)
-        check_model(checkpoint, self.model, self._checkpoint_source)
+        self.datamodule.check_checkpoint_state(checkpoint.get(DATA_STATE_KEY), self.subcommand, source)
+        check_model(checkpoint, self.model, source)
+        if self.subcommand == "fit":
+            self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
+            check_options(checkpoint, self.config_dump, source)
+            finished = self._finished(checkpoint)
+            if finished:
+                given = str(self.config[self.subcommand].get("ckpt_path") or "last")
+                raise RunFinishedError(
+                    f"{source} {finished}: nothing to resume; to train longer pass a larger --trainer.max_epochs "
+                    f"(e.g. {self._command('fit', ckpt_path=given, max_epochs=2 * finished_epochs(checkpoint))})"
+                )
+        if self.subcommand == "test" and not (self.datamodule.planned_split()["split"] == "test").any():
+            raise SplitError(
+                f"{self.datamodule.split_path} has no test side, so there is nothing to test {source} on: "
+                "score it with validate, or train a run with data.split.test_fraction > 0"
+            )
 
-    def before_fit(self) -> None:
-        """Refuse a fresh ``fit`` over an existing run's ``last.ckpt``, and a ``last`` resume with none.
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Keep the options as given (less the packaged config :func:`lightning_cli` adds): the commands printed
+        after ``fit`` and on a signal repeat them.
+        """
+        given = list(sys.argv[1:] if args is None else args)
+        if given and given[0] in LIGHTNING_COMMANDS:
+            given = given[1:]
+        self.given_args = given[2:] if given[:2] == ["--config", str(DEFAULT_CONFIG)] else given
+        super().parse_arguments(parser, args)
 
-        Lightning would overwrite the first silently and start the second from scratch with only a warning.
+    def fit(self, model: ADNIClassifier, **kwargs: Any) -> None:
+        """``Trainer.fit`` holding the run folder's lock, after the checks of :meth:`check_fit`, stopped by a signal
+        as a failure that says how to resume (:mod:`adni_lightning.stopping`).
+        """
+        with contextlib.ExitStack() as stack:
+            if rank_zero_only.rank == 0:  # other ranks (DDP) run inside this one's lock
+                stack.enter_context(run_lock(self.trainer.default_root_dir))
+            self.check_fit()
+            self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
+            self.trainer.callbacks.append(RunOptions(self.config_dump))
+            stop = stack.enter_context(StopOnSignals(self.trainer))
+            try:
+                self.trainer.fit(model, **kwargs)
+            except SystemExit:
+                if stop.signum is None:
+                    raise
+            if stop.signum is not None:
+                raise RunInterrupted(stop.signum, self._stopped(stop.signum), self.trainer.default_root_dir)
+
+    def check_fit(self) -> None:
+        """Refuse a fresh ``fit`` over an existing run's ``last.ckpt``, a ``last`` resume with none, and a checkpoint
+        that does not fit (:meth:`check_checkpoint`), before anything is written.
+
+        Lightning would overwrite the first silently and start the second from scratch with only a warning. Under
+        SLURM a fresh ``fit`` in a folder with an ``hpc_ckpt_N.ckpt`` is the requeued job: Lightning resumes it.
         """
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # none of the config's own
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a full disk keeps the last good checkpoint
@@ -177,7 +270,10 @@ class ADNILightningCLI(LightningCLI):
             return
         last = _last_file(checkpoint.dirpath)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path is None and last.exists():
+        hpc = _hpc_checkpoint(self.trainer.default_root_dir) if ckpt_path is None else None
+        if hpc is not None:
+            self._checkpoint, self._checkpoint_source = read_checkpoint(hpc), f"the requeued job's {hpc}"
+        elif ckpt_path is None and last.exists():
             raise ResumeError(
                 f"{last} exists: resume with --ckpt_path last, or start a new run in another directory "
                 "(--trainer.default_root_dir) or delete it"
@@ -186,6 +282,47 @@ class ADNILightningCLI(LightningCLI):
             raise ResumeError(f"--ckpt_path last: no {last} to resume from")
         self.check_checkpoint()
 
+    def _stopped(self, signum: int) -> str:
+        """The line a signal ends ``fit`` with: what ``last.ckpt`` holds and the command that goes on from it."""
+        name = signal.Signals(signum).name
+        callback = _last_checkpoint(self.trainer)
+        last = _last_file(callback.dirpath) if callback is not None and callback.dirpath else None
+        if last is None or not last.is_file():
+            return (
+                f"stopped by {name} before its first checkpoint, nothing to resume; start again: {self._command('fit')}"
+            )
+        checkpoint = read_checkpoint(last)
+        held = finished_epochs(checkpoint)
+        if self._finished(checkpoint):
+            return (
+                f"stopped by {name} after its last epoch ({last} holds all {held}): to train longer: "
+                f"{self._command('fit', ckpt_path='last', max_epochs=2 * held)}"
+            )
+        return (
+            f"stopped by {name}; {last} holds {held} finished epoch(s) and a resume restarts the next one: "
+            f"{self._command('fit', ckpt_path='last')}"
+        )
+
+    def _finished(self, checkpoint: dict) -> str | None:
+        """How ``checkpoint`` already reached this run's ``trainer.max_epochs`` or ``max_steps``, or ``None``."""
+        epochs, steps = finished_epochs(checkpoint), int(checkpoint.get("global_step", 0))
+        max_epochs, max_steps = self.trainer.max_epochs, self.trainer.max_steps
+        if max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs:
+            return f"has finished its {epochs} epoch(s) (trainer.max_epochs {max_epochs})"
+        if max_steps is not None and max_steps >= 0 and steps >= max_steps:
+            return f"has made its {steps} step(s) (trainer.max_steps {max_steps})"
+        return None
+
+    def _command(self, subcommand: str, ckpt_path: str | None = None, max_epochs: int | None = None) -> str:
+        """``subcommand`` with every option this run was given, ``--ckpt_path`` (and ``--trainer.max_epochs``)
+        replaced: a line to paste into a shell.
+        """
+        replaced = {"--ckpt_path": ckpt_path, "--trainer.max_epochs": max_epochs}
+        replaced = {k: v for k, v in replaced.items() if v is not None}
+        args = _without(self.given_args, [*replaced, "--ckpt_path"])
+        args += [str(a) for pair in replaced.items() for a in pair]
+        return shlex.join([*PROG.split(), subcommand, *args])
+
     def before_validate(self) -> None:
         self.check_checkpoint()
 
@@ -193,25 +330,28 @@ class ADNILightningCLI(LightningCLI):
         self.check_checkpoint()
 
     def after_fit(self) -> None:
-        """Say where the run's checkpoints are and how to use them."""
+        """Say where the run's checkpoints, curves and last validation figures are, and how to go on: each command
+        repeats the options the run was given.
+        """
         best = self.trainer.checkpoint_callback
         last = getattr(_last_checkpoint(self.trainer), "best_model_path", None)
         if not self.trainer.is_global_zero or not last:
             return
-        lines = [f"last checkpoint: {last}"]
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items()) if k.startswith("val/")}
+        epochs = self.trainer.current_epoch
+        lines = [
+            f"last validation (epoch {epochs - 1}): " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
+            f"last checkpoint: {last}",
+        ]
         if best is not None and best.best_model_path:
-            lines.insert(
-                0, f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}"
-            )
-        given = [str(c) for c in self.config[self.subcommand].get("config") or [] if str(c) != str(DEFAULT_CONFIG)]
-        configs = " ".join(
-            [*(f"--config {c}" for c in given), f"--trainer.default_root_dir {self.trainer.default_root_dir}"]
-        )
+            lines.append(f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}")
+        if isinstance(self.trainer.logger, TensorBoardLogger):
+            lines.append(f"curves:   {shlex.join(['tensorboard', '--logdir', self.trainer.logger.root_dir])}")
         chosen = best.best_model_path if best is not None and best.best_model_path else last
         lines += [
-            f"resume:   {PROG} fit {configs} --ckpt_path last",
-            f"validate: {PROG} validate {configs} --ckpt_path {chosen}",
-            f"predict:  {PROG} predict {configs} --ckpt_path {last}",
+            f"resume:   {self._command('fit', ckpt_path='last', max_epochs=2 * epochs)}",
+            f"validate: {self._command('validate', ckpt_path=chosen)}",
+            f"predict:  {self._command('predict', ckpt_path=last)}",
         ]
         print("\n".join(lines))
 
@@ -227,7 +367,7 @@ KNOWN_NOISE = (
     # a partial validation (fast_dev_run, limit_val_batches) may lack a class; full sides hold every class (split.py)
     r"No positive samples in targets, true positive value should be meaningless.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # inside Lightning, on every run (torch >= 2.9)
-    r"Checkpoint directory .* exists and is not empty.*",  # resume: before_fit already refuses an overwrite
+    r"Checkpoint directory .* exists and is not empty.*",  # resume: check_fit already refuses an overwrite
 )
 
 
@@ -376,18 +516,28 @@ def _project_message(error: Exception) -> str | None:
 
 def run_from_command_line() -> None:
     """``python -m adni_lightning``: a project error ends with its message alone (exit 1), not a traceback
-    through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback.
+    through Lightning; ``ADNI_LIGHTNING_DEBUG=1`` shows the traceback. A signal ends ``fit`` (also inside another
+    command) with 128 + its number and the command that goes on.
     """
     if "--debug" in sys.argv[1:]:  # anywhere on the line: the same as ADNI_LIGHTNING_DEBUG=1
         sys.argv.remove("--debug")
         os.environ["ADNI_LIGHTNING_DEBUG"] = "1"  # processes that DDP launches inherit it
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
     try:
         main()
+    except RunInterrupted as stop:
+        message = stop.message
+        if command not in LIGHTNING_COMMANDS:  # a fit inside another command (cv's folds): that command goes on
+            again = shlex.join([*PROG.split(), *sys.argv[1:]])
+            name = signal.Signals(stop.signum).name
+            message = f"stopped by {name} while training in {stop.root}; the same command goes on from there: {again}"
+        if rank_zero_only.rank == 0:  # DDP's other processes stop with it, silently
+            print(f"{PROG} {command}: {message}", file=sys.stderr)
+        sys.exit(stop.code)
     except Exception as error:
         message = _project_message(error)
         if message is None or os.environ.get("ADNI_LIGHTNING_DEBUG"):
             raise
-        command = sys.argv[1] if len(sys.argv) > 1 else ""
         print(f"{PROG} {command}: error: {message}", file=sys.stderr)
         sys.exit(1)
 

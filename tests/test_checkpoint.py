@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 import zipfile
 from pathlib import Path
@@ -11,7 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from adni_lightning.checkpoint import CheckpointError, check_model, read_checkpoint
+from adni_lightning.checkpoint import (
+    CheckpointError,
+    ResumeError,
+    check_model,
+    check_options,
+    finished_epochs,
+    read_checkpoint,
+)
 from adni_lightning.data.contract import ContractError
 
 
@@ -87,3 +95,56 @@ def test_another_model_is_explained_by_its_hyper_parameters_or_its_first_paramet
         "model.ckpt does not fit this configuration: parameter layer.weight: checkpoint (4, 2), model (8, 2) "
         "(and 2 more)"
     )
+
+
+OPTIONS = {
+    "seed_everything": 42,
+    "trainer": {"max_epochs": 2, "precision": "32-true", "devices": 1},
+    "model": {"optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.001}}, "num_logged_volumes": 4},
+    "data": {"class_path": "x.DataModule", "init_args": {"loader": {"batch_size": 4, "num_workers": 2}}},
+}
+
+
+def _changed(**values: object) -> dict:
+    """``OPTIONS`` with dotted options set, e.g. ``_changed(**{"trainer.max_epochs": 5})``."""
+    options = copy.deepcopy(OPTIONS)
+    for dotted, value in values.items():
+        *groups, name = dotted.split(".")
+        target = options
+        for group in groups:
+            target = target[group]
+        target[name] = value
+    return options
+
+
+def test_a_resume_may_change_its_length_logging_and_hardware_but_nothing_that_shapes_training():
+    checkpoint = {"options": OPTIONS}
+    resumable = {
+        "trainer.max_epochs": 5,
+        "trainer.devices": 2,
+        "model.num_logged_volumes": 0,
+        "data.init_args.loader.num_workers": 0,
+    }
+    check_options(checkpoint, _changed(**resumable), "last.ckpt")
+    shaping = {"trainer.precision": "bf16-mixed", "data.init_args.loader.batch_size": 2, "seed_everything": 1}
+    with pytest.raises(ResumeError) as refused:
+        check_options(checkpoint, _changed(**resumable, **shaping), "last.ckpt")
+    assert str(refused.value) == (
+        "last.ckpt was trained with other options than this run asks for: seed_everything: checkpoint 42, config 1; "
+        "trainer.precision: checkpoint 32-true, config bf16-mixed; data.loader.batch_size: checkpoint 4, config 2; "
+        "only the run's length, logging, paths and hardware may change on resume (docs/CHECKS.md): give the "
+        "checkpoint's values, or train a new run in another --trainer.default_root_dir"
+    )
+
+
+def test_a_checkpoint_without_its_options_is_compared_on_its_model_hyper_parameters():
+    checkpoint = {"hyper_parameters": {**OPTIONS["model"], "_instantiator": "lightning.pytorch.cli.instantiate_module"}}
+    check_options(checkpoint, _changed(**{"trainer.precision": "bf16-mixed"}), "old.ckpt")  # not stored: not compared
+    with pytest.raises(ResumeError, match=r"^old.ckpt .*: model.optimizer.init_args.lr: checkpoint 0.001, config 0.1;"):
+        check_options(checkpoint, _changed(**{"model.optimizer.init_args.lr": 0.1}), "old.ckpt")
+
+
+def test_finished_epochs_come_from_the_fit_loop_or_the_epoch():
+    progress = {"loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 3}}}}, "epoch": 2}
+    assert finished_epochs(progress) == 3
+    assert finished_epochs({"epoch": 4}) == 5

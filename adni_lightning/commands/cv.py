@@ -29,6 +29,7 @@ import yaml
 
 from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import output_dir, write_once, write_text
+from adni_lightning.checkpoint import RunFinishedError
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.commands.run_config import config_args, load_run, split_run_options
 from adni_lightning.data.split import check_fold_count, split_subjects
@@ -174,7 +175,10 @@ def _run_fold(
     last = fold_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         log.info("cv: fold %d resumes from %s", fold, last)
-    run_main(["fit", *args, *(["--ckpt_path", "last"] if last.exists() else [])])
+    try:
+        run_main(["fit", *args, *(["--ckpt_path", "last"] if last.exists() else [])])
+    except RunFinishedError:  # trained to the end, stopped before its predictions were written
+        log.info("cv: fold %d has finished training; writing its predictions", fold)
     sides = [("val", OOF_FILE)] + ([("test", TEST_FILE)] if test else [])
     for side, name in sides:
         run_main(

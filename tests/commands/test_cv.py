@@ -20,7 +20,7 @@ from matplotlib.image import imread
 
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands.baseline import main as baseline_main
-from adni_lightning.commands.cv import CrossValidationError
+from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
 from adni_lightning.commands.cv import main as cv_main
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitSpec, split_subjects
@@ -327,3 +327,16 @@ def test_concurrent_fold_processes_share_one_split_and_configuration(cohort, tmp
     cv_main(["--folds", "2", "--no_baseline", "true", "--report_only", "true", *cv_args(root, cohort, epochs=1)])
     metrics = pd.read_csv(root / "cv_metrics.csv", keep_default_na=False)
     assert metrics["fold"].tolist() == ["0", "1", "mean", "sd"] and set(metrics["note"]) == {""}
+
+
+def test_a_fold_stopped_after_training_writes_its_predictions_on_the_next_run(cohort, tmp_path):
+    """The fold's last.ckpt has all its epochs but no out-of-fold file: the rerun predicts without training."""
+    args = ["--folds", "3", "--fold", "0", *cv_args(tmp_path / "cv", cohort)]
+    cv_main(args)
+    fold = tmp_path / "cv" / "fold_0"
+    written = pd.read_csv(fold / OOF_FILE)
+    (fold / OOF_FILE).unlink()
+    before = (fold / "checkpoints" / "last.ckpt").read_bytes()
+    cv_main(args)
+    assert (fold / "checkpoints" / "last.ckpt").read_bytes() == before
+    pd.testing.assert_frame_equal(pd.read_csv(fold / OOF_FILE), written)

@@ -26,6 +26,7 @@ DEFAULT_DIGEST = "d6c2244cf76c7ef7f507508d53fab2912ddb2efc618686c57f1850fd525f32
 SHIFTED = synth.PRESETS["shifted"]
 SIZE = 64
 SUBJECTS = 40
+FACES = [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)]
 
 
 def _digest(folder: Path) -> str:
@@ -87,10 +88,7 @@ def test_labelled_volume_scales_with_the_cube_of_head_scale(paired: dict[str, tu
 
 
 def test_thicker_cortex_and_missing_labels(paired: dict[str, tuple[Path, pd.DataFrame]]) -> None:
-    (default_root, default), (shifted_root, shifted) = paired["default"], paired["shifted"]
-    fraction = {
-        name: t["cortex_voxels"] / t["brain_voxels"] for name, t in (("default", default), ("shifted", shifted))
-    }
+    fraction = {name: t["cortex_voxels"] / t["brain_voxels"] for name, (_, t) in paired.items()}
     assert (fraction["shifted"] > 1.5 * fraction["default"]).all()
     gone = (31, 63, 77)
     seen = {
@@ -138,9 +136,7 @@ def test_cortex_grows_into_its_own_white_matter_only(tmp_path: Path) -> None:
     assert ((now // 1000) == np.where(was == 2, 1, 2)).all()  # the left cortex grows into left white matter
     padded = np.pad(before, 1)
     for i, j, k in np.argwhere(changed):  # one layer: each new cortex voxel touched that label before
-        faces = padded[
-            [i, i + 2, i + 1, i + 1, i + 1, i + 1], [j + 1, j + 1, j, j + 2, j + 1, j + 1], [k + 1] * 4 + [k, k + 2]
-        ]
+        faces = [padded[i + 1 + a, j + 1 + b, k + 1 + c] for a, b, c in FACES]
         assert after[i, j, k] in faces
 
 

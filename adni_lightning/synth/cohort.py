@@ -15,7 +15,7 @@ for a seed whatever the number of worker processes.
 A few options make the cohort of another "site", for checks of how a model travels: ids from one site number, older
 or younger subjects, larger or smaller heads, and the marks of another segmentation (a thicker cortex label,
 small labels it does not produce). They change what is measured, never the disease: the same seed draws the same
-people with the same latent severity and the same severity → structure effects (:data:`SHIFTED_SITE`).
+people with the same latent severity and the same severity → structure effects (:data:`PRESETS`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ overlap, confounded by age, head size and pose, so a classifier has to learn som
 
 Every random draw comes from a generator seeded by ``(seed, subject, visit)``, so the output is byte-identical
 for a seed whatever the number of worker processes.
+
+A few options make the cohort of another "site", for checks of how a model travels: ids from one site number, older
+or younger subjects, larger or smaller heads, and the marks of another segmentation (a thicker cortex label,
+small labels it does not produce). They change what is measured, never the disease: the same seed draws the same
+people with the same latent severity and the same severity → structure effects (:data:`PRESETS`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from tqdm.auto import tqdm
 
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
 from adni_lightning.data.manifest import ADNI1_GROUPS, CSV_NAME, ManifestError
+from adni_lightning.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +200,8 @@ class ImageSpec:
     volumes: dict[str, tuple[float, float]]  # marker → (left, right) volume factor
     cortex_mm: float  # thickness before disease thinning
     wmh: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, z, radius) mm
+    cortex_thickening: int = 0  # voxels of white matter the segmentation calls cortex
+    missing_labels: tuple[int, ...] = ()  # ids the segmentation does not produce
 
 
 # --- geometry ----------------------------------------------------------------------------------------------
@@ -331,6 +339,69 @@ def _paint_wmh(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: ImageSpec
         target[inside & np.isin(target, (2, 41))] = 77
 
 
+# --- another site's segmentation ---------------------------------------------------------------------------
+#: Ids a shifted site's segmentation may leave out: the structures that carry no disease effect (the markers of
+#: ``_EFFECTS`` stay, so a model's target is the default cohort's) and the WM hypointensities, never cortex or WM.
+MISSABLE_LABELS: tuple[int, ...] = tuple(
+    sorted(
+        {77}
+        | {b.label for b in _BLOBS if b.marker is None and b.label < 1000}
+        | {_RIGHT[b.label] for b in _BLOBS if b.marker is None and b.label < 1000 and b.paired}
+    )
+)
+
+
+def _neighbours(a: np.ndarray, fill: bool | int) -> list[np.ndarray]:
+    """``a`` as seen from each voxel's six face neighbours, in a fixed order; ``fill`` past the edge."""
+    seen = []
+    for axis in range(3):
+        for near, far in ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))):
+            out = np.full_like(a, fill)
+            dst, src = [slice(None)] * 3, [slice(None)] * 3
+            dst[axis], src[axis] = near, far
+            out[tuple(dst)] = a[tuple(src)]
+            seen.append(out)
+    return seen
+
+
+def _grow(labels: np.ndarray, sources: np.ndarray, targets: np.ndarray, steps: int | None = None) -> None:
+    """Move a segmentation boundary in place: layer by layer, each ``targets`` voxel beside a ``sources`` voxel takes
+    that voxel's label (the first neighbour in a fixed order wins a tie) and becomes a source; ``steps`` layers, or
+    (None) until no target touches a source. Only the box round the targets is touched, so small structures are cheap.
+    """
+    if not targets.any():
+        return
+    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(targets))
+    view, sources, targets = labels[box], sources[box].copy(), targets[box].copy()
+    layers = 0
+    while steps is None or layers < steps:
+        taken = np.zeros_like(targets)
+        grown = view.copy()
+        for near_source, near_label in zip(_neighbours(sources, False), _neighbours(view, 0)):
+            claim = targets & near_source & ~taken
+            grown[claim] = near_label[claim]
+            taken |= claim
+        if not taken.any():
+            return
+        view[...] = grown
+        sources |= taken
+        targets &= ~taken
+        layers += 1
+
+
+def _thicken_cortex(labels: np.ndarray, voxels: int) -> None:
+    """Grow each hemisphere's cortex labels into its own cerebral white matter by ``voxels`` layers."""
+    for white_matter, first in ((2, 1000), (41, 2000)):
+        cortex = (labels >= first) & (labels < first + 1000)
+        _grow(labels, cortex, labels == white_matter, voxels)
+
+
+def _leave_out(labels: np.ndarray, ids: tuple[int, ...]) -> None:
+    """Relabel the voxels of ``ids`` as the tissue round them, as a segmentation without those labels would."""
+    missing = np.isin(labels, ids)
+    _grow(labels, ~missing, missing)
+
+
 def render(spec: ImageSpec, size: int) -> np.ndarray:
     """The int16 label map of one image on the ``size``³ conformed LIA grid (voxel ``256/size`` mm)."""
     labels = np.zeros((size, size, size), dtype=np.int16)
@@ -341,6 +412,10 @@ def render(spec: ImageSpec, size: int) -> np.ndarray:
             factor = spec.volumes[blob.marker][int(right)] if blob.marker else 1.0
             _paint_blob(labels, m, b, blob, right, factor)
     _paint_wmh(labels, m, b, spec)
+    if spec.missing_labels:
+        _leave_out(labels, spec.missing_labels)
+    if spec.cortex_thickening:
+        _thicken_cortex(labels, spec.cortex_thickening)
     return labels
 
 
@@ -389,9 +464,11 @@ def _groups(n: int, rng: np.random.Generator) -> list[str]:
     return [str(g) for g in rng.permutation([g for g in GROUPS for _ in range(counts[g])])]
 
 
-def _draw_subject(seed: int, index: int, subject: str, group: str, visits: int) -> _Subject:
-    """A subject's own generator makes the traits independent of cohort size and worker count."""
-    rng = np.random.default_rng([seed, index])
+def _draw_subject(cohort: SyntheticCohort, index: int, subject: str, group: str, visits: int) -> _Subject:
+    """A subject's own generator makes the traits independent of cohort size and worker count; the site's shifts
+    move the drawn age and head size, not the draws, so the same seed gives the same people at every site.
+    """
+    rng = np.random.default_rng([cohort.seed, index])
     sex = "M" if rng.random() < _MALE[group] else "F"
     mean, sd = _AGE[group]
     jitter = {}
@@ -403,9 +480,9 @@ def _draw_subject(seed: int, index: int, subject: str, group: str, visits: int) 
         subject=subject,
         group=group,
         sex=sex,
-        age=int(np.clip(round(rng.normal(mean, sd)), 55, 92)),
+        age=int(np.clip(round(rng.normal(mean, sd) + cohort.age_shift), 55, 92)),
         severity=float(rng.beta(*_SEVERITY[group])),
-        head_scale=float(rng.normal(1.03 if sex == "M" else 0.97, 0.03)),
+        head_scale=float(rng.normal(1.03 if sex == "M" else 0.97, 0.03)) * cohort.head_scale,
         jitter=jitter,
         cortex_mm=float(_CORTEX_MM * rng.normal(1.0, 0.05)),
         first_scan=date(2005, 9, 1) + timedelta(days=int(rng.integers(0, 820))),
@@ -425,9 +502,9 @@ def _volume_factors(
     return factors
 
 
-def _image_spec(subject: _Subject, seed: int, visit: int, image_id: str) -> ImageSpec:
+def _image_spec(subject: _Subject, cohort: SyntheticCohort, visit: int, image_id: str) -> ImageSpec:
     """One scan: later visits are a year older and (MCI/AD) more atrophied; every scan has its own pose."""
-    rng = np.random.default_rng([seed, subject.index, visit + 1])
+    rng = np.random.default_rng([cohort.seed, subject.index, visit + 1])
     lo, hi = _PROGRESSION[subject.group]
     severity = min(1.0, subject.severity + visit * rng.uniform(lo, hi))
     age = subject.age + visit
@@ -455,6 +532,8 @@ def _image_spec(subject: _Subject, seed: int, visit: int, image_id: str) -> Imag
         volumes=_volume_factors(severity, age, subject.jitter),
         cortex_mm=subject.cortex_mm * (1 - 0.02 * decades),
         wmh=wmh,
+        cortex_thickening=cohort.cortex_thickening,
+        missing_labels=cohort.missing_labels,
     )
 
 
@@ -463,15 +542,18 @@ def _us_date(d: date) -> str:
     return f"{d.month}/{d.day}/{d.year}"
 
 
-def _plan(subjects: int, seed: int, second_visit_fraction: float) -> tuple[list[ImageSpec], list[dict]]:
+def _plan(cohort: SyntheticCohort) -> tuple[list[ImageSpec], list[dict]]:
     """Draw the cohort: image specs for the workers and the matching CSV rows."""
-    rng = np.random.default_rng(seed)
+    subjects = cohort.subjects
+    rng = np.random.default_rng(cohort.seed)
     groups = _groups(subjects, rng)
     rids = rng.choice(np.arange(1, min(10_000, max(1500, 3 * subjects))), size=subjects, replace=False)
-    sites = rng.integers(2, 142, size=subjects)
-    repeat = set(rng.choice(subjects, size=round(second_visit_fraction * subjects), replace=False).tolist())
+    sites = rng.integers(2, 142, size=subjects)  # drawn for one site too: the later draws stay the same
+    if cohort.site is not None:
+        sites[:] = cohort.site
+    repeat = set(rng.choice(subjects, size=round(cohort.second_visit_fraction * subjects), replace=False).tolist())
     people = [
-        _draw_subject(seed, k, f"{sites[k]:03d}_S_{rids[k]:04d}", groups[k], 2 if k in repeat else 1)
+        _draw_subject(cohort, k, f"{sites[k]:03d}_S_{rids[k]:04d}", groups[k], 2 if k in repeat else 1)
         for k in range(subjects)
     ]
     scans = [(p, v) for v in range(2) for p in people if v < p.visits]  # baseline ids precede follow-ups
@@ -480,7 +562,7 @@ def _plan(subjects: int, seed: int, second_visit_fraction: float) -> tuple[list[
     downloaded = _us_date(date(2023, 1, 1) + timedelta(days=int(rng.integers(0, 700))))
     specs, rows = [], []
     for (person, visit), number, description in zip(scans, numbers, descriptions):
-        spec = _image_spec(person, seed, visit, f"I{number}")
+        spec = _image_spec(person, cohort, visit, f"I{number}")
         acquired = person.first_scan + timedelta(days=visit * int(365 + rng.integers(-30, 31)))
         specs.append(spec)
         rows.append(
@@ -537,9 +619,21 @@ class SyntheticCohort:
     Args:
         subjects: number of subjects (4-digit subject numbers, so fewer than 10000).
         size: grid side in voxels; the field of view stays 256 mm, so a voxel is 256/size mm.
-        seed: seed of every draw (same seed, same bytes, whatever the number of worker processes).
+        seed: seed of every draw (same seed, same bytes, whatever the number of worker processes; same people,
+            whatever the site options below).
         second_visit_fraction: share of subjects with a second (m12) visit.
         bare_ids: write the CSV's image ids without the leading ``I``, as some IDA exports do (files keep it).
+        site: the site number of every subject id (``999`` in ``999_S_0295``), from 1 to 999; default (null): each
+            subject at one of ADNI's sites 2-141, as in a download.
+        age_shift: years added to every subject's age (ages stay within 55-92); the age effect on the structures
+            follows, as in an older or younger cohort.
+        head_scale: factor on the size of every head (each subject's own size still varies round it): labelled
+            volumes scale by its cube.
+        cortex_thickening: voxels of white matter under the cortex labelled cortex, as a segmentation that puts
+            the white surface deeper would.
+        missing_labels: label ids the segmentation does not produce, relabelled as the tissue round them: ids of
+            structures without a disease effect, such as 31/63 (choroid plexus) and 77 (WM hypointensities); an id
+            that cannot be left out is refused with the list.
     """
 
     subjects: int = 200
@@ -547,13 +641,48 @@ class SyntheticCohort:
     seed: int = 0
     second_visit_fraction: float = 0.4
     bare_ids: bool = False
+    site: int | None = None
+    age_shift: float = 0.0
+    head_scale: float = 1.0
+    cortex_thickening: int = 0
+    missing_labels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.subjects < 10_000 or self.size < 8 or not 0 <= self.second_visit_fraction <= 1:
-            raise ValueError(
+            raise OptionError(
                 "need 1 <= subjects < 10000 (4-digit ids), size >= 8 and 0 <= second_visit_fraction <= 1, got "
                 f"subjects={self.subjects}, size={self.size}, second_visit_fraction={self.second_visit_fraction}"
             )
+        object.__setattr__(self, "missing_labels", tuple(sorted(set(self.missing_labels))))
+        allowed = {
+            "site": (self.site is None or 1 <= self.site <= 999, "from 1 to 999 (3 digits of a subject id), or null"),
+            "age_shift": (abs(self.age_shift) <= 20, "from -20 to 20 (years)"),
+            "head_scale": (0.5 <= self.head_scale <= 1.25, "from 0.5 to 1.25 (a larger head leaves the 256 mm view)"),
+            "cortex_thickening": (self.cortex_thickening >= 0, "0 or more (voxels)"),
+            "missing_labels": (
+                set(self.missing_labels) <= set(MISSABLE_LABELS),
+                f"ids among {list(MISSABLE_LABELS)} (the structures without a disease effect)",
+            ),
+        }
+        for name, (ok, expected) in allowed.items():
+            if not ok:
+                raise OptionError(f"synthetic cohort option {name}={getattr(self, name)!r}: it must be {expected}")
+
+
+#: Named sets of :class:`SyntheticCohort` options: ``synth --preset NAME``, explicit options override them. ``shifted``
+#: is another site for external-cohort checks (``configs/synthetic_shifted.yaml`` holds the same values): other
+#: people (seed 1) from one site, 6 years younger, heads 5 % larger (labelled volumes +16 %), a cortex label one voxel
+#: thicker, and no choroid plexus or WM hypointensity labels; the disease effects are the default cohort's.
+PRESETS: dict[str, dict[str, Any]] = {
+    "shifted": {
+        "seed": 1,
+        "site": 999,
+        "age_shift": -6.0,
+        "head_scale": 1.05,
+        "cortex_thickening": 1,
+        "missing_labels": (31, 63, 77),
+    }
+}
 
 
 class CohortFolderError(ManifestError):
@@ -595,7 +724,7 @@ def generate_cohort(out: str | Path, *, workers: int | None = None, **params: An
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
     (out / MARKER_NAME).write_text("written by adni_lightning's synthetic cohort generator\n")
-    specs, rows = _plan(cohort.subjects, cohort.seed, cohort.second_visit_fraction)
+    specs, rows = _plan(cohort)
     counts = _render_all(specs, cohort.size, out, workers or os.cpu_count() or 1)
     pd.DataFrame([_truth_row(s, c) for s, c in zip(specs, counts)]).to_csv(
         out / TRUTH_NAME, index=False, lineterminator="\n"

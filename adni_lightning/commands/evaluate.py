@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import output_dir
 from adni_lightning.checkpoint import read_checkpoint
 from adni_lightning.commands.inspect import parser as run_parser
@@ -37,9 +38,8 @@ from adni_lightning.module import DATA_STATE_KEY
 PROG = "python -m adni_lightning evaluate"
 
 
-def main(argv: list[str]) -> None:
-    """Parse ``argv`` and evaluate."""
-    own, overrides = split_run_options(argv)
+def parser() -> CommandParser:
+    """The command's options; the run's own (``--data.*`` ...) are split off before parsing."""
     p = run_parser(PROG, __doc__)
     p.add_argument(
         "--ckpt_path",
@@ -57,7 +57,13 @@ def main(argv: list[str]) -> None:
         "--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/evaluate)"
     )
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
-    options = p.parse_args(own)
+    return p
+
+
+def main(argv: list[str]) -> None:
+    """Parse ``argv`` and evaluate."""
+    own, overrides = split_run_options(argv)
+    options = parser().parse_args(own)
     evaluate(options.config, overrides, options.ckpt_path, options.calibration, options.root, options.bootstrap)
 
 
@@ -122,6 +128,8 @@ def evaluate(
     n_resamples: int = 2000,
 ) -> Path:
     """Check everything, predict the cohort, write the report; returns the report's path."""
+    if n_resamples < 1:
+        raise EvaluationError(f"--bootstrap {n_resamples}: the intervals need at least 1 resample")
     checkpoints = _checkpoint_paths(["--ckpt_path", ckpt_path])
     contracts = _contracts(checkpoints)
     classes = list(contracts[0]["classes"])

@@ -73,7 +73,9 @@ def _contracts(checkpoints: list[str]) -> list[dict]:
     for path in checkpoints:
         state = read_checkpoint(path).get(DATA_STATE_KEY)
         if state is None:
-            raise EvaluationError(f"{path} holds no data contract (no 'data' entry): it was not written by adni_lightning")
+            raise EvaluationError(
+                f"{path} holds no data contract (no 'data' entry): it was not written by adni_lightning"
+            )
         contracts.append(state)
     first = contracts[0]["classes"]
     for path, state in zip(checkpoints[1:], contracts[1:]):
@@ -186,7 +188,9 @@ def _print_headline(
             for level in ("image", "subject")
         ),
     ]
-    calibration = f"ECE {rows.loc[('image', 'ece'), 'estimate']:.3f}, Brier {rows.loc[('image', 'brier'), 'estimate']:.3f}"
+    calibration = (
+        f"ECE {rows.loc[('image', 'ece'), 'estimate']:.3f}, Brier {rows.loc[('image', 'brier'), 'estimate']:.3f}"
+    )
     if temperature is not None:
         calibration += (
             f"; after T = {temperature:.3f}: ECE {rows.loc[('image', 'ece_scaled'), 'estimate']:.3f}, "

@@ -380,7 +380,8 @@ class ADNIDataModule(L.LightningDataModule):
         if self.split is None:
             return None
         if self._training_summary is None:
-            train = self.manifest()[self.manifest()["image_id"].isin(self.split.loc[self.split["split"] == "train", "image_id"])]
+            manifest = self.manifest()
+            train = manifest[manifest["image_id"].isin(self.split.loc[self.split["split"] == "train", "image_id"])]
             volumes = regional_volumes(train, self.cache) if self.preprocessing.labelmap else None
             self._training_summary = cohort_summary(train, self.classes, volumes)
         return self._training_summary

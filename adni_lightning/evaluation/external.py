@@ -94,7 +94,9 @@ def calibration_table(y: np.ndarray, proba: np.ndarray, temperature: float | Non
     """ECE, Brier and NLL of the model's probabilities and, with a temperature, of the scaled ones (``*_scaled``)."""
     values = calibration_metrics(y, proba)
     if temperature is not None:
-        values.update({f"{k}_scaled": v for k, v in calibration_metrics(y, scale_temperature(proba, temperature)).items()})
+        values.update(
+            {f"{k}_scaled": v for k, v in calibration_metrics(y, scale_temperature(proba, temperature)).items()}
+        )
         values["temperature"] = temperature
     return pd.DataFrame({"level": "image", "metric": list(values), "estimate": list(values.values())}).reindex(
         columns=METRIC_COLUMNS
@@ -146,12 +148,20 @@ def _metrics_section(metrics: pd.DataFrame, classes: Sequence[str], n_resamples:
     ]
 
 
-def _calibration_section(calibration: pd.DataFrame, temperature: float | None, calibration_file: Path | None) -> list[str]:
+def _calibration_section(
+    calibration: pd.DataFrame, temperature: float | None, calibration_file: Path | None
+) -> list[str]:
     values = calibration.set_index("metric")["estimate"]
     names = {"ece": "ECE (adaptive bins)", "brier": "Brier score", "nll": "negative log-likelihood"}
     if temperature is None:
         rows = [[names[m], _fmt(values[m])] for m in names]
-        return ["## Calibration (image level)", "", *_table(["measure", "before"], rows), "No --calibration file: no temperature applied.", ""]
+        return [
+            "## Calibration (image level)",
+            "",
+            *_table(["measure", "before"], rows),
+            "No --calibration file: no temperature applied.",
+            "",
+        ]
     rows = [[names[m], _fmt(values[m]), _fmt(values[f"{m}_scaled"])] for m in names]
     return [
         "## Calibration (image level)",
@@ -186,9 +196,17 @@ def _cohort_section(
     header = ["cohort", f"images {' / '.join(classes)}", "subjects", "age mean ± sd (images)", "F / M (subjects)"]
     lines = ["## The cohort beside the training cohort", ""]
     if training is None:
-        return [*lines, f"{NO_SUMMARY}: this cohort alone is shown.", "", *_table(header, [["this cohort", *_cohort_row(cohort, classes)]])]
+        return [
+            *lines,
+            f"{NO_SUMMARY}: this cohort alone is shown.",
+            "",
+            *_table(header, [["this cohort", *_cohort_row(cohort, classes)]]),
+        ]
     if members > 1:
-        lines += [f"Training cohort: that of the first of the {members} checkpoints (each was trained on its own side).", ""]
+        lines += [
+            f"Training cohort: that of the first of the {members} checkpoints (each was trained on its own side).",
+            "",
+        ]
     rows = [["training", *_cohort_row(training, classes)], ["this cohort", *_cohort_row(cohort, classes)]]
     lines += _table(header, rows)
     shifted = shifted_structures(training, cohort, TOP_SHIFTED)
@@ -214,7 +232,7 @@ def _site_section(sites: pd.DataFrame) -> list[str]:
 
 
 def reliability_figure(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], temperature: float | None) -> Figure:
-    """A reliability diagram per class (one vs rest, equal-count bins): before and, with a temperature, after scaling."""
+    """A reliability diagram per class (one vs rest, equal-count bins): before and, with a temperature, after."""
     curves = {"before": reliability_table(y, proba, classes)}
     if temperature is not None:
         curves[f"after (T = {temperature:.3f})"] = reliability_table(y, scale_temperature(proba, temperature), classes)
@@ -274,8 +292,13 @@ def write_evaluation(
         "",
         (
             f"{len(frame)} images of {frame['subject'].nunique()} subjects scored by "
-            + (f"`{checkpoints[0]}`" if len(checkpoints) == 1 else f"the mean probability of {len(checkpoints)} checkpoints ("
-               + ", ".join(f"`{c}`" for c in checkpoints) + ")")
+            + (
+                f"`{checkpoints[0]}`"
+                if len(checkpoints) == 1
+                else f"the mean probability of {len(checkpoints)} checkpoints ("
+                + ", ".join(f"`{c}`" for c in checkpoints)
+                + ")"
+            )
             + f". Classes: {', '.join(classes)}. Intervals: {n_resamples}-resample percentile bootstrap over subjects "
             f"(seed {seed}); resamples where a metric is undefined are left out and counted. Subject level: the mean "
             "probability over a subject's images. Undefined values read n/a (a class absent from the cohort has no "

@@ -142,7 +142,7 @@ def evaluate(
     _check_preprocessing(contracts, checkpoints, dm)
     dm.prepare_cohort()
     check_cohort_classes(dm.manifest()["label"], classes, dm.manifest_spec.csv_file, checkpoints[0])
-    if list(dm.classes) != classes:  # a cohort lacking a class the model predicts: read it with the model's classes
+    if list(dm.classes) != classes:  # its labels are among the model's classes: read it with those, in their order
         overrides = [*overrides, "--data.manifest.classes", json.dumps(classes)]
     root = output_dir(root or run_root(cli) / "evaluate", "--root")
     scratch = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=root))

@@ -30,6 +30,7 @@ SKIPPED = {
     "python -m adni_lightning inspect": "needs a real ADNI download; cv runs 5 trainings (tests/commands)",
     "#SBATCH": "needs SLURM",
     "python -m adni_lightning interpret": "needs a finished run (tests/interpret)",
+    "python -m adni_lightning evaluate": "needs a finished run and a second cohort (tests/commands/test_evaluate.py)",
     "python -m adni_lightning synth --out data/demo --subjects 200 --size 256": "200 subjects at 256³ take minutes "
     "(tests/test_synth.py writes the same format)",
 }

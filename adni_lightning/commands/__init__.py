@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 #: Command names, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("synth", "inspect", "baseline", "cv", "interpret")
+COMMANDS: tuple[str, ...] = ("synth", "inspect", "baseline", "cv", "interpret", "evaluate")
 
 
 def _module(name: str):

@@ -7,6 +7,10 @@ side. :func:`data_contract` gathers these; the DataModule stores them in every c
 :data:`CONTRACT_VERSION`) and :func:`check_contract` compares them with the configuration, naming each differing
 field by the option that sets it, with both values. Checkpoints written before the contract hold only the classes,
 the tabular statistics and a fingerprint of the split: those are compared, and a console line says the rest is not.
+
+A contract also carries a summary of the training side (:func:`cohort_summary`: images per class, age, sex, ICV-
+normalised regional volumes), so a checkpoint scored on another cohort can show how that cohort differs. It is
+informational: no check compares it, and a checkpoint without it still loads.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from adni_lightning.data.split import split_digest
+from adni_lightning.data.volumes import LABELLED, structure_columns
 from adni_lightning.errors import ProjectError
 
 if TYPE_CHECKING:
@@ -28,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: 1: classes, preprocessing (with its cache key), tabular statistics, the split's assignment and fingerprint.
-CONTRACT_VERSION = 1
+#: 2: adds the training side's :func:`cohort_summary` (``training_cohort``, compared by no check).
+CONTRACT_VERSION = 2
+#: The contract's key of the training side's :func:`cohort_summary`.
+SUMMARY_KEY = "training_cohort"
 
 #: Contract field (dotted path) → the option that sets it, in the order differences are reported.
 FIELDS = {
@@ -49,10 +58,42 @@ class ContractError(ProjectError, ValueError):
     """A checkpoint does not fit the configuration; the message names each differing field with both values."""
 
 
+def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataFrame | None) -> dict[str, object]:
+    """Who is in a cohort, in plain values: images per class, subjects, age mean/sd (over images), sex (subjects),
+    and per structure the mean/sd of its volume divided by the labelled volume (the ICV proxy).
+
+    ``rows`` are manifest rows (``label``, ``subject``, ``age``, ``sex``); ``volumes`` their
+    :func:`~adni_lightning.data.volumes.regional_volumes`, or ``None`` (intensity images have no structures).
+    """
+    ages = rows["age"].astype(float)
+    sexes = rows.drop_duplicates("subject")["sex"].value_counts()
+    summary: dict[str, object] = {
+        "images": {c: int((rows["label"] == c).sum()) for c in classes},
+        "subjects": int(rows["subject"].nunique()),
+        "age_mean": float(ages.mean()),
+        "age_sd": float(ages.std()) if len(ages) > 1 else 0.0,
+        "sex": {s: int(sexes.get(s, 0)) for s in ("F", "M")},
+        "volumes": {},
+    }
+    if volumes is not None and len(volumes):
+        ratios = volumes[structure_columns(volumes)].div(volumes[LABELLED], axis=0)
+        sd = ratios.std() if len(ratios) > 1 else pd.Series(0.0, index=ratios.columns)
+        summary["volumes"] = {
+            name: {"mean": float(ratios[name].mean()), "sd": float(np.nan_to_num(sd[name]))} for name in ratios.columns
+        }
+    return summary
+
+
 def data_contract(
-    classes: Sequence[str], preprocessing: Preprocessing, encoder: TabularEncoder, split: pd.DataFrame | None
+    classes: Sequence[str],
+    preprocessing: Preprocessing,
+    encoder: TabularEncoder,
+    split: pd.DataFrame | None,
+    summary: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """The contract of a configuration (plain values only, so a checkpoint loads with ``weights_only``)."""
+    """The contract of a configuration (plain values only, so a checkpoint loads with ``weights_only``); ``summary``
+    is the training side's :func:`cohort_summary`, when known.
+    """
     return {
         "version": CONTRACT_VERSION,
         "classes": list(classes),
@@ -61,6 +102,7 @@ def data_contract(
         "tabular": encoder.state_dict(),
         "split_digest": split_digest(split) if split is not None else None,
         "split": dict(zip(split["image_id"], split["split"])) if split is not None else None,
+        SUMMARY_KEY: dict(summary) if summary is not None else None,
     }
 
 

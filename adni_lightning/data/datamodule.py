@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
-from adni_lightning.data.contract import check_contract, data_contract
+from adni_lightning.data.contract import check_contract, cohort_summary, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest, exclude_images
@@ -108,6 +108,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._sized = False
         self._filled_cache = False
         self.split: pd.DataFrame | None = None
+        self._training_summary: dict[str, object] | None = None
         self.datasets: dict[str, VolumeDataset] = {}
         self.resident: ResidentCohort | None = None
         self._capped_workers = False
@@ -250,6 +251,7 @@ class ADNIDataModule(L.LightningDataModule):
             self.datasets = {"predict": VolumeDataset(self._marked_with_saved_split(manifest), entries, self.encoder)}
             return
         self.split = load_split(self.split_path, manifest)
+        self._training_summary = None
         rows = manifest.merge(self.split[["image_id", "split"]], on="image_id", validate="one_to_one")
         if self.encoder.age_mean is None:
             train = rows[rows["split"] == "train"]
@@ -368,7 +370,21 @@ class ADNIDataModule(L.LightningDataModule):
         """
         spec = self.manifest_spec
         where = {"data_dir": str(spec.root.absolute()), "csv_path": str(spec.csv_file.absolute())}
-        return {**data_contract(self.classes, self.preprocessing, self.encoder, self.split), **where}
+        contract = data_contract(self.classes, self.preprocessing, self.encoder, self.split, self.training_summary())
+        return {**contract, **where}
+
+    def training_summary(self) -> dict[str, object] | None:
+        """The training side's :func:`~adni_lightning.data.contract.cohort_summary` (computed once per split), for
+        ``evaluate`` to set another cohort beside it; ``None`` without a split.
+        """
+        if self.split is None:
+            return None
+        if self._training_summary is None:
+            manifest = self.manifest()
+            train = manifest[manifest["image_id"].isin(self.split.loc[self.split["split"] == "train", "image_id"])]
+            volumes = regional_volumes(train, self.cache) if self.preprocessing.labelmap else None
+            self._training_summary = cohort_summary(train, self.classes, volumes)
+        return self._training_summary
 
     def check_checkpoint_state(self, state: dict[str, object] | None, stage: str, source: str) -> None:
         """Refuse a checkpoint trained on other data than this configuration describes, before anything is written.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adni_lightning.data.contract import ContractError, check_contract, data_contract
+from adni_lightning.data.contract import SUMMARY_KEY, ContractError, check_contract, cohort_summary, data_contract
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.tabular import TabularEncoder
 
@@ -81,3 +81,36 @@ def test_a_checkpoint_older_than_the_contract_is_checked_on_what_it_holds(caplog
     assert str(refused.value) == (
         "foreign.ckpt holds no data contract (no 'data' entry): it was not written by adni_lightning"
     )
+
+
+ROWS = pd.DataFrame(
+    {
+        "image_id": ["I1", "I2", "I3", "I4"],
+        "subject": ["a", "a", "b", "c"],
+        "label": ["CN", "CN", "AD", "AD"],
+        "age": [70.0, 71.0, 80.0, 75.0],
+        "sex": ["F", "F", "M", "F"],
+    }
+)
+VOLUMES = pd.DataFrame({"Left-Hippocampus": [4.0, 3.0, 2.0, 3.0], "LabelledVolume": [1000.0, 1000.0, 500.0, 1000.0]})
+
+
+def test_a_cohort_summary_counts_images_subjects_sexes_and_icv_normalised_volumes():
+    summary = cohort_summary(ROWS, ("CN", "MCI", "AD"), VOLUMES)
+    assert summary["images"] == {"CN": 2, "MCI": 0, "AD": 2}
+    assert summary["subjects"] == 3
+    assert summary["sex"] == {"F": 2, "M": 1}  # one per subject
+    assert summary["age_mean"] == 74.0 and summary["age_sd"] == pytest.approx(ROWS["age"].std())
+    assert summary["volumes"] == {"Left-Hippocampus": pytest.approx({"mean": 0.0035, "sd": 0.0005773502691896})}
+    assert cohort_summary(ROWS, ("CN", "AD"), None)["volumes"] == {}
+
+
+def test_the_training_summary_is_stored_but_never_compared():
+    summary = cohort_summary(ROWS, ("CN", "MCI", "AD"), VOLUMES)
+    trained = data_contract(("CN", "MCI", "AD"), Preprocessing(), TabularEncoder().fit([70.0, 80.0]), SPLIT, summary)
+    assert trained[SUMMARY_KEY] == summary
+    check_contract(trained, _contract(), "model.ckpt")  # the configuration's own summary: none
+    other = cohort_summary(ROWS.assign(age=60.0), ("CN", "MCI", "AD"), None)
+    check_contract(trained, {**_contract(), SUMMARY_KEY: other}, "model.ckpt")
+    old = {key: value for key, value in trained.items() if key != SUMMARY_KEY}
+    check_contract(old, _contract(), "old.ckpt")

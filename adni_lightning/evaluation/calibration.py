@@ -4,14 +4,16 @@ Three measures a reviewer asks for. Expected calibration error over *adaptive* (
 hundred images, fixed-width bins leave most of them empty and the estimate then depends on the bin edges
 (Nixon et al. 2019). The Brier score, sklearn's, over all classes. A reliability table per class (one vs rest),
 drawn as a reliability diagram. Temperature scaling (Guo et al. 2017) divides the log-probabilities by one
-fitted scalar: it changes no ranking and no argmax, so accuracy and AUROC stay as they are and only the
-calibration moves. It must be fitted on predictions the scored cohort played no part in (``cv``'s out-of-fold
-predictions), never on the cohort it is then scored on.
+fitted scalar: it changes no image's argmax, so accuracy and every confusion-matrix metric stay as they are and
+only the calibration moves (with three classes a one-vs-rest AUROC can move a little: scaling can reorder two
+images' p(AD) when the rest of their probability is spread differently). It must be fitted on predictions the
+scored cohort played no part in (``cv``'s out-of-fold predictions), never on the cohort it is then scored on.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from adni_lightning.evaluation.metrics import resample_counts
 DEFAULT_BINS = 15
 #: Probabilities are clipped to this before their logarithm, so a 0 from float rounding is finite.
 _EPS = 1e-12
+#: How far from 1 the probabilities of a row may sum: ``predictions.csv`` keeps 6 decimals per class.
+_ROUNDING = 1e-4
 #: The search range of log T: T from 0.05 (sharpen 20×) to 20 (flatten 20×).
 _LOG_T_BOUNDS = (-3.0, 3.0)
 #: The file ``cv`` writes beside its report and ``predict`` / ``evaluate`` read with ``--calibration``.
@@ -65,7 +69,10 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int 
 def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Mean over images of the squared distance between the probabilities and the one-hot truth (0 to 2)."""
     proba = np.asarray(proba, float)
-    return float(brier_score_loss(np.asarray(y_true), proba, labels=list(range(proba.shape[1]))))
+    with warnings.catch_warnings():
+        if np.allclose(proba.sum(axis=1), 1.0, atol=_ROUNDING):  # sklearn's tolerance is far below that of a CSV
+            warnings.filterwarnings("ignore", message="The y_prob values do not sum to one")
+        return float(brier_score_loss(np.asarray(y_true), proba, labels=list(range(proba.shape[1]))))
 
 
 def reliability_table(

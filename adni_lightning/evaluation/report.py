@@ -353,7 +353,8 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
                 f"Temperature scaling of `{model}` is cross-fitted: each fold's predictions are divided (as logits) by "
                 f"a temperature fitted on the other folds' out-of-fold predictions only, so no fold chooses its own "
                 f"({per_fold}). The temperatures are held fixed in the resamples: the noise of their fit is not in "
-                "the intervals. A temperature changes no argmax and no ranking, so the metrics above are unchanged."
+                "the intervals. A temperature changes no image's predicted class, so the metrics above other than "
+                "AUROC are those of the scaled model too."
             ),
             "",
         ]

@@ -129,6 +129,11 @@ def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def at_search_bound(temperature: float) -> bool:
+    """Whether :func:`fit_temperature` stopped at an end of its range: the optimum lies beyond it."""
+    return bool(np.isclose(np.log(temperature), _LOG_T_BOUNDS, atol=1e-4).any())
+
+
 def calibration_metrics(y_true: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> dict[str, float]:
     """ECE (adaptive bins), Brier score and negative log-likelihood of one set of predictions."""
     proba = np.asarray(proba, float)

@@ -3,8 +3,9 @@
 Reviewers reject a single accuracy: they ask for the spread over folds, an interval for the pooled estimate
 that respects repeated visits of one subject, figures at subject level and at first visits (no subject counted
 twice), a paired comparison with the baseline, per-class rates, the sample size, and an honest note when
-folds are missing. :func:`write_cv_report` writes all of it from one out-of-fold predictions frame, so the
-numbers in the text are the numbers in the CSVs.
+folds are missing; and whether the probabilities can be taken at their word (calibration, with a temperature
+fitted honestly, i.e. cross-fitted over the folds). :func:`write_cv_report` writes all of it from one out-of-fold
+predictions frame, so the numbers in the text are the numbers in the CSVs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from adni_lightning.evaluation.calibration import (
     CALIBRATION_FILE,
     DEFAULT_BINS,
     apply_temperatures,
+    at_search_bound,
     bootstrap_calibration,
     calibration_metrics,
     cross_fitted_temperatures,
@@ -361,10 +363,16 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
     else:
         lines += [f"Temperature scaling of `{model}` needs two finished folds to be cross-fitted: not shown.", ""]
     scope = f" (the finished folds only: {missing_text(missing_folds)})" if len(missing_folds) else ""
+    bound = (
+        " It lies at an end of the search range (0.05 to 20): the probabilities are nearly uninformative "
+        "(T = 20) or far too timid (T = 0.05), and no temperature repairs that."
+        if at_search_bound(calibration.final)
+        else ""
+    )
     lines += [
         (
             f"For new cohorts: T = {calibration.final:.3f}, fitted on all out-of-fold predictions of `{model}`{scope}, "
-            f"is saved in `{CALIBRATION_FILE}`; `predict --calibration {CALIBRATION_FILE}` applies it."
+            f"is saved in `{CALIBRATION_FILE}`; `predict --calibration {CALIBRATION_FILE}` applies it.{bound}"
         ),
         "",
     ]

@@ -145,3 +145,14 @@ def test_brier_accepts_probabilities_rounded_as_in_predictions_csv():
         assert brier_score(Y, rounded) == pytest.approx(brier_score(Y, P), abs=1e-5)
     with pytest.warns(UserWarning, match="do not sum to one"):
         brier_score(Y, P * 1.1)
+
+
+def test_a_temperature_at_the_end_of_the_search_is_flagged():
+    from adni_lightning.evaluation.calibration import at_search_bound
+
+    rng = np.random.default_rng(0)
+    confident = scale_temperature(rng.dirichlet([1, 1, 1], size=300), 0.2)
+    labels = rng.integers(0, 3, 300)  # unrelated to the predictions: the best temperature flattens them all
+    t = fit_temperature(labels, confident)
+    assert at_search_bound(t) and t == pytest.approx(np.exp(3.0), rel=1e-3)
+    assert not at_search_bound(fit_temperature(Y, P)) and not at_search_bound(1.0)

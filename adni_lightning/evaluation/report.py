@@ -338,7 +338,9 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
         (
             f"Image level, pooled OOF: expected calibration error over {DEFAULT_BINS} equal-count bins of the "
             "top-label confidence (ECE), Brier score (squared error summed over the classes, 0 to 2) and negative "
-            "log-likelihood (NLL); lower is better. 95% CIs from the same subject-bootstrap resamples as above. "
+            "log-likelihood (NLL); lower is better. 95% CIs from the same subject-bootstrap resamples as above "
+            "(ECE is biased upwards in small samples, resamples with repeated subjects the more: its interval tends "
+            "to sit above its estimate). "
             "Per-class reliability diagrams: `cv_reliability.png` (data in `cv_reliability.csv`; "
             "these figures in `cv_calibration.csv`)."
         ),

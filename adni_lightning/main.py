@@ -51,6 +51,7 @@ from adni_lightning.checkpoint import (
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.split import SplitError
 from adni_lightning.errors import ProjectError
+from adni_lightning.evaluation.calibration import CALIBRATION_FILE, load_temperature
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
 from adni_lightning.run_lock import run_lock
@@ -134,6 +135,18 @@ class ADNILightningCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """``predict`` alone takes ``--calibration``: the other commands write no probabilities to scale."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_argument(
+                "--calibration",
+                type=str | None,
+                default=None,
+                help=f"scale the probabilities with the temperature of this file (cv writes <root>/{CALIBRATION_FILE})",
+            )
+        return parser
 
     def before_instantiate_classes(self) -> None:
         """Place everything of a run under ``trainer.default_root_dir`` unless the config says otherwise, and read the
@@ -356,10 +369,18 @@ class ADNILightningCLI(LightningCLI):
         print("\n".join(lines))
 
     def before_predict(self) -> None:
-        """Check the checkpoint; make sure predictions are written even if the config names no PredictionWriter."""
+        """Check the checkpoint; make sure predictions are written even if the config names no PredictionWriter, and
+        give the writers the ``--calibration`` temperature.
+        """
         self.check_checkpoint()
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
+        calibration = self.config[self.subcommand].get("calibration")
+        if calibration is not None:
+            temperature = load_temperature(calibration, self.datamodule.classes)
+            for writer in (c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)):
+                writer.temperature = temperature
+            print(f"predict: probabilities scaled with temperature {temperature:.4f} of --calibration {calibration}")
 
 
 #: Messages that say nothing to this project's users, silenced by their exact text (not by category).
@@ -439,20 +460,26 @@ def _checkpoint_paths(argv: list[str]) -> list[str]:
     return paths
 
 
+def _without(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option`` and its value (``option VALUE`` or ``option=VALUE``)."""
+    return [
+        a
+        for i, a in enumerate(argv)
+        if a != option and not a.startswith(f"{option}=") and (i == 0 or argv[i - 1] != option)
+    ]
+
+
 def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     """``predict`` with several checkpoints (e.g. every fold's): the members' probabilities, averaged.
 
     Each member is scored as a normal ``predict`` (with its own checkpoint's age statistics) into a scratch
     folder that this command creates inside the output folder (``.ensemble-XXXX``, a name no user file has) and
     deletes whether it succeeds or fails; ``predictions.csv`` holds the mean probability per image and the number
-    of members. Returns its path.
+    of members. With ``--calibration`` each member's probabilities are scaled before the mean, as the temperature
+    was fitted on single fold models' predictions (a ``temperature`` column says so). Returns its path.
     """
-    rest = [
-        a
-        for i, a in enumerate(argv)
-        if a != "--ckpt_path" and not a.startswith("--ckpt_path=") and (i == 0 or argv[i - 1] != "--ckpt_path")
-    ]
-    cli = lightning_cli(rest, from_command_line=False, run=False)
+    rest = _without(argv, "--ckpt_path")
+    cli = lightning_cli(_without(rest, "--calibration"), from_command_line=False, run=False)  # a predict-only option
     root = output_dir(cli.trainer.default_root_dir, "--trainer.default_root_dir")
     scratch = Path(tempfile.mkdtemp(prefix=".ensemble-", dir=root))
     try:

@@ -1,8 +1,8 @@
 """Writes ``predict`` results: ``predictions.csv`` (one row per image) and ``predictions_by_subject.csv``.
 
 Per image: image_id, subject, group, split (the image's side in the run's split, ``-`` if none), p_<class>…,
-predicted. Per subject: the mean probability over the subject's images and the class it predicts, since a
-subject's scans are not independent and may disagree.
+``temperature`` (only with ``predict --calibration``), predicted. Per subject: the mean probability over the
+subject's images and the class it predicts, since a subject's scans are not independent and may disagree.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from adni_lightning.atomic import write_text
+from adni_lightning.evaluation.calibration import scale_temperature
 
 #: The option that moves the prediction files (they are written into the run's root folder).
 OPTION = "--trainer.default_root_dir"
@@ -28,8 +29,9 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
     probabilities = [c for c in frame.columns if c.startswith("p_")]
     frame = frame.assign(predicted=frame[probabilities].idxmax(axis=1).str[2:])
     write_text(path, frame.to_csv(index=False, float_format="%.6f"), OPTION)
+    scaled = {"temperature": ("temperature", "first")} if "temperature" in frame.columns else {}
     by_subject = frame.groupby(["subject", "group"], sort=True, as_index=False).agg(
-        images=("image_id", "size"), **{c: (c, "mean") for c in probabilities}
+        images=("image_id", "size"), **{c: (c, "mean") for c in probabilities}, **scaled
     )
     by_subject["predicted"] = by_subject[probabilities].idxmax(axis=1).str[2:]
     subject_path = path.with_name(f"{path.stem}_by_subject{path.suffix}")
@@ -47,6 +49,8 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_path: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_path = output_path
+        #: Set by ``predict --calibration``: the probabilities are written scaled by it, in a ``temperature`` column.
+        self.temperature: float | None = None
         self._rows: list[dict[str, Any]] = []
 
     def resolved_path(self, trainer: L.Trainer) -> Path:
@@ -76,5 +80,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self.resolved_path(trainer)
-        by_subject = write_predictions(pd.DataFrame(self._rows), path)
+        frame = pd.DataFrame(self._rows)
+        if self.temperature is not None:
+            columns = [f"p_{name}" for name in pl_module.class_names]
+            frame[columns] = scale_temperature(frame[columns].to_numpy(float), self.temperature)
+            frame["temperature"] = self.temperature
+        by_subject = write_predictions(frame, path)
         print(f"predict: wrote {path} and {by_subject}")

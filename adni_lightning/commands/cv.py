@@ -305,7 +305,9 @@ def report(
     n_resamples: int,
     dm,
 ) -> Path:
-    """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report."""
+    """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report, with the
+    CNN's calibration and the temperature that ``predict --calibration`` applies (fitted on the finished folds).
+    """
     frames, missing = [], []
     for fold in range(folds):
         path = root / f"fold_{fold}" / OOF_FILE
@@ -335,7 +337,7 @@ def report(
     notes = [CHECKPOINT_NOTE]
     if baseline:
         notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
-    write_cv_report(
+    paths = write_cv_report(
         root,
         oof.drop(columns=["set"]),
         classes,
@@ -343,10 +345,12 @@ def report(
         missing_folds=missing,
         notes=notes,
         n_resamples=n_resamples,
+        scaled_model="cnn",
     )
     test = predictions[predictions["set"] == "test"]
     if len(test):
         _test_report(root, test, classes, n_resamples, missing)
+    print(f"cv: temperature for predict --calibration in {paths['temperature']}")
     print(f"cv: report in {root / 'cv_report.md'}" + (f" (folds {missing} not finished)" if missing else ""))
     return root
 

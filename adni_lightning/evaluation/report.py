@@ -3,8 +3,9 @@
 Reviewers reject a single accuracy: they ask for the spread over folds, an interval for the pooled estimate
 that respects repeated visits of one subject, figures at subject level and at first visits (no subject counted
 twice), a paired comparison with the baseline, per-class rates, the sample size, and an honest note when
-folds are missing. :func:`write_cv_report` writes all of it from one out-of-fold predictions frame, so the
-numbers in the text are the numbers in the CSVs.
+folds are missing; and whether the probabilities can be taken at their word (calibration, with a temperature
+fitted honestly, i.e. cross-fitted over the folds). :func:`write_cv_report` writes all of it from one out-of-fold
+predictions frame, so the numbers in the text are the numbers in the CSVs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from adni_lightning.atomic import atomic_path, output_dir, write_text
+from adni_lightning.evaluation.calibration import (
+    CALIBRATION_FILE,
+    DEFAULT_BINS,
+    apply_temperatures,
+    at_search_bound,
+    bootstrap_calibration,
+    calibration_metrics,
+    cross_fitted_temperatures,
+    fit_temperature,
+    reliability_table,
+    save_temperature,
+)
 from adni_lightning.evaluation.metrics import (
     HEADLINE,
     PER_CLASS,
@@ -47,6 +60,9 @@ _NAMES = {
     "ppv": "PPV",
     "npv": "NPV",
 }
+#: The ``scaling`` of a row of the calibration files: the model's own probabilities, or cross-fitted temperatures.
+UNSCALED, SCALED = "none", "temperature (cross-fitted)"
+CALIBRATION_METRICS = ("ece", "brier", "nll")
 
 
 def _fmt(x: float) -> str:
@@ -213,6 +229,11 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str,
     return lines + _table(["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows)
 
 
+def _truth(part: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """``group`` as indices into ``classes``."""
+    return part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
+
+
 def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str], caption: str) -> Figure:
     """Pooled image-level confusion matrices, one panel per model: counts, shaded by row-normalised rate; a
     ``caption`` above them (the missing folds) when given.
@@ -222,12 +243,158 @@ def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Seque
         fig.suptitle(caption, color="firebrick", fontsize=9, wrap=True)
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
         part = frame[frame["model"] == model]
-        truth = part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
         counts = confusion_matrix(
-            truth, part[prob_columns(classes)].to_numpy().argmax(axis=1), labels=np.arange(len(classes))
+            _truth(part, classes), part[prob_columns(classes)].to_numpy().argmax(axis=1), labels=np.arange(len(classes))
         )
         draw_confusion(ax, counts, classes)
         ax.set_title(f"{model} ({len(part)} images)")
+    fig.tight_layout()
+    return fig
+
+
+class _Calibration:
+    """Each model's pooled out-of-fold calibration, and that of ``scaled_model`` after cross-fitted temperature
+    scaling: fold ``k`` scaled with a temperature fitted on the other folds only (needs two finished folds).
+
+    ``temperatures`` are the cross-fitted ones by fold; ``final`` is the temperature fitted on all of
+    ``scaled_model``'s out-of-fold predictions, the one ``predict --calibration`` applies to new cohorts.
+    """
+
+    def __init__(
+        self, frame: pd.DataFrame, classes: Sequence[str], scaled_model: str | None, n_resamples: int, seed: int
+    ) -> None:
+        probs = prob_columns(classes)
+        self.classes, self.n_resamples, self.seed = classes, n_resamples, seed
+        self.parts = {(model, UNSCALED): part for model, part in frame.groupby("model", sort=True)}
+        self.temperatures: dict[int, float] = {}
+        self.final: float | None = None
+        self.scaled_model = scaled_model if scaled_model in set(frame["model"]) else None
+        if self.scaled_model is not None:
+            part = self.parts[self.scaled_model, UNSCALED]
+            truth, proba = _truth(part, classes), part[probs].to_numpy(float)
+            self.final = fit_temperature(truth, proba)
+            if part["fold"].nunique() > 1:
+                self.temperatures = cross_fitted_temperatures(truth, proba, part["fold"].to_numpy())
+                scaled = part.copy()
+                scaled[probs] = apply_temperatures(proba, part["fold"].to_numpy(), self.temperatures)
+                self.parts[self.scaled_model, SCALED] = scaled
+        self._samples = {key: self._bootstrap(part) for key, part in self.parts.items()}
+
+    def _bootstrap(self, part: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+        truth, proba = _truth(part, self.classes), part[prob_columns(self.classes)].to_numpy(float)
+        samples = bootstrap_calibration(truth, proba, part["subject"], self.n_resamples, self.seed)
+        return calibration_metrics(truth, proba), samples
+
+    def table(self) -> pd.DataFrame:
+        """``model, scaling, metric, estimate, ci_low, ci_high, n_valid``; with a scaled model, its paired change
+        ``after − before`` (the same resamples for both).
+        """
+        tables = [
+            interval_table(*values).assign(model=model, scaling=scaling)
+            for (model, scaling), values in self._samples.items()
+        ]
+        if (self.scaled_model, SCALED) in self._samples:
+            (after, after_samples), (before, before_samples) = (
+                self._samples[self.scaled_model, scaling] for scaling in (SCALED, UNSCALED)
+            )
+            change = {m: after[m] - before[m] for m in CALIBRATION_METRICS}
+            tables.append(
+                interval_table(change, after_samples - before_samples).assign(
+                    model=self.scaled_model, scaling=f"{SCALED} − {UNSCALED}"
+                )
+            )
+        out = pd.concat(tables, ignore_index=True)
+        return out[["model", "scaling", *out.columns.drop(["model", "scaling"])]]
+
+    def reliability(self) -> pd.DataFrame:
+        """:func:`reliability_table` per model and scaling."""
+        tables = [
+            reliability_table(_truth(part, self.classes), part[prob_columns(self.classes)], self.classes).assign(
+                model=model, scaling=scaling
+            )
+            for (model, scaling), part in self.parts.items()
+        ]
+        out = pd.concat(tables, ignore_index=True)
+        return out[["model", "scaling", *out.columns.drop(["model", "scaling"])]]
+
+    def save(self, path: Path) -> None:
+        """The temperature for new cohorts, with the folds it was fitted on and the cross-fitted ones."""
+        part = self.parts[self.scaled_model, UNSCALED]
+        fitted_on = (
+            f"cv out-of-fold predictions of {self.scaled_model}, folds {_numbers(sorted(part['fold'].unique()))}"
+        )
+        save_temperature(path, self.final, self.classes, fitted_on, len(part), self.temperatures)
+
+
+def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing_folds: Sequence[int]) -> list[str]:
+    n = calibration.n_resamples
+    rows = [
+        [f"`{model}`", scaling, *(_interval(part, m, n) for m in CALIBRATION_METRICS)]
+        for (model, scaling), part in table.groupby(["model", "scaling"], sort=False)
+    ]
+    lines = [
+        "## Calibration",
+        "",
+        (
+            f"Image level, pooled OOF: expected calibration error over {DEFAULT_BINS} equal-count bins of the "
+            "top-label confidence (ECE), Brier score (squared error summed over the classes, 0 to 2) and negative "
+            "log-likelihood (NLL); lower is better. 95% CIs from the same subject-bootstrap resamples as above "
+            "(ECE is biased upwards in small samples, resamples with repeated subjects the more: its interval tends "
+            "to sit above its estimate). "
+            "Per-class reliability diagrams: `cv_reliability.png` (data in `cv_reliability.csv`; "
+            "these figures in `cv_calibration.csv`)."
+        ),
+        "",
+        *_table(["model", "scaling", "ECE [95% CI]", "Brier [95% CI]", "NLL [95% CI]"], rows),
+    ]
+    model = calibration.scaled_model
+    if model is None:
+        return lines
+    if calibration.temperatures:
+        per_fold = ", ".join(f"fold {k}: {t:.3f}" for k, t in calibration.temperatures.items())
+        lines += [
+            (
+                f"Temperature scaling of `{model}` is cross-fitted: each fold's predictions are divided (as logits) by "
+                f"a temperature fitted on the other folds' out-of-fold predictions only, so no fold chooses its own "
+                f"({per_fold}). The temperatures are held fixed in the resamples: the noise of their fit is not in "
+                "the intervals. A temperature changes no image's predicted class, so the metrics above other than "
+                "AUROC are those of the scaled model too."
+            ),
+            "",
+        ]
+    else:
+        lines += [f"Temperature scaling of `{model}` needs two finished folds to be cross-fitted: not shown.", ""]
+    scope = f" (the finished folds only: {missing_text(missing_folds)})" if len(missing_folds) else ""
+    bound = (
+        " It lies at an end of the search range (0.05 to 20): the probabilities are nearly uninformative "
+        "(T = 20) or far too timid (T = 0.05), and no temperature repairs that."
+        if at_search_bound(calibration.final)
+        else ""
+    )
+    lines += [
+        (
+            f"For new cohorts: T = {calibration.final:.3f}, fitted on all out-of-fold predictions of `{model}`{scope}, "
+            f"is saved in `{CALIBRATION_FILE}`; `predict --calibration {CALIBRATION_FILE}` applies it.{bound}"
+        ),
+        "",
+    ]
+    return lines
+
+
+def _reliability_figure(reliability: pd.DataFrame, classes: Sequence[str], caption: str) -> Figure:
+    """One reliability diagram per class (one vs rest): observed frequency against mean predicted probability per
+    equal-count bin, a line per model and scaling; calibrated models lie on the diagonal.
+    """
+    fig = Figure(figsize=(3.4 * len(classes), 3.6 + 0.4 * bool(caption)), dpi=100)
+    if caption:
+        fig.suptitle(caption, color="firebrick", fontsize=9, wrap=True)
+    for ax, name in zip(fig.subplots(1, len(classes), squeeze=False)[0], classes):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for (model, scaling), part in reliability[reliability["class"] == name].groupby(["model", "scaling"]):
+            label = model if scaling == UNSCALED else f"{model}, {scaling}"
+            ax.plot(part["mean_probability"], part["frequency"], marker="o", markersize=3, label=label)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean predicted p({name})", ylabel="observed frequency", title=name)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -242,14 +409,19 @@ def write_cv_report(
     *,
     n_resamples: int = 2000,
     seed: int = 0,
+    scaled_model: str | None = None,
 ) -> dict[str, Path]:
-    """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md`` and ``cv_report.png`` to ``out_dir``.
+    """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md``, ``cv_report.png`` and the calibration
+    files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
 
     ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
-    in the report's banner and the figure's caption. Each file is written atomically: concurrent ``cv --fold K``
+    in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
     processes each leave whole files. The paired section compares every other model with
-    ``reference_model`` (a ValueError if it is given but absent). Returns the paths by key ``metrics``,
-    ``predictions``, ``report``, ``figure``.
+    ``reference_model`` (a ValueError if it is given but absent). With ``scaled_model`` among the models, its
+    calibration is also shown after cross-fitted temperature scaling, and the temperature fitted on all its
+    out-of-fold predictions is saved in :data:`CALIBRATION_FILE`. Returns the paths by key ``metrics``,
+    ``predictions``, ``report``, ``figure``, ``calibration``, ``reliability``, ``reliability_figure`` (and
+    ``temperature``).
     """
     models = sorted(frame["model"].unique())
     if reference_model is not None and reference_model not in models:
@@ -260,12 +432,23 @@ def write_cv_report(
         "predictions": out_dir / "oof_predictions.csv",
         "report": out_dir / "cv_report.md",
         "figure": out_dir / "cv_report.png",
+        "calibration": out_dir / "cv_calibration.csv",
+        "reliability": out_dir / "cv_reliability.csv",
+        "reliability_figure": out_dir / "cv_reliability.png",
     }
     levels = _levels(frame, classes)
     folds = {level: fold_table(part, classes) for level, part in levels.items()}
     boot = _Bootstraps(levels, classes, n_resamples, seed)
     write_text(paths["metrics"], mark_missing(folds["image"], missing_folds).to_csv(index=False), OPTION)
     write_text(paths["predictions"], frame.to_csv(index=False), OPTION)
+    calibration = _Calibration(frame, classes, scaled_model, n_resamples, seed)
+    calibration_table, reliability = calibration.table(), calibration.reliability()
+    note = f"over the finished folds only: {missing_text(missing_folds)}" if len(missing_folds) else ""
+    write_text(paths["calibration"], calibration_table.assign(note=note).to_csv(index=False), OPTION)
+    write_text(paths["reliability"], reliability.to_csv(index=False), OPTION)
+    if calibration.scaled_model is not None:
+        paths["temperature"] = out_dir / CALIBRATION_FILE
+        calibration.save(paths["temperature"])
 
     lines = ["# Cross-validated evaluation", ""]
     caption = f"{missing_text(missing_folds)}: these figures cover {_covered(frame)}" if missing_folds else ""
@@ -287,9 +470,12 @@ def write_cv_report(
         lines += _model_section(model, classes, folds, boot)
     if reference_model is not None and len(models) > 1:
         lines += _paired_section(frame, classes, reference_model, boot)
+    lines += _calibration_section(calibration, calibration_table, missing_folds)
     if notes:
         lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
     write_text(paths["report"], "\n".join(lines), OPTION)
     with atomic_path(paths["figure"], OPTION) as tmp:
         _confusion_figure(frame, classes, models, caption).savefig(tmp, format="png")
+    with atomic_path(paths["reliability_figure"], OPTION) as tmp:
+        _reliability_figure(reliability, classes, caption).savefig(tmp, format="png")
     return paths

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,7 +25,14 @@ from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
 from adni_lightning.commands.cv import main as cv_main
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitSpec, split_subjects
-from tests.helpers import TINY
+from adni_lightning.evaluation.calibration import (
+    CalibrationError,
+    fit_temperature,
+    load_temperature,
+    scale_temperature,
+)
+from adni_lightning.main import main
+from tests.helpers import TINY, tiny_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +88,71 @@ def test_out_of_fold_predictions_cover_every_non_test_image_once(finished):
     assert list(metrics.loc[metrics["model"] == "cnn", "fold"].astype(str)) == ["0", "1", "2", "mean", "sd"]
     assert (root / "cv_report.md").read_text().count("last-epoch checkpoint") == 1
     assert (root / "cv_report.png").stat().st_size > 0
+
+
+PROBABILITIES = ["p_CN", "p_MCI", "p_AD"]
+
+
+def test_cv_saves_the_temperature_of_all_its_out_of_fold_predictions(finished, capsys):
+    root = finished / "cv"
+    oof = pd.read_csv(root / "oof_predictions.csv")
+    cnn = oof[oof["model"] == "cnn"]
+    truth = cnn["group"].map({"CN": 0, "MCI": 1, "AD": 2}).to_numpy()
+    saved = json.loads((root / "calibration.json").read_text())
+    assert saved["temperature"] == fit_temperature(truth, cnn[PROBABILITIES].to_numpy())
+    assert load_temperature(root / "calibration.json", ["CN", "MCI", "AD"]) == saved["temperature"]
+    assert saved["n_images"] == len(cnn) and sorted(saved["cross_fitted"]) == ["0", "1", "2"]
+    text = (root / "cv_report.md").read_text()
+    assert "## Calibration" in text and "| `cnn` | temperature (cross-fitted) |" in text
+    assert "| `baseline` | none |" in text
+
+
+def _predict(out: Path, finished: Path, *extra: str) -> pd.DataFrame:
+    main(tiny_args("predict", out, finished / "K1data", "--data.cache_dir", str(finished / "cache"), *extra))
+    return pd.read_csv(out / "predictions.csv", dtype={"image_id": str}).set_index("image_id")
+
+
+def test_predict_with_calibration_scales_the_plain_probabilities(finished, tmp_path, capsys):
+    root = finished / "cv"
+    calibration = root / "calibration.json"
+    temperature = json.loads(calibration.read_text())["temperature"]
+    checkpoints = [str(root / f"fold_{k}" / "checkpoints" / "last.ckpt") for k in (0, 1)]
+    plain = _predict(tmp_path / "plain", finished, "--ckpt_path", checkpoints[0])
+    scaled = _predict(tmp_path / "scaled", finished, "--ckpt_path", checkpoints[0], "--calibration", str(calibration))
+    assert f"predict: probabilities scaled with temperature {temperature:.4f} of --calibration {calibration}" in (
+        capsys.readouterr().out
+    )
+    assert "temperature" not in plain.columns
+    np.testing.assert_allclose(scaled["temperature"], temperature, atol=1e-6)  # written with 6 decimals
+    np.testing.assert_allclose(
+        scaled[PROBABILITIES], scale_temperature(plain[PROBABILITIES].to_numpy(), temperature), atol=2e-6
+    )
+    assert not np.allclose(scaled[PROBABILITIES], plain[PROBABILITIES], atol=1e-3)
+    assert scaled["predicted"].equals(plain["predicted"])  # the argmax, hence every argmax metric, is unchanged
+    unscaled = scaled.drop(columns=[*PROBABILITIES, "temperature"])
+    pd.testing.assert_frame_equal(unscaled, plain.drop(columns=PROBABILITIES))
+    by_subject = pd.read_csv(tmp_path / "scaled" / "predictions_by_subject.csv")
+    np.testing.assert_allclose(by_subject["temperature"], temperature, atol=1e-6)
+
+    other = _predict(tmp_path / "plain1", finished, "--ckpt_path", checkpoints[1])
+    pattern = str(root / "fold_[01]" / "checkpoints" / "last.ckpt")
+    ensemble = _predict(tmp_path / "ensemble", finished, "--ckpt_path", pattern, "--calibration", str(calibration))
+    members = [scale_temperature(p.loc[ensemble.index, PROBABILITIES].to_numpy(), temperature) for p in (plain, other)]
+    np.testing.assert_allclose(ensemble[PROBABILITIES], (members[0] + members[1]) / 2, atol=4e-6)
+    np.testing.assert_allclose(ensemble["temperature"], temperature, atol=1e-6)
+    assert (ensemble["members"] == 2).all()
+
+
+def test_predict_refuses_a_calibration_of_other_classes_before_writing(finished, tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"temperature": 1.5, "classes": ["CN", "AD"]}))
+    checkpoint = str(finished / "cv" / "fold_0" / "checkpoints" / "last.ckpt")
+    with pytest.raises(CalibrationError) as refused:
+        _predict(tmp_path / "out", finished, "--ckpt_path", checkpoint, "--calibration", str(path))
+    assert str(refused.value) == (
+        f"--calibration {path}: fitted for classes ['CN', 'AD'], the model predicts ['CN', 'MCI', 'AD']"
+    )
+    assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
 def test_test_split_is_scored_by_each_fold_and_by_their_ensemble(finished):
@@ -264,6 +337,13 @@ def test_report_only_trains_nothing_and_marks_the_missing_folds_in_every_file(fi
     text = (root / "cv_report.md").read_text()
     assert "> **folds 1, 2 are not finished: these figures cover folds 0 only.**" in text
     assert _reddish_rows(root / "cv_report.png") > 5 and _reddish_rows(finished / "cv" / "cv_report.png") == 0
+    calibration = pd.read_csv(root / "cv_calibration.csv")
+    assert set(calibration["model"]) == {"cnn", "baseline"} and set(calibration["note"]) == {note}
+    assert "Temperature scaling of `cnn` needs two finished folds to be cross-fitted: not shown." in text
+    assert "the finished folds only: folds 1, 2 are not finished), is saved in `calibration.json`" in text
+    fitted_on = json.loads((root / "calibration.json").read_text())["fitted_on"]
+    assert fitted_on == "cv out-of-fold predictions of cnn, folds 0"
+    assert _reddish_rows(root / "cv_reliability.png") > 5 and _reddish_rows(finished / "cv" / "cv_reliability.png") == 0
 
 
 def test_report_only_needs_folds_and_takes_no_fold(tmp_path, cohort):

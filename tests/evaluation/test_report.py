@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,20 @@ from adni_lightning.evaluation import (
     bootstrap_ci,
     first_visits,
     fold_table,
+    frame_metrics,
     paired_difference,
     subject_level,
     write_cv_report,
+)
+from adni_lightning.evaluation.calibration import (
+    apply_temperatures,
+    brier_score,
+    calibration_metrics,
+    cross_fitted_temperatures,
+    expected_calibration_error,
+    fit_temperature,
+    load_temperature,
+    reliability_table,
 )
 from tests.evaluation.test_metrics import CLASSES, predictions_frame
 
@@ -46,6 +58,7 @@ def report(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dic
         missing_folds=(2, 4),
         notes=["checkpoints: lowest validation loss per fold"],
         n_resamples=N,
+        scaled_model="cnn",
     )
 
 
@@ -55,6 +68,10 @@ def test_files(report: dict[str, Path], frame: pd.DataFrame) -> None:
         "oof_predictions.csv",
         "cv_report.md",
         "cv_report.png",
+        "cv_calibration.csv",
+        "cv_reliability.csv",
+        "cv_reliability.png",
+        "calibration.json",
     }
     written = pd.read_csv(report["metrics"], keep_default_na=False)
     assert written["fold"].tolist() == ["0", "1", "2", "3", "4", "mean", "sd"] * 2  # missing folds 2, 4 marked
@@ -116,3 +133,80 @@ def test_reference_model(frame: pd.DataFrame, tmp_path: Path) -> None:
     paths = write_cv_report(tmp_path, cnn_only, CLASSES, reference_model="cnn", n_resamples=N)
     text = paths["report"].read_text(encoding="utf-8")
     assert "## Model `cnn`" in text and "baseline" not in text and "Paired" not in text
+
+
+def _arrays(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    truth = part["group"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    return truth, part[["p_CN", "p_MCI", "p_AD"]].to_numpy()
+
+
+def test_calibration_figures_are_calibration_pys_on_the_pooled_oof_frame(
+    report: dict[str, Path], frame: pd.DataFrame
+) -> None:
+    table = pd.read_csv(report["calibration"])
+    assert set(table["note"]) == {"over the finished folds only: folds 2, 4 are not finished"}
+    text = report["report"].read_text(encoding="utf-8")
+    cnn = frame[frame["model"] == "cnn"]
+    y, proba = _arrays(cnn)
+    temperatures = cross_fitted_temperatures(y, proba, cnn["fold"].to_numpy())
+    scaled = apply_temperatures(proba, cnn["fold"].to_numpy(), temperatures)
+    expected = {
+        ("cnn", "none"): calibration_metrics(y, proba),
+        ("baseline", "none"): calibration_metrics(*_arrays(frame[frame["model"] == "baseline"])),
+        ("cnn", "temperature (cross-fitted)"): calibration_metrics(y, scaled),
+    }
+    assert expected["cnn", "none"]["ece"] == expected_calibration_error(y, proba)
+    assert expected["cnn", "none"]["brier"] == brier_score(y, proba)
+    for (model, scaling), values in expected.items():
+        rows = table[(table["model"] == model) & (table["scaling"] == scaling)].set_index("metric")
+        assert rows["estimate"].to_dict() == pytest.approx(values, rel=1e-12)
+        assert (rows["ci_low"] <= rows["ci_high"]).all() and (rows["n_valid"] == N).all()
+        assert f"| `{model}` | {scaling} | {interval(rows.reset_index(), 'ece')} |" in text
+    change = table[table["scaling"] == "temperature (cross-fitted) − none"].set_index("metric")["estimate"]
+    after, before = expected["cnn", "temperature (cross-fitted)"], expected["cnn", "none"]
+    assert change["nll"] == pytest.approx(after["nll"] - before["nll"])
+    per_fold = ", ".join(f"fold {k}: {t:.3f}" for k, t in temperatures.items())
+    assert f"so no fold chooses its own ({per_fold})" in text
+
+    saved = json.loads(report["temperature"].read_text())
+    assert load_temperature(report["temperature"], CLASSES) == saved["temperature"] == fit_temperature(y, proba)
+    assert saved["cross_fitted"] == {str(k): t for k, t in temperatures.items()}
+    assert saved["fitted_on"] == "cv out-of-fold predictions of cnn, folds 0, 1, 3" and saved["n_images"] == len(cnn)
+    assert (
+        f"For new cohorts: T = {saved['temperature']:.3f}, fitted on all out-of-fold predictions of `cnn` (the "
+        "finished folds only: folds 2, 4 are not finished), is saved in `calibration.json`"
+    ) in text
+
+    reliability = pd.read_csv(report["reliability"])
+    ours = reliability[(reliability["model"] == "cnn") & (reliability["scaling"] == "none")]
+    pd.testing.assert_frame_equal(
+        ours.drop(columns=["model", "scaling"]).reset_index(drop=True), reliability_table(y, proba, CLASSES)
+    )
+    image = imread(report["reliability_figure"])
+    assert image.shape[1] > 2.5 * image.shape[0] and image[..., :3].std() > 0.1  # three panels, not blank
+
+
+def test_temperature_scaling_leaves_every_argmax_metric_unchanged(frame: pd.DataFrame) -> None:
+    cnn = frame[frame["model"] == "cnn"]
+    scaled = cnn.copy()
+    columns = ["p_CN", "p_MCI", "p_AD"]
+    scaled[columns] = apply_temperatures(cnn[columns].to_numpy(), cnn["fold"].to_numpy(), {0: 0.5, 1: 2.0, 3: 3.0})
+    assert not np.allclose(scaled[columns], cnn[columns])
+    ours, theirs = frame_metrics(scaled, CLASSES), frame_metrics(cnn, CLASSES)
+    assert ours.pop("auroc") != theirs.pop("auroc")  # p(class) of two images can swap: AUROC is not argmax-based
+    assert ours == pytest.approx(theirs, rel=0, abs=0, nan_ok=True)
+
+
+def test_calibration_without_a_scaled_model_or_with_one_fold(frame: pd.DataFrame, tmp_path: Path) -> None:
+    paths = write_cv_report(tmp_path / "plain", frame, CLASSES, n_resamples=N)
+    assert "temperature" not in paths and not (tmp_path / "plain" / "calibration.json").exists()
+    table = pd.read_csv(paths["calibration"], keep_default_na=False)
+    assert set(table["scaling"]) == {"none"} and set(table["model"]) == {"cnn", "baseline"}
+    assert set(table["note"]) == {""}
+    one_fold = frame[frame["fold"] == 0]
+    paths = write_cv_report(tmp_path / "one", one_fold, CLASSES, n_resamples=N, scaled_model="cnn")
+    text = paths["report"].read_text(encoding="utf-8")
+    assert "Temperature scaling of `cnn` needs two finished folds to be cross-fitted: not shown." in text
+    assert set(pd.read_csv(paths["calibration"])["scaling"]) == {"none"}
+    y, proba = _arrays(one_fold[one_fold["model"] == "cnn"])
+    assert json.loads(paths["temperature"].read_text())["temperature"] == fit_temperature(y, proba)

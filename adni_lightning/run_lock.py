@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from adni_lightning.atomic import write_error
 from adni_lightning.errors import ProjectError
 
 LOCK_NAME = ".lock"
@@ -60,9 +61,12 @@ def run_lock(root: str | Path) -> Iterator[Path]:
     """Hold ``<root>/.lock`` (creating ``root`` if needed) while the block runs; yields the lock file's path."""
     root = Path(root)
     created = [folder for folder in (root, *root.parents) if not folder.exists()]  # deepest first
-    root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_NAME
-    fd = _acquire(path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path)
+    except OSError as error:  # a read-only or full run folder: the first write of a run is its lock
+        raise write_error(path, error, "--trainer.default_root_dir") from error
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

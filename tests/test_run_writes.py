@@ -94,8 +94,8 @@ def test_a_read_only_run_folder_is_one_line_naming_the_option(cohort_template):
     finally:
         shutil.rmtree(base)
     assert message == (
-        f"cannot write {run / 'split.json'}: the folder is read-only for this process (Permission denied); move it "
-        "with data.split.file (or --trainer.default_root_dir)"
+        f"cannot write {run / '.lock'}: the folder is read-only for this process (Permission denied); move it "
+        "with --trainer.default_root_dir"
     )
 
 

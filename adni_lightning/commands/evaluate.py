@@ -31,7 +31,7 @@ from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.calibration import load_temperature
 from adni_lightning.evaluation.external import EvaluationError, check_cohort_classes, write_evaluation
-from adni_lightning.evaluation.report import _fmt
+from adni_lightning.evaluation.report import fmt
 from adni_lightning.main import _checkpoint_paths
 from adni_lightning.main import main as run_main
 from adni_lightning.module import DATA_STATE_KEY
@@ -178,7 +178,7 @@ def _print_headline(
 
     def interval(level: str, metric: str) -> str:
         row = rows.loc[(level, metric)]
-        return f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+        return f"{fmt(row['estimate'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
 
     source = "1 checkpoint" if members == 1 else f"the mean of {members} checkpoints"
     lines = [

@@ -35,7 +35,8 @@ from adni_lightning.evaluation.metrics import (
     prob_columns,
     subject_level,
 )
-from adni_lightning.evaluation.report import _NAMES, _fmt, _interval, _table
+from adni_lightning.evaluation.report import NAMES, UNSCALED, fmt, interval, markdown_table
+from adni_lightning.evaluation.report import reliability_figure as reliability_figure_of
 
 #: The option that moves the files (``evaluate --root``).
 OPTION = "--root"
@@ -136,15 +137,15 @@ def shifted_structures(training: Mapping[str, object], cohort: Mapping[str, obje
 
 def _metrics_section(metrics: pd.DataFrame, classes: Sequence[str], n_resamples: int) -> list[str]:
     cis = {level: metrics[metrics["level"] == level] for level in LEVELS}
-    rows = [[_NAMES[m], *(_interval(cis[level], m, n_resamples) for level in LEVELS)] for m in HEADLINE]
-    per_class = [[c, *(_interval(cis["image"], f"{kind}_{c}", n_resamples) for kind in PER_CLASS)] for c in classes]
+    rows = [[NAMES[m], *(interval(cis[level], m, n_resamples) for level in LEVELS)] for m in HEADLINE]
+    per_class = [[c, *(interval(cis["image"], f"{kind}_{c}", n_resamples) for kind in PER_CLASS)] for c in classes]
     return [
         "## Metrics",
         "",
-        *_table(["metric", *(f"{level} level [95% CI]" for level in LEVELS)], rows),
+        *markdown_table(["metric", *(f"{level} level [95% CI]" for level in LEVELS)], rows),
         "Per class, image level [95% CI]:",
         "",
-        *_table(["class", *(_NAMES[kind] for kind in PER_CLASS)], per_class),
+        *markdown_table(["class", *(NAMES[kind] for kind in PER_CLASS)], per_class),
     ]
 
 
@@ -154,19 +155,19 @@ def _calibration_section(
     values = calibration.set_index("metric")["estimate"]
     names = {"ece": "ECE (adaptive bins)", "brier": "Brier score", "nll": "negative log-likelihood"}
     if temperature is None:
-        rows = [[names[m], _fmt(values[m])] for m in names]
+        rows = [[names[m], fmt(values[m])] for m in names]
         return [
             "## Calibration (image level)",
             "",
-            *_table(["measure", "before"], rows),
+            *markdown_table(["measure", "before"], rows),
             "No --calibration file: no temperature applied.",
             "",
         ]
-    rows = [[names[m], _fmt(values[m]), _fmt(values[f"{m}_scaled"])] for m in names]
+    rows = [[names[m], fmt(values[m]), fmt(values[f"{m}_scaled"])] for m in names]
     return [
         "## Calibration (image level)",
         "",
-        *_table(["measure", "before", f"after (T = {temperature:.3f})"], rows),
+        *markdown_table(["measure", "before", f"after (T = {temperature:.3f})"], rows),
         (
             f"The temperature comes from {calibration_file}, fitted on other predictions (never on this cohort). It "
             "changes no argmax: the metrics above hold before and after."
@@ -200,7 +201,7 @@ def _cohort_section(
             *lines,
             f"{NO_SUMMARY}: this cohort alone is shown.",
             "",
-            *_table(header, [["this cohort", *_cohort_row(cohort, classes)]]),
+            *markdown_table(header, [["this cohort", *_cohort_row(cohort, classes)]]),
         ]
     if members > 1:
         lines += [
@@ -208,7 +209,7 @@ def _cohort_section(
             "",
         ]
     rows = [["training", *_cohort_row(training, classes)], ["this cohort", *_cohort_row(cohort, classes)]]
-    lines += _table(header, rows)
+    lines += markdown_table(header, rows)
     shifted = shifted_structures(training, cohort, TOP_SHIFTED)
     if shifted.empty:
         return [*lines, "No regional volumes on both sides to compare.", ""]
@@ -220,32 +221,24 @@ def _cohort_section(
             "standardised mean difference, (cohort − training) / pooled sd."
         ),
         "",
-        *_table(["structure", "training mean ± sd", "cohort mean ± sd", "SMD"], rows),
+        *markdown_table(["structure", "training mean ± sd", "cohort mean ± sd", "SMD"], rows),
     ]
 
 
 def _site_section(sites: pd.DataFrame) -> list[str]:
     if sites.empty:
         return ["## Sites", "", "No site known: the subject ids are not of the ADNI form 002_S_0295.", ""]
-    rows = [[r.site, str(r.n_images), str(r.n_subjects), _fmt(r.bacc)] for r in sites.itertuples()]
-    return ["## Sites", "", *_table(["site", "images", "subjects", "balanced accuracy"], rows)]
+    rows = [[r.site, str(r.n_images), str(r.n_subjects), fmt(r.bacc)] for r in sites.itertuples()]
+    return ["## Sites", "", *markdown_table(["site", "images", "subjects", "balanced accuracy"], rows)]
 
 
 def reliability_figure(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], temperature: float | None) -> Figure:
     """A reliability diagram per class (one vs rest, equal-count bins): before and, with a temperature, after."""
-    curves = {"before": reliability_table(y, proba, classes)}
+    curves = [reliability_table(y, proba, classes).assign(model="model", scaling=UNSCALED)]
     if temperature is not None:
-        curves[f"after (T = {temperature:.3f})"] = reliability_table(y, scale_temperature(proba, temperature), classes)
-    fig = Figure(figsize=(3.4 * len(classes), 3.6), dpi=100)
-    for ax, name in zip(fig.subplots(1, len(classes), squeeze=False)[0], classes):
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        for label, table in curves.items():
-            part = table[table["class"] == name]
-            ax.plot(part["mean_probability"], part["frequency"], marker="o", markersize=3, label=label)
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=name, xlabel=f"mean p({name})", ylabel="observed frequency")
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig
+        scaled = reliability_table(y, scale_temperature(proba, temperature), classes)
+        curves.append(scaled.assign(model="model", scaling=f"T = {temperature:.3f}"))
+    return reliability_figure_of(pd.concat(curves, ignore_index=True), classes, caption="")
 
 
 def write_evaluation(

@@ -49,7 +49,7 @@ from adni_lightning.figures import draw_confusion
 LEVELS = ("image", "subject", "first visit")
 #: The option that moves the report (``cv --root``).
 OPTION = "--root"
-_NAMES = {
+NAMES = {
     "bacc": "balanced accuracy",
     "acc": "accuracy",
     "f1": "macro F1",
@@ -65,7 +65,8 @@ UNSCALED, SCALED = "none", "temperature (cross-fitted)"
 CALIBRATION_METRICS = ("ece", "brier", "nll")
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
+    """A figure with three decimals; ``n/a`` where it is undefined."""
     return "n/a" if pd.isna(x) else f"{x:.3f}"
 
 
@@ -73,15 +74,16 @@ def _numbers(values: Sequence[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table, and a blank line after it."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
 
 
-def _interval(ci: pd.DataFrame, metric: str, n_resamples: int) -> str:
+def interval(ci: pd.DataFrame, metric: str, n_resamples: int) -> str:
     """``estimate [low, high]``, with the count of valid resamples when some were left out."""
     row = ci.set_index("metric").loc[metric]
-    text = f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+    text = f"{fmt(row['estimate'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
     return text if row["n_valid"] == n_resamples else f"{text} ({int(row['n_valid'])}/{n_resamples} resamples)"
 
 
@@ -140,7 +142,7 @@ def mark_missing(table: pd.DataFrame, missing_folds: Sequence[int]) -> pd.DataFr
 
 def _mean_sd(folds: pd.DataFrame, metric: str) -> str:
     rows = folds.set_index("fold")
-    return f"{_fmt(rows.at['mean', metric])} ± {_fmt(rows.at['sd', metric])}"
+    return f"{fmt(rows.at['mean', metric])} ± {fmt(rows.at['sd', metric])}"
 
 
 def _covered(frame: pd.DataFrame) -> str:
@@ -171,7 +173,7 @@ def _data_section(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[
             ]
         )
     header = ["model", "folds", "images", "subjects", "first visits", f"images {' / '.join(classes)}"]
-    return ["## Data", "", *_table(header, rows)]
+    return ["## Data", "", *markdown_table(header, rows)]
 
 
 def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataFrame], boot: _Bootstraps) -> list[str]:
@@ -183,17 +185,17 @@ def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataF
         *(f"{level}: {kind}" for level in LEVELS for kind in ("mean ± sd over folds", "pooled OOF [95% CI]")),
     ]
     rows = [
-        [_NAMES[m], *(cell for level in LEVELS for cell in (_mean_sd(folds[level], m), _interval(cis[level], m, n)))]
+        [NAMES[m], *(cell for level in LEVELS for cell in (_mean_sd(folds[level], m), interval(cis[level], m, n)))]
         for m in HEADLINE
     ]
-    per_class = [[c, *(_interval(cis["image"], f"{kind}_{c}", n) for kind in PER_CLASS)] for c in classes]
+    per_class = [[c, *(interval(cis["image"], f"{kind}_{c}", n) for kind in PER_CLASS)] for c in classes]
     return [
         f"## Model `{model}`",
         "",
-        *_table(header, rows),
+        *markdown_table(header, rows),
         "Per class, image level, pooled OOF [95% CI]:",
         "",
-        *_table(["class", *(_NAMES[kind] for kind in PER_CLASS)], per_class),
+        *markdown_table(["class", *(NAMES[kind] for kind in PER_CLASS)], per_class),
     ]
 
 
@@ -223,10 +225,12 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str,
                 for level, part in _levels(pair[pair["image_id"].isin(shared)], classes).items()
             }
         rows += [
-            [f"`{model}` − `{reference}`", level, *(_interval(diffs[level], m, boot.n_resamples) for m in metrics)]
+            [f"`{model}` − `{reference}`", level, *(interval(diffs[level], m, boot.n_resamples) for m in metrics)]
             for level in LEVELS
         ]
-    return lines + _table(["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows)
+    return lines + markdown_table(
+        ["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows
+    )
 
 
 def _truth(part: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
@@ -329,7 +333,7 @@ class _Calibration:
 def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing_folds: Sequence[int]) -> list[str]:
     n = calibration.n_resamples
     rows = [
-        [f"`{model}`", scaling, *(_interval(part, m, n) for m in CALIBRATION_METRICS)]
+        [f"`{model}`", scaling, *(interval(part, m, n) for m in CALIBRATION_METRICS)]
         for (model, scaling), part in table.groupby(["model", "scaling"], sort=False)
     ]
     lines = [
@@ -345,7 +349,7 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
             "these figures in `cv_calibration.csv`)."
         ),
         "",
-        *_table(["model", "scaling", "ECE [95% CI]", "Brier [95% CI]", "NLL [95% CI]"], rows),
+        *markdown_table(["model", "scaling", "ECE [95% CI]", "Brier [95% CI]", "NLL [95% CI]"], rows),
     ]
     model = calibration.scaled_model
     if model is None:
@@ -381,7 +385,7 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
     return lines
 
 
-def _reliability_figure(reliability: pd.DataFrame, classes: Sequence[str], caption: str) -> Figure:
+def reliability_figure(reliability: pd.DataFrame, classes: Sequence[str], caption: str) -> Figure:
     """One reliability diagram per class (one vs rest): observed frequency against mean predicted probability per
     equal-count bin, a line per model and scaling; calibrated models lie on the diagonal.
     """
@@ -477,5 +481,5 @@ def write_cv_report(
     with atomic_path(paths["figure"], OPTION) as tmp:
         _confusion_figure(frame, classes, models, caption).savefig(tmp, format="png")
     with atomic_path(paths["reliability_figure"], OPTION) as tmp:
-        _reliability_figure(reliability, classes, caption).savefig(tmp, format="png")
+        reliability_figure(reliability, classes, caption).savefig(tmp, format="png")
     return paths

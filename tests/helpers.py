@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,32 @@ class RecordConvDtype(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         conv = next(m for m in pl_module.modules() if isinstance(m, torch.nn.Conv3d))
         conv.register_forward_hook(lambda module, inputs, output: self.dtypes.add(output.dtype))
+
+
+def as_nobody(action: Callable[[], object]) -> str:
+    """Run ``action`` in a forked child that runs as ``nobody`` when the tests run as root (root writes into a
+    read-only folder anyway); the project error's message, "" when it succeeded, or the name of any other exception.
+    """
+    from adni_lightning.errors import ProjectError
+
+    context = multiprocessing.get_context("fork")
+    messages = context.Queue()
+
+    def child() -> None:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        try:
+            action()
+            messages.put("")
+        except ProjectError as err:
+            messages.put(str(err))
+        except Exception as err:  # noqa: BLE001 (sent back whole, so that the test shows it)
+            messages.put(f"not a project error: {type(err).__name__}: {err}")
+
+    process = context.Process(target=child)
+    process.start()
+    message = messages.get(timeout=300)
+    process.join()
+    return message

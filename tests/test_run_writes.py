@@ -4,8 +4,6 @@ with several checkpoints never touches a user's files.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
 import sys
 import tempfile
@@ -15,9 +13,8 @@ import pandas as pd
 import pytest
 
 from adni_lightning.checkpoint import read_checkpoint
-from adni_lightning.errors import ProjectError
 from adni_lightning.main import PROG, main, run_from_command_line
-from tests.helpers import tiny_args, trained_run
+from tests.helpers import as_nobody, tiny_args, trained_run
 from tests.test_atomic import fill_disk_on, leftovers
 
 
@@ -50,33 +47,6 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes_from_it(c
     assert read_checkpoint(last)["epoch"] == 1
 
 
-def _fit_as_nobody(args: list[str]) -> str:
-    """``fit`` in a forked child that runs as ``nobody`` when the tests run as root (root writes into a read-only
-    folder anyway); the project error's message, or the name of any other exception.
-    """
-    context = multiprocessing.get_context("fork")
-    messages = context.Queue()
-
-    def child() -> None:
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-        try:
-            main(args)
-            messages.put("")
-        except ProjectError as err:
-            messages.put(str(err))
-        except Exception as err:  # noqa: BLE001 (sent back whole, so that the test shows it)
-            messages.put(f"not a project error: {type(err).__name__}: {err}")
-
-    process = context.Process(target=child)
-    process.start()
-    message = messages.get(timeout=300)
-    process.join()
-    return message
-
-
 def test_a_read_only_run_folder_is_one_line_naming_the_option(cohort_template):
     base = Path(tempfile.mkdtemp())  # outside pytest's root-only folders, so that nobody may look in
     try:
@@ -89,7 +59,7 @@ def test_a_read_only_run_folder_is_one_line_naming_the_option(cohort_template):
         run = base / "run"
         run.mkdir()
         run.chmod(0o555)
-        message = _fit_as_nobody(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1"))
+        message = as_nobody(lambda: main(tiny_args("fit", run, cohort, "--trainer.max_epochs", "1")))
         assert list(run.iterdir()) == []
     finally:
         shutil.rmtree(base)

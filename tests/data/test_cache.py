@@ -1,4 +1,3 @@
-import multiprocessing
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ from adni_lightning.data.labels import KNOWN_LABELS
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
 from tests.conftest import LIA_1MM, write_mgz
+from tests.helpers import as_nobody
 
 PARAMS = Preprocessing("labelmap", (16, 16, 16))
 
@@ -242,31 +242,6 @@ def test_build_lists_every_fault_one_line_each(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["image I2", "image I3", "image I4", "image I5"]
 
 
-def _build_unprivileged(cache: Path, items: list[tuple[str, Path]]) -> str:
-    """Build ``cache`` in a forked child that runs as ``nobody`` when the tests run as root (root writes into a
-    read-only directory anyway); the child's error message, or "" when it built.
-    """
-    context = multiprocessing.get_context("fork")
-    messages = context.Queue()
-
-    def child() -> None:
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-        try:
-            VolumeCache(cache, PARAMS).build(items, num_workers=2)
-            messages.put("")
-        except CacheDirError as err:
-            messages.put(str(err))
-
-    process = context.Process(target=child)
-    process.start()
-    message = messages.get(timeout=120)
-    process.join()
-    return message
-
-
 def test_a_read_only_cache_directory_is_named_with_the_option_that_moves_it(cohort):
     base = Path(tempfile.mkdtemp())  # outside pytest's root-only folders, so that nobody may look in
     try:
@@ -276,7 +251,7 @@ def test_a_read_only_cache_directory_is_named_with_the_option_that_moves_it(coho
         root = base / "cache"
         root.mkdir()
         root.chmod(0o555)
-        message = _build_unprivileged(root, items)
+        message = as_nobody(lambda: VolumeCache(root, PARAMS).build(items, num_workers=2))
     finally:
         shutil.rmtree(base)
     assert message == (

@@ -27,6 +27,7 @@ from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
 from adni_lightning.checkpoint import LIGHTNING_CKPT_NAMES, adopt_preprocessing, check_model, read_checkpoint
 from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.environment import EnvironmentRecord
 from adni_lightning.errors import ProjectError
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
@@ -161,6 +162,7 @@ class ADNILightningCLI(LightningCLI):
 
         Lightning would overwrite the first silently and start the second from scratch with only a warning.
         """
+        self.trainer.callbacks.append(EnvironmentRecord())  # <root>/environment.json: what the figures depend on
         checkpoint = _last_checkpoint(self.trainer)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return

@@ -65,9 +65,10 @@ tensorboard:
 bench:
 	$(BIN)/python benchmarks/data_path.py
 
-# The README's figures for the default run, measured again from scratch and written into README.md.
+# The default run from scratch, compared with the README's figures: a report and exit 1 when they differ.
+# `make reproduce WRITE=1` makes the new figures the README's.
 reproduce:
-	$(BIN)/python benchmarks/default_run.py --write-readme
+	$(BIN)/python benchmarks/default_run.py $(if $(WRITE),--write-readme)
 
 clean:
 	rm -rf runs data/synthetic/.cache .pytest_cache

@@ -53,7 +53,6 @@ KERNEL_VARIABLES = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_NUM_THREADS",
     "NPY_DISABLE_CPU_FEATURES",
-    "CUBLAS_WORKSPACE_CONFIG",
 )
 #: CPU flags of the instruction-set families that kernels dispatch on (the full list is ~150 unrelated flags).
 SIMD_FLAG = re.compile(r"^(sse|ssse|avx|fma|f16c|amx|asimd|sve|neon)")
@@ -134,7 +133,7 @@ def environment() -> dict[str, Any]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]]),  # as typed: `python -m …`
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": platform.platform(),
         "packages": {name: _version(name) for name in PACKAGES},
@@ -160,7 +159,7 @@ def write_json(data: Any, path: Path) -> None:
 
 
 def summary(record: dict[str, Any]) -> str:
-    """One line naming an environment: CPU, kernels, torch and its BLAS (as the README's figures do)."""
+    """One line naming an environment: CPU, kernels, torch and its oneDNN, and any variable that picks kernels."""
     build = record["torch"]
     onednn = next(filter(None, (re.match(r"Intel\(R\) MKL-DNN (v[\d.]+)", lib) for lib in build["libraries"])), None)
     torch_build = f"torch {build['version']}" + (f" (oneDNN {onednn[1]})" if onednn else "")
@@ -172,6 +171,7 @@ def summary(record: dict[str, Any]) -> str:
     ]
     if record["gpus"]:
         parts.insert(1, ", ".join(record["gpus"]))
+    parts += [f"{name}={value}" for name, value in record["kernel_variables"].items()]
     return ", ".join(parts)
 
 

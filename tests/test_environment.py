@@ -124,6 +124,9 @@ def test_summary_names_cpu_kernels_and_torch_build():
         "AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, 2 cores, ATen kernels AVX512), "
         "torch 2.13.0+cpu (oneDNN v3.12.0), Python 3.11.7"
     )
+    assert summary(_record(kernel_variables={"ONEDNN_MAX_CPU_ISA": "AVX2"})).endswith(
+        "Python 3.11.7, ONEDNN_MAX_CPU_ISA=AVX2"
+    )
 
 
 def test_write_json_replaces_whole_files_and_leaves_no_temporary(tmp_path):

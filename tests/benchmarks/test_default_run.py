@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def test_a_run_that_gives_other_figures_names_each_and_exits_1(tmp_path):
         (tmp_path / "work" / "runs" / "synthetic" / "environment.json").read_text()
     )
     assert result["environment"]["kernel_variables"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    typed = [Path(sys.executable).name, "-m", "adni_lightning", "fit", *shrink]
+    assert result["environment"]["command"] == shlex.join(typed)
     report = done.stdout[done.stdout.index("figures that differ from the README's:") :].splitlines()
     assert f"  epochs: README {README_RESULT['epochs']}, now 1" in report
     environment = report[report.index("environment differences (README -> now):") + 1 :]

@@ -1,10 +1,11 @@
 """What a run's figures depend on besides its config: package versions, torch's build and kernels, the CPU.
 
-The same commit and config gave the README's default run a final ``val/bacc`` of 0.671 on one machine and 0.701
-on another with the same package versions: oneDNN picks its convolution kernels by the CPU's instruction set
-(AVX2 or AVX-512), and the kernels round differently (README, "Reproducibility"). A figure without its environment
-cannot be checked, so every ``fit`` writes :func:`environment` into its run folder as ``environment.json``
-(:class:`EnvironmentRecord`), and ``benchmarks/default_run.py`` compares two records with :func:`differences`.
+The same commit, config and package versions gave the default run a final ``val/bacc`` of 0.701 on one machine
+and 0.671 on another: oneDNN picks its convolution kernels by the CPU's instruction set (AVX2 or AVX-512) and
+the thread count splits its sums, and each choice rounds differently (README, "Reproducibility"). A figure
+without its environment cannot be checked, so every ``fit`` writes :func:`environment` into its run folder as
+``environment.json`` (:class:`EnvironmentRecord`), and ``benchmarks/default_run.py`` compares two records with
+:func:`differences`.
 """
 
 from __future__ import annotations

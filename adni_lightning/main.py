@@ -50,6 +50,7 @@ from adni_lightning.checkpoint import (
 )
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.split import SplitError
+from adni_lightning.environment import EnvironmentRecord
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.calibration import CALIBRATION_FILE, load_temperature
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
@@ -260,6 +261,7 @@ class ADNILightningCLI(LightningCLI):
             self.check_fit()
             self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
             self.trainer.callbacks.append(RunOptions(self.config_dump))
+            self.trainer.callbacks.append(EnvironmentRecord())  # <root>/environment.json: what the figures depend on
             stop = stack.enter_context(StopOnSignals(self.trainer))
             try:
                 self.trainer.fit(model, **kwargs)

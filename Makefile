@@ -14,7 +14,7 @@ TORCH ?= $(or $(if $(LOCK),$(shell grep -m1 '^torch==' $(LOCK))),torch)
 # An unreachable index must cost seconds: one try, a short timeout, then the default index.
 FAIL_FAST := --timeout 10 --retries 1
 
-.PHONY: install torch lock lint format test test-slow train cv tensorboard bench reproduce clean
+.PHONY: install torch lock lint format test test-slow train cv tensorboard notebook bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ train:
 
 cv:
 	$(BIN)/python -m adni_lightning cv --config $(CONFIG) --folds 5
+
+# The notebook executed headless on the run its RUN_DIR names (runs/synthetic unless edited), into runs/notebook.
+notebook:
+	$(BIN)/jupyter nbconvert --to notebook --execute notebooks/explore.ipynb --output-dir runs/notebook
 
 tensorboard:
 	$(BIN)/tensorboard --logdir runs

@@ -462,15 +462,6 @@ def _checkpoint_paths(argv: list[str]) -> list[str]:
     return paths
 
 
-def _without(argv: list[str], option: str) -> list[str]:
-    """``argv`` less ``option`` and its value (``option VALUE`` or ``option=VALUE``)."""
-    return [
-        a
-        for i, a in enumerate(argv)
-        if a != option and not a.startswith(f"{option}=") and (i == 0 or argv[i - 1] != option)
-    ]
-
-
 def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     """``predict`` with several checkpoints (e.g. every fold's): the members' probabilities, averaged.
 
@@ -480,8 +471,8 @@ def ensemble_predict(argv: list[str], checkpoints: list[str]) -> Path:
     of members. With ``--calibration`` each member's probabilities are scaled before the mean, as the temperature
     was fitted on single fold models' predictions (a ``temperature`` column says so). Returns its path.
     """
-    rest = _without(argv, "--ckpt_path")
-    cli = lightning_cli(_without(rest, "--calibration"), from_command_line=False, run=False)  # a predict-only option
+    rest = _without(argv, ["--ckpt_path"])
+    cli = lightning_cli(_without(rest, ["--calibration"]), from_command_line=False, run=False)  # a predict-only option
     root = output_dir(cli.trainer.default_root_dir, "--trainer.default_root_dir")
     scratch = Path(tempfile.mkdtemp(prefix=".ensemble-", dir=root))
     try:

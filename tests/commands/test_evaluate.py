@@ -167,6 +167,7 @@ def test_the_cohorts_labels_fit_nothing(setup, tmp_path):
     assert _metrics(root).loc[("image", "temperature"), "estimate"] == 2.5
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # copied checkpoints: saved from another folder
 def test_an_ensembles_probabilities_are_the_mean_of_its_members(setup, tmp_path):
     members = tmp_path / "members"
     (members / "m0").mkdir(parents=True)
@@ -184,6 +185,7 @@ def test_an_ensembles_probabilities_are_the_mean_of_its_members(setup, tmp_path)
     assert "the mean probability of 2 checkpoints" in (tmp_path / "both" / FILES["report"]).read_text()
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # copied checkpoints: saved from another folder
 def test_an_old_checkpoint_without_a_summary_still_evaluates(setup, tmp_path, capsys):
     checkpoint = torch.load(setup["ckpt"], weights_only=True)
     del checkpoint["data"][SUMMARY_KEY]

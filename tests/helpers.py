@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 import shutil
@@ -124,3 +125,15 @@ def as_nobody(action: Callable[[], object]) -> str:
     message = messages.get(timeout=300)
     process.join()
     return message
+
+
+def with_dotted(mapping: dict, **values: object) -> dict:
+    """A deep copy of nested ``mapping`` with dotted keys set, e.g. ``with_dotted(m, **{"trainer.max_epochs": 5})``."""
+    out = copy.deepcopy(mapping)
+    for dotted, value in values.items():
+        *groups, name = dotted.split(".")
+        target = out
+        for group in groups:
+            target = target[group]
+        target[name] = value
+    return out

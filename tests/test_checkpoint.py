@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import struct
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from adni_lightning.checkpoint import (
     read_checkpoint,
 )
 from adni_lightning.data.contract import ContractError
+from tests.helpers import with_dotted
 
 
 class Tiny(L.LightningModule):
@@ -107,14 +107,7 @@ OPTIONS = {
 
 def _changed(**values: object) -> dict:
     """``OPTIONS`` with dotted options set, e.g. ``_changed(**{"trainer.max_epochs": 5})``."""
-    options = copy.deepcopy(OPTIONS)
-    for dotted, value in values.items():
-        *groups, name = dotted.split(".")
-        target = options
-        for group in groups:
-            target = target[group]
-        target[name] = value
-    return options
+    return with_dotted(OPTIONS, **values)
 
 
 def test_a_resume_may_change_its_length_logging_and_hardware_but_nothing_that_shapes_training():

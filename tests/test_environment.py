@@ -24,7 +24,7 @@ from adni_lightning.environment import (
     write_json,
 )
 from adni_lightning.main import main
-from tests.helpers import tiny_args, trained_run
+from tests.helpers import tiny_args, trained_run, with_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,13 +85,7 @@ def _record(**changes: object) -> dict:
         "kernel_variables": {},
         "project": {"git_commit": "c1", "git_dirty": False},
     }
-    for key, value in changes.items():
-        *path, last = key.split(".")
-        target = record
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return record
+    return with_dotted(record, **changes)
 
 
 def test_differences_name_each_changed_fact_and_nothing_else():

@@ -35,7 +35,7 @@ from torch.multiprocessing.spawn import ProcessRaisedException
 
 from adni_lightning import commands
 from adni_lightning.arguments import CLIParser
-from adni_lightning.atomic import AtomicCheckpointIO, output_dir
+from adni_lightning.atomic import DISK_FULL, READ_ONLY, AtomicCheckpointIO, output_dir, write_error
 from adni_lightning.checkpoint import (
     LIGHTNING_CKPT_NAMES,
     CheckpointError,
@@ -511,6 +511,19 @@ def project_error(error: BaseException) -> BaseException | None:
     return error
 
 
+def _storage_fault(error: BaseException | None) -> OSError | None:
+    """The full disk or read-only folder behind ``error``, wherever it was written (Lightning's event files and
+    ``config.yaml``, a library's own files): a fault of the storage, not of the code, so it is said in one line too.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (*DISK_FULL, *READ_ONLY):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _project_message(error: Exception) -> str | None:
     """The message of a project error, also of one raised in a process ``ddp_spawn`` started: torch re-raises
     that in the parent as the child's traceback text (``ProcessRaisedException``), ending in ``module.Class: message``.
@@ -518,6 +531,9 @@ def _project_message(error: Exception) -> str | None:
     found = project_error(error)
     if found is not None:
         return str(found)
+    storage = _storage_fault(error)
+    if storage is not None:
+        return str(write_error(storage.filename or "a file of the run", storage, "--trainer.default_root_dir"))
     if not isinstance(error, ProcessRaisedException):
         return None
     names, classes = set(), [ProjectError]

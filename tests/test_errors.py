@@ -175,3 +175,44 @@ def test_a_project_error_of_a_spawned_process_is_still_its_message():
     assert _project_message(_spawned(KeyError("a bug"))) is None  # its traceback stays
     assert _project_message(ManifestError("one line")) == "one line"
     assert _project_message(ValueError("not ours")) is None
+
+
+def test_a_full_disk_under_lightnings_own_writes_is_one_line_naming_the_file(cohort, tmp_path, monkeypatch, capsys):
+    """The event files and config.yaml are Lightning's: a full disk there is still the storage's fault, in one line."""
+    import errno
+
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    config = tmp_path / "run" / "tensorboard" / "config.yaml"
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(config))
+
+    monkeypatch.setattr(SaveConfigCallback, "save_config", full)
+    monkeypatch.setattr(sys, "argv", [PROG, *tiny_args("fit", tmp_path / "run", cohort, "--trainer.max_epochs", "1")])
+    monkeypatch.delenv("ADNI_LIGHTNING_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        run_from_command_line()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{PROG} fit: error: cannot write {config}: the disk is full (No space left on device); free space or move it "
+        "with --trainer.default_root_dir"
+    )
+
+
+def test_a_bug_keeps_its_traceback_and_a_storage_fault_behind_it_is_found():
+    import errno
+
+    from adni_lightning.main import _project_message
+
+    try:
+        try:
+            raise OSError(errno.EROFS, "Read-only file system", "/r/events.out")
+        except OSError as fault:
+            raise RuntimeError("while logging") from fault
+    except RuntimeError as wrapped:
+        assert _project_message(wrapped) == (
+            "cannot write /r/events.out: the folder is read-only for this process (Read-only file system); move it "
+            "with --trainer.default_root_dir"
+        )
+    assert _project_message(OSError(errno.ENOENT, "No such file or directory", "/x")) is None

@@ -29,6 +29,7 @@ SKIPPED = {
     "python -m adni_lightning fit --config configs/adni.yaml --trainer.devices 4": "needs 4 GPUs and 2 nodes",
     "python -m adni_lightning inspect": "needs a real ADNI download; cv runs 5 trainings (tests/commands)",
     "#SBATCH": "needs SLURM",
+    "make install TORCH_INDEX=": "installs the CUDA build of torch: a CUDA machine and its wheel index",
     "python -m adni_lightning interpret": "needs a finished run (tests/interpret)",
     "python -m adni_lightning evaluate": "needs a finished run and a second cohort (tests/commands/test_evaluate.py)",
     "python -m adni_lightning synth --out data/demo --subjects 200 --size 256": "200 subjects at 256³ take minutes "

@@ -78,12 +78,16 @@ class PredictionWriter(BasePredictionWriter):
             row.update({f"p_{name}": float(p) for name, p in zip(pl_module.class_names, probabilities[i])})
             self._rows.append(row)
 
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = self.resolved_path(trainer)
+    def member_frame(self, pl_module: L.LightningModule) -> pd.DataFrame:
+        """This prediction epoch's rows, scaled by :attr:`temperature` when one is set."""
         frame = pd.DataFrame(self._rows)
         if self.temperature is not None:
             columns = [f"p_{name}" for name in pl_module.class_names]
             frame[columns] = scale_temperature(frame[columns].to_numpy(float), self.temperature)
             frame["temperature"] = self.temperature
-        by_subject = write_predictions(frame, path)
+        return frame
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self.resolved_path(trainer)
+        by_subject = write_predictions(self.member_frame(pl_module), path)
         print(f"predict: wrote {path} and {by_subject}")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from adni_lightning import commands
-from adni_lightning.main import LIGHTNING_COMMANDS, main
+from adni_lightning.cli import LIGHTNING_COMMANDS
+from adni_lightning.main import main
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adni_lightning"
 
@@ -32,7 +33,7 @@ def test_every_command_has_a_help_naming_the_program(name, capsys):
     text = capsys.readouterr().out
     assert text.startswith("usage: python -m adni_lightning ") and f" {name} " in text.split("\n")[0] + " "
     if name in commands.COMMANDS:
-        parser = commands._module(name).parser()
+        parser = commands.parser(name)
         for action in parser._actions:
             if action.option_strings and action.dest not in ("help", "config", "print_config"):
                 assert action.help, f"{name} {action.option_strings} has no help"

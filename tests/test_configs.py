@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from adni_lightning.cli import CONFIG_DIR
 from adni_lightning.data.manifest import ManifestSpec
-from adni_lightning.main import CONFIG_DIR, main
+from adni_lightning.main import main
 from adni_lightning.models import SeedCNN
 
 

@@ -127,8 +127,8 @@ def test_a_folder_that_is_not_a_synthetic_cohort_is_never_filled(cohort, tmp_pat
 
 
 def test_generating_a_cohort_says_so_on_the_console(tmp_path, caplog):
+    from adni_lightning.console import setup
     from adni_lightning.data.dataset import LoaderSpec
-    from adni_lightning.main import _console
     from adni_lightning.synth import MARKER_NAME, SyntheticCohort, SyntheticDataModule
 
     folder = tmp_path / "new"
@@ -137,7 +137,7 @@ def test_generating_a_cohort_says_so_on_the_console(tmp_path, caplog):
         manifest=ManifestSpec(data_dir=str(folder)),
         loader=LoaderSpec(num_workers=0),
     )
-    _console()
+    setup()
     with caplog.at_level(logging.INFO, logger="adni_lightning"):
         dm.prepare_cohort()
     [record] = [r for r in caplog.records if "synthetic" in r.getMessage()]
@@ -164,17 +164,17 @@ def _spawned(error: Exception) -> Exception:
 
 
 def test_a_project_error_of_a_spawned_process_is_still_its_message():
+    from adni_lightning.console import error_message
     from adni_lightning.data.cache import CacheDirError
-    from adni_lightning.main import _project_message
 
     report = "a.csv: 2 of 9 row(s) cannot be used (set on_bad_rows: skip to train without them):\n  row 2\n  row 3"
-    assert _project_message(_spawned(ManifestError(report))) == report
-    assert _project_message(_spawned(CacheDirError("cache directory /c cannot be written"))) == (
+    assert error_message(_spawned(ManifestError(report))) == report
+    assert error_message(_spawned(CacheDirError("cache directory /c cannot be written"))) == (
         "cache directory /c cannot be written"
     )
-    assert _project_message(_spawned(KeyError("a bug"))) is None  # its traceback stays
-    assert _project_message(ManifestError("one line")) == "one line"
-    assert _project_message(ValueError("not ours")) is None
+    assert error_message(_spawned(KeyError("a bug"))) is None  # its traceback stays
+    assert error_message(ManifestError("one line")) == "one line"
+    assert error_message(ValueError("not ours")) is None
 
 
 def test_a_full_disk_under_lightnings_own_writes_is_one_line_naming_the_file(cohort, tmp_path, monkeypatch, capsys):
@@ -203,7 +203,7 @@ def test_a_full_disk_under_lightnings_own_writes_is_one_line_naming_the_file(coh
 def test_a_bug_keeps_its_traceback_and_a_storage_fault_behind_it_is_found():
     import errno
 
-    from adni_lightning.main import _project_message
+    from adni_lightning.console import error_message
 
     try:
         try:
@@ -211,8 +211,8 @@ def test_a_bug_keeps_its_traceback_and_a_storage_fault_behind_it_is_found():
         except OSError as fault:
             raise RuntimeError("while logging") from fault
     except RuntimeError as wrapped:
-        assert _project_message(wrapped) == (
+        assert error_message(wrapped) == (
             "cannot write /r/events.out: the folder is read-only for this process (Read-only file system); move it "
             "with --trainer.default_root_dir"
         )
-    assert _project_message(OSError(errno.ENOENT, "No such file or directory", "/x")) is None
+    assert error_message(OSError(errno.ENOENT, "No such file or directory", "/x")) is None

@@ -14,7 +14,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from adni_lightning.main import ResumeError, main
+from adni_lightning.checkpoint import ResumeError
+from adni_lightning.main import main
 from adni_lightning.module import NonFiniteLossError
 from tests.helpers import tiny_args
 

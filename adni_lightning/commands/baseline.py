@@ -9,52 +9,16 @@ and, with a test split, its test predictions, so the CNN's folds can be compared
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from adni_lightning.atomic import output_dir, write_text
-from adni_lightning.commands.inspect import cohort_volumes, parser
-from adni_lightning.commands.run_config import run_root, split_run_options
-from adni_lightning.data.split import (
-    SplitError,
-    SplitSpec,
-    check_fold_count,
-    check_split_options,
-    load_split,
-    save_split,
-    split_subjects,
-)
+from adni_lightning.commands.inspect import cohort_volumes
+from adni_lightning.data.split import SplitError, cross_validation_split
 from adni_lightning.evaluation.baseline import baseline_predictions
-
-PROG = "python -m adni_lightning baseline"
-
-
-def cross_validation_split(
-    manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
-) -> pd.DataFrame:
-    """The k-fold split at ``path``: reused after :func:`check_split_options`' and :func:`load_split`'s checks, else
-    drawn with ``spec``'s seed and test fraction and saved with its options, as ``cv`` saves its own (so either
-    command reuses the other's). Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
-    """
-    spec = replace(spec, folds=folds, fold=0, file=str(path))
-    if path.exists():
-        check_split_options(path, spec)
-        split = load_split(path, manifest)
-        dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
-        if dealt != list(range(folds)):
-            raise SplitError(
-                f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
-                f"{len(dealt)}, or another --root, or delete it"
-            )
-        check_fold_count(split, folds, classes)
-        return split
-    split = split_subjects(manifest, spec)
-    check_fold_count(split, folds, classes)
-    save_split(split, path, spec)
-    return split
+from adni_lightning.run import Run
 
 
 def write_baseline(
@@ -72,29 +36,21 @@ def write_baseline(
     return predictions
 
 
-def main(argv: list[str]) -> None:
-    """Parse ``argv``, fit the baseline on every fold, write its predictions and print its OOF balanced accuracy."""
-    own, overrides = split_run_options(argv)
-    p = parser(PROG, __doc__)
-    p.add_argument(
-        "--folds",
-        type=int,
-        default=5,
-        help="number of cross-validation folds (at most the non-test subjects of the smallest group)",
-    )
-    p.add_argument(
-        "--root",
-        type=Path | None,
-        default=None,
-        help="cross-validation folder holding split.csv and baseline/ (default: <trainer.default_root_dir>/cv)",
-    )
-    options = p.parse_args(own)
-    if options.folds < 2:
-        raise SplitError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
-    cli, volumes = cohort_volumes(options.config, overrides)
-    dm = cli.datamodule
-    root = output_dir(options.root or run_root(cli) / "cv", "--root")
-    split = cross_validation_split(dm.manifest(), dm.split_spec, options.folds, root / "split.csv", dm.classes)
+def fit_baseline(run: Run, folds: int = 5, root: Path | None = None) -> Path:
+    """Fit the baseline on every fold of the run's k-fold split, write its predictions, print its OOF balanced
+    accuracy; returns the folder.
+
+    Args:
+        run: the configuration whose cohort and split options are used.
+        folds: number of cross-validation folds (at most the non-test subjects of the smallest group).
+        root: cross-validation folder holding split.csv and baseline/ (default: <trainer.default_root_dir>/cv).
+    """
+    if folds < 2:
+        raise SplitError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    volumes = cohort_volumes(run)
+    dm = run.datamodule
+    root = output_dir(root or run.root / "cv", "--root")
+    split = cross_validation_split(dm.manifest(), dm.split_spec, folds, root / "split.csv", dm.classes)
     predictions = write_baseline(root, volumes, split, dm.classes, dm.split_spec.seed)
     written = sorted((root / "baseline").glob("*_predictions.csv"))
     oof = predictions[predictions["set"] == "oof"]
@@ -102,5 +58,9 @@ def main(argv: list[str]) -> None:
     bacc = balanced_accuracy_score(oof["group"], [dm.classes[i] for i in probabilities.argmax(axis=1)])
     print(
         f"baseline: OOF balanced accuracy {bacc:.3f} on {len(oof)} images of {oof['subject'].nunique()} subjects "
-        f"({options.folds} folds); wrote {', '.join(str(w) for w in written)}"
+        f"({folds} folds); wrote {', '.join(str(w) for w in written)}"
     )
+    return root
+
+
+COMMAND = fit_baseline

@@ -19,27 +19,24 @@ so concurrent ``--fold K`` processes on one ``--root`` never leave a cut or mixe
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import output_dir, write_once, write_text
 from adni_lightning.checkpoint import RunFinishedError
 from adni_lightning.commands.baseline import write_baseline
-from adni_lightning.commands.run_config import config_args, load_run, split_run_options
-from adni_lightning.data.split import check_fold_count, split_subjects
+from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.data.split import cross_validation_split
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
 from adni_lightning.evaluation.report import mark_missing, write_cv_report
-from adni_lightning.main import ADNILightningCLI
-from adni_lightning.main import main as run_main
+from adni_lightning.prediction_writer import PredictionWriter
+from adni_lightning.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +44,7 @@ PROG = "python -m adni_lightning cv"
 OOF_FILE = "oof_predictions.csv"
 TEST_FILE = "test_predictions.csv"
 CONFIG_FILE = "cv_config.yaml"
+SPLIT_FILE = "split.csv"
 CHECKPOINT_NOTE = (
     "Out-of-fold predictions come from each fold's last-epoch checkpoint; the held-out fold chose no checkpoint, "
     "no early stop and no learning-rate step."
@@ -57,63 +55,23 @@ class CrossValidationError(ProjectError, ValueError):
     """The cross-validation cannot run as asked (too many folds, a folder of another configuration, a leak)."""
 
 
-def parser() -> CommandParser:
-    """The command's own options; ``--data.*``/``--model.*``/``--trainer.*`` go to the fold runs."""
-    p = CommandParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--config", type=str, action="append", help="run config, as for fit; repeat to stack (default: synthetic.yaml)"
-    )
-    p.add_argument("--folds", type=int, default=5, help="number of folds (subject-level, stratified by group)")
-    p.add_argument(
-        "--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/cv)"
-    )
-    p.add_argument("--fold", type=int | None, default=None, help="run only this fold, then report what is complete")
-    p.add_argument(
-        "--report_only",
-        type=bool,
-        default=False,
-        help="train nothing: write the report of the folds that have finished (after a SLURM array of --fold K)",
-    )
-    p.add_argument("--no_baseline", type=bool, default=False, help="skip the regional-volume logistic regression")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
-    p.add_argument(
-        "--repeats", type=int, default=1, help="repeat the whole CV with split seeds seed, seed+1, ... (repeat_R/)"
-    )
-    return p
-
-
-def main(argv: list[str]) -> None:
-    """Parse ``argv`` and run the cross-validation."""
-    own, overrides = split_run_options(argv)
-    args = parser().parse_args(own)
-    run_cv(
-        args.config,
-        overrides,
-        args.folds,
-        args.root,
-        args.fold,
-        not args.no_baseline,
-        args.bootstrap,
-        args.repeats,
-        args.report_only,
-    )
-
-
-def _check_no_validation_choice(cli: ADNILightningCLI) -> None:
+def _check_no_validation_choice(run: Run) -> None:
     """Refuse a configuration in which the held-out fold would steer training."""
-    scheduler = cli.config.get("model.lr_scheduler")
+    scheduler = run.config.get("model.lr_scheduler")
     if scheduler is not None and "ReduceLROnPlateau" in str(scheduler.get("class_path", "")):
         raise CrossValidationError(
             "cv: ReduceLROnPlateau steps on validation metrics, i.e. on the held-out fold; use a fixed schedule"
         )
-    steering = [type(c).__name__ for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
+    steering = [type(c).__name__ for c in run.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
     if steering:
         raise CrossValidationError("cv: EarlyStopping would stop on the held-out fold's metrics; remove it")
 
 
-def _config_record(cli: ADNILightningCLI, folds: int, overrides: list[str]) -> dict:
+def _config_record(run: Run, folds: int) -> dict:
     """What must be equal for two invocations to add folds to the same cross-validation."""
-    config = yaml.safe_load(cli.parser.dump(cli.config, skip_check=True))
+    config = run.dump()
+    for key in ("ckpt_path", "weights_only"):  # how one process starts, not what the folds are
+        config.pop(key, None)
     config.get("trainer", {}).pop("default_root_dir", None)
     return {"folds": folds, "config": config}
 
@@ -150,96 +108,77 @@ def _differences(a: object, b: object, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _fold_args(configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int) -> list[str]:
-    return [
-        *config_args(configs),
-        *overrides,
-        "--trainer.default_root_dir",
-        str(fold_dir),
-        "--data.split.folds",
-        str(folds),
-        "--data.split.fold",
-        str(fold),
-        "--data.split.file",
-        str(fold_dir / "split.csv"),
-        "--checkpoint.save_top_k",
-        "0",  # no checkpoint is chosen by the held-out fold's score
-    ]
-
-
-def _run_fold(
-    configs: list[Path] | None, overrides: list[str], fold_dir: Path, folds: int, fold: int, test: bool
-) -> None:
+def _run_fold(run: Run, root: Path, folds: int, fold: int, test: bool) -> None:
     """Train (or resume) one fold, then write its out-of-fold (and test) predictions from the last epoch."""
-    args = _fold_args(configs, overrides, fold_dir, folds, fold)
+    fold_dir = root / f"fold_{fold}"
     last = fold_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         log.info("cv: fold %d resumes from %s", fold, last)
+    options = {
+        "trainer.default_root_dir": fold_dir,
+        "data.split.folds": folds,
+        "data.split.fold": fold,
+        "data.split.file": root / SPLIT_FILE,
+        "checkpoint.save_top_k": 0,  # no checkpoint is chosen by the held-out fold's score
+    }
     try:
-        run_main(["fit", *args, *(["--ckpt_path", "last"] if last.exists() else [])])
+        run.derive("fit", {**options, **({"ckpt_path": "last"} if last.exists() else {})}).execute()
     except RunFinishedError:  # trained to the end, stopped before its predictions were written
         log.info("cv: fold %d has finished training; writing its predictions", fold)
     sides = [("val", OOF_FILE)] + ([("test", TEST_FILE)] if test else [])
+    predict = {**options, "ckpt_path": last, "trainer.logger": False}
     for side, name in sides:
-        run_main(
-            [
-                "predict",
-                *args,
-                "--ckpt_path",
-                str(last),
-                "--data.predict_split",
-                side,
-                "--trainer.logger",
-                "false",
-                "--trainer.default_root_dir",
-                str(fold_dir / f"predict_{side}"),
-            ]
-        )
-        shutil.move(fold_dir / f"predict_{side}" / "predictions.csv", fold_dir / f".{name}")
-        shutil.rmtree(fold_dir / f"predict_{side}")
+        writer = PredictionWriter(str(fold_dir / f".{name}"))
+        run.derive("predict", {**predict, "data.predict_split": side}).execute([writer])
     for _, name in reversed(sides):  # the OOF file last: its presence marks the fold as finished
-        (fold_dir / f".{name}").replace(fold_dir / name)
+        for written in (Path(name), Path(name).with_name(f"{Path(name).stem}_by_subject.csv")):
+            (fold_dir / f".{written}").replace(fold_dir / written)
 
 
-def run_cv(
-    configs: list[Path] | None,
-    overrides: list[str],
+def cross_validate(
+    run: Run,
     folds: int = 5,
     root: Path | None = None,
-    only_fold: int | None = None,
-    baseline: bool = True,
-    n_resamples: int = 2000,
-    repeats: int = 1,
+    fold: int | None = None,
     report_only: bool = False,
+    no_baseline: bool = False,
+    bootstrap: int = 2000,
+    repeats: int = 1,
 ) -> Path:
-    """Run (or continue) the cross-validation and write its report; returns the report's folder. With
-    ``report_only`` nothing is trained: the report covers the folds that have finished.
+    """Run (or continue) the cross-validation and write its report; returns the report's folder.
 
     With ``repeats`` > 1 the whole cross-validation is repeated with split seeds ``seed``, ``seed + 1``, … in
     ``root/repeat_R`` (a report each), and ``root/repeats.csv`` gives each repeat's pooled figures and their
     mean and sd: how much the estimate moves with the fold assignment alone.
+
+    Args:
+        run: the configuration each fold trains.
+        folds: number of folds (subject-level, stratified by group).
+        root: output folder (default: <trainer.default_root_dir>/cv).
+        fold: run only this fold, then report what is complete.
+        report_only: train nothing: write the report of the folds that have finished (after a SLURM array of
+            --fold K).
+        no_baseline: skip the regional-volume logistic regression.
+        bootstrap: bootstrap resamples (over subjects) for the CIs.
+        repeats: repeat the whole CV with split seeds seed, seed+1, ... (repeat_R/).
     """
     if folds < 2:
         raise CrossValidationError(f"cv: --folds must be at least 2, got {folds}")
-    if only_fold is not None and not 0 <= only_fold < folds:
-        raise CrossValidationError(f"cv: --fold {only_fold} is not in [0, {folds})")
+    if fold is not None and not 0 <= fold < folds:
+        raise CrossValidationError(f"cv: --fold {fold} is not in [0, {folds})")
     if repeats < 1:
         raise CrossValidationError(f"cv: --repeats must be at least 1, got {repeats}")
-    if report_only and only_fold is not None:
+    if report_only and fold is not None:
         raise CrossValidationError(
-            f"cv: --report_only trains nothing, so --fold {only_fold} has no meaning: pass one of them"
+            f"cv: --report_only trains nothing, so --fold {fold} has no meaning: pass one of them"
         )
-    cli = load_run(configs, overrides)
-    root = output_dir(Path(root) if root else Path(cli.trainer.default_root_dir) / "cv", "--root")
+    root = output_dir(Path(root) if root else run.root / "cv", "--root")
     if repeats == 1:
-        return _run_once(cli, configs, overrides, folds, root, only_fold, baseline, n_resamples, report_only)
-    seed = cli.datamodule.split_spec.seed
+        return _run_once(run, folds, root, fold, not no_baseline, bootstrap, report_only)
+    seed = run.datamodule.split_spec.seed
     for repeat in range(repeats):
-        seeded = [*overrides, "--data.split.seed", str(seed + repeat)]
-        again = load_run(configs, seeded)
-        _run_once(
-            again, configs, seeded, folds, root / f"repeat_{repeat}", only_fold, baseline, n_resamples, report_only
-        )
+        again = run.derive("fit", {"data.split.seed": seed + repeat})
+        _run_once(again, folds, root / f"repeat_{repeat}", fold, not no_baseline, bootstrap, report_only)
     return _summarise_repeats(root, repeats)
 
 
@@ -260,9 +199,7 @@ def _summarise_repeats(root: Path, repeats: int) -> Path:
 
 
 def _run_once(
-    cli: ADNILightningCLI,
-    configs: list[Path] | None,
-    overrides: list[str],
+    run: Run,
     folds: int,
     root: Path,
     only_fold: int | None,
@@ -270,28 +207,24 @@ def _run_once(
     n_resamples: int,
     report_only: bool = False,
 ) -> Path:
-    """One cross-validation in ``root``: folds (skipping finished ones; none with ``report_only``), baseline,
-    report.
+    """One cross-validation in ``root``: the split drawn once, the folds (skipping finished ones; none with
+    ``report_only``), the baseline, the report.
     """
-    _check_no_validation_choice(cli)
-    dm = cli.datamodule
-    dm.split_spec = replace(dm.split_spec, folds=folds, fold=0, file=str(root / "split.csv"))
-    if report_only and not Path(dm.split_spec.file).is_file():
-        raise _nothing_ran(Path(dm.split_spec.file), root)
-    dm.prepare_cohort()
-    manifest = dm.manifest()
-    split = split_subjects(manifest, dm.split_spec)
-    check_fold_count(split, folds, dm.classes)
-    _check_same_config(root, _config_record(cli, folds, overrides), report_only)
-    dm.prepare_data()  # the CV split (fold 0 as validation) beside the folds, and the cache
-    manifest = dm.manifest()  # less the files the cache could not decode (on_bad_rows: skip)
+    _check_no_validation_choice(run)
+    dm = run.datamodule
+    path = root / SPLIT_FILE
+    if report_only and not path.is_file():
+        raise _nothing_ran(path, root)
+    run.cohort()
+    _check_same_config(root, _config_record(run, folds), report_only)
+    split = cross_validation_split(dm.manifest(), dm.split_spec, folds, path, dm.classes)
+    manifest = dm.fill_cache()  # less the files the cache could not decode (on_bad_rows: skip)
     has_test = (split["split"] == "test").any()
     for fold in [] if report_only else range(folds) if only_fold is None else [only_fold]:
-        fold_dir = root / f"fold_{fold}"
-        if (fold_dir / OOF_FILE).exists():
-            log.info("cv: fold %d is finished (%s), skipped", fold, fold_dir / OOF_FILE)
+        if (root / f"fold_{fold}" / OOF_FILE).exists():
+            log.info("cv: fold %d is finished (%s), skipped", fold, root / f"fold_{fold}" / OOF_FILE)
             continue
-        _run_fold(configs, overrides, fold_dir, folds, fold, has_test)
+        _run_fold(run, root, folds, fold, has_test)
     return report(root, manifest, split, dm.classes, folds, baseline, n_resamples, dm)
 
 
@@ -303,7 +236,7 @@ def report(
     folds: int,
     baseline: bool,
     n_resamples: int,
-    dm,
+    dm: ADNIDataModule,
 ) -> Path:
     """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report, with the
     CNN's calibration and the temperature that ``predict --calibration`` applies (fitted on the finished folds).
@@ -355,7 +288,9 @@ def report(
     return root
 
 
-def _baseline(root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], dm) -> pd.DataFrame:
+def _baseline(
+    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], dm: ADNIDataModule
+) -> pd.DataFrame:
     return write_baseline(root, regional_volumes(manifest, dm.cache), split, classes, dm.split_spec.seed)
 
 
@@ -385,3 +320,6 @@ def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples
             rows.append({"model": model, "fold": fold, **frame_metrics(part, classes)})
     table = mark_missing(pd.DataFrame(rows), missing)
     write_text(root / "test_metrics.csv", table.to_csv(index=False, float_format="%.4f"), "--root")
+
+
+COMMAND = cross_validate

@@ -14,58 +14,23 @@ tabular features) than the checkpoint's, and a cohort holding a class the model 
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import output_dir
 from adni_lightning.checkpoint import read_checkpoint
-from adni_lightning.commands.inspect import parser as run_parser
-from adni_lightning.commands.run_config import config_args, load_run, run_root, split_run_options
+from adni_lightning.cli import checkpoint_paths
 from adni_lightning.data.contract import SUMMARY_KEY, cohort_summary, contract_differences, data_contract
+from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.volumes import regional_volumes
+from adni_lightning.ensemble import predict_ensemble
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.calibration import load_temperature
 from adni_lightning.evaluation.external import EvaluationError, check_cohort_classes, write_evaluation
 from adni_lightning.evaluation.report import fmt
-from adni_lightning.main import _checkpoint_paths
-from adni_lightning.main import main as run_main
 from adni_lightning.module import DATA_STATE_KEY
-
-PROG = "python -m adni_lightning evaluate"
-
-
-def parser() -> CommandParser:
-    """The command's options; the run's own (``--data.*`` ...) are split off before parsing."""
-    p = run_parser(PROG, __doc__)
-    p.add_argument(
-        "--ckpt_path",
-        type=str,
-        required=True,
-        help="a checkpoint, or a glob of several (e.g. 'cv/fold_*/checkpoints/last.ckpt', quoted): their mean",
-    )
-    p.add_argument(
-        "--calibration",
-        type=Path | None,
-        default=None,
-        help="a temperature fitted on other predictions (cv's calibration.json), applied beside the raw figures",
-    )
-    p.add_argument(
-        "--root", type=Path | None, default=None, help="output folder (default: <trainer.default_root_dir>/evaluate)"
-    )
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over subjects) for the CIs")
-    return p
-
-
-def main(argv: list[str]) -> None:
-    """Parse ``argv`` and evaluate."""
-    own, overrides = split_run_options(argv)
-    options = parser().parse_args(own)
-    evaluate(options.config, overrides, options.ckpt_path, options.calibration, options.root, options.bootstrap)
+from adni_lightning.run import Run
 
 
 def _contracts(checkpoints: list[str]) -> list[dict]:
@@ -88,7 +53,7 @@ def _contracts(checkpoints: list[str]) -> list[dict]:
     return contracts
 
 
-def _check_preprocessing(contracts: list[dict], checkpoints: list[str], dm) -> None:
+def _check_preprocessing(contracts: list[dict], checkpoints: list[str], dm: ADNIDataModule) -> None:
     """Refuse a cohort read otherwise than each checkpoint's training cohort (the classes are checked apart)."""
     for path, trained in zip(checkpoints, contracts):
         current = data_contract(trained["classes"], dm.preprocessing, dm.encoder, None)
@@ -100,56 +65,38 @@ def _check_preprocessing(contracts: list[dict], checkpoints: list[str], dm) -> N
             )
 
 
-def _predict(configs: list[str] | None, overrides: list[str], checkpoints: list[str], scratch: Path) -> pd.DataFrame:
-    """``predict`` over the whole cohort into ``scratch`` (several checkpoints: their mean), read back with each row
-    divided by its sum (``predictions.csv`` rounds to 6 decimals; calibration measures need distributions).
-    """
-    args = [
-        "predict",
-        *config_args([Path(c) for c in configs] if configs else None),
-        *overrides,
-        "--data.predict_split",
-        "all",
-        "--trainer.logger",
-        "false",
-        "--trainer.default_root_dir",
-        str(scratch),
-    ]
-    run_main([*args, *(arg for path in checkpoints for arg in ("--ckpt_path", path))])
-    predicted = pd.read_csv(scratch / "predictions.csv", dtype={"image_id": str, "subject": str, "group": str})
-    columns = [c for c in predicted.columns if c.startswith("p_")]
-    predicted[columns] = predicted[columns].div(predicted[columns].sum(axis=1), axis=0)
-    return predicted
-
-
 def evaluate(
-    configs: list[str] | None,
-    overrides: list[str],
+    run: Run,
     ckpt_path: str,
     calibration: Path | None = None,
     root: Path | None = None,
-    n_resamples: int = 2000,
+    bootstrap: int = 2000,
 ) -> Path:
-    """Check everything, predict the cohort, write the report; returns the report's path."""
-    if n_resamples < 1:
-        raise EvaluationError(f"--bootstrap {n_resamples}: the intervals need at least 1 resample")
-    checkpoints = _checkpoint_paths(["--ckpt_path", ckpt_path])
+    """Check everything, predict the cohort, write the report; returns the report's path.
+
+    Args:
+        run: the configuration naming the cohort to evaluate (with its --data.* overrides).
+        ckpt_path: a checkpoint, or a glob of several (e.g. 'cv/fold_*/checkpoints/last.ckpt', quoted): their mean.
+        calibration: a temperature fitted on other predictions (cv's calibration.json), applied beside the raw
+            figures.
+        root: output folder (default: <trainer.default_root_dir>/evaluate).
+        bootstrap: bootstrap resamples (over subjects) for the CIs.
+    """
+    if bootstrap < 1:
+        raise EvaluationError(f"--bootstrap {bootstrap}: the intervals need at least 1 resample")
+    checkpoints = checkpoint_paths([ckpt_path])
     contracts = _contracts(checkpoints)
     classes = list(contracts[0]["classes"])
     temperature = load_temperature(calibration, classes) if calibration is not None else None
-    cli = load_run([Path(c) for c in configs] if configs else None, overrides)
-    dm = cli.datamodule
+    dm = run.datamodule
     _check_preprocessing(contracts, checkpoints, dm)
-    dm.prepare_cohort()
-    check_cohort_classes(dm.manifest()["label"], classes, dm.manifest_spec.csv_file, checkpoints[0])
+    check_cohort_classes(run.cohort()["label"], classes, dm.manifest_spec.csv_file, checkpoints[0])
+    root = output_dir(root or run.root / "evaluate", "--root")
+    options = {"ckpt_path": checkpoints[0], "data.predict_split": "all", "trainer.logger": False}
     if list(dm.classes) != classes:  # its labels are among the model's classes: read it with those, in their order
-        overrides = [*overrides, "--data.manifest.classes", json.dumps(classes)]
-    root = output_dir(root or run_root(cli) / "evaluate", "--root")
-    scratch = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=root))
-    try:
-        predicted = _predict(configs, overrides, checkpoints, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        options["data.manifest.classes"] = classes
+    predicted = predict_ensemble(run.derive("predict", options), checkpoints, write=False).mean
+    assert predicted is not None
     manifest = dm.fill_cache()
     manifest = manifest[manifest["image_id"].isin(predicted["image_id"])].reset_index(drop=True)
     volumes = regional_volumes(manifest, dm.cache) if dm.preprocessing.labelmap else None
@@ -165,7 +112,7 @@ def evaluate(
         temperature=temperature,
         calibration_file=calibration,
         checkpoints=checkpoints,
-        n_resamples=n_resamples,
+        n_resamples=bootstrap,
     )
     _print_headline(table, frame, len(checkpoints), temperature, contracts[0].get(SUMMARY_KEY) is None, paths)
     return paths["report"]
@@ -202,3 +149,6 @@ def _print_headline(
         lines.append("evaluate: the checkpoint records no training-cohort summary: the report shows this cohort alone")
     lines.append(f"evaluate: report in {paths['report']} (metrics, predictions, reliability diagram beside it)")
     print("\n".join(lines))
+
+
+COMMAND = evaluate

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import output_dir, write_text
-from adni_lightning.commands.run_config import load_run, run_root, split_run_options
 from adni_lightning.data.labels import FREESURFER_LUT
 from adni_lightning.data.volumes import (
     FASTSURFER_DEEP_LABELS,
@@ -24,41 +22,26 @@ from adni_lightning.data.volumes import (
     structure_columns,
     volume_outliers,
 )
+from adni_lightning.errors import OptionError
 from adni_lightning.evaluation.baseline import visit_order
-from adni_lightning.main import ADNILightningCLI
+from adni_lightning.run import Run
 
-PROG = "python -m adni_lightning inspect"
-RUN_OPTIONS_HELP = (
-    "Any --data.*, --model.*, --trainer.*, --checkpoint.* or --seed_everything option of `fit` goes to the run's "
-    "configuration (e.g. --data.manifest.data_dir DIR)."
-)
 _NAME_TO_ID = {name: label for label, (name, _) in FREESURFER_LUT.items()}
 
 
-def parser(prog: str = PROG, doc: str = __doc__) -> CommandParser:
-    """The options every command over a run's cohort shares: ``--config``."""
-    p = CommandParser(prog=prog, description=doc.splitlines()[0], epilog=RUN_OPTIONS_HELP, exit_on_error=True)
-    p.add_argument(
-        "--config",
-        type=str,
-        action="append",
-        default=None,
-        help="the run's config file, as for fit (repeat for several; default: the packaged synthetic.yaml)",
-    )
-    return p
-
-
-def cohort_volumes(configs: list[str] | None, overrides: list[str]) -> tuple[ADNILightningCLI, pd.DataFrame]:
-    """Build the run as ``fit`` would, fill its cache, return it and the :func:`regional_volumes` frame.
+def cohort_volumes(run: Run) -> pd.DataFrame:
+    """Fill the run's cache and return the :func:`regional_volumes` of its cohort, as ``fit`` would read it.
 
     Draws no split (``prepare_data`` would); a synthetic config's cohort is generated first, as ``fit`` does.
     """
-    cli = load_run([Path(c) for c in configs] if configs else None, overrides)
-    dm = cli.datamodule
+    dm = run.datamodule
     if not dm.preprocessing.labelmap:
-        raise ValueError("regional volumes need label maps: data.preprocessing.input_kind is not labelmap")
-    dm.prepare_cohort()
-    return cli, regional_volumes(dm.fill_cache(), dm.cache)
+        raise OptionError(
+            f"data.preprocessing.input_kind {dm.preprocessing.input_kind}: regional volumes are counted on label maps; "
+            "set data.preprocessing.input_kind labelmap"
+        )
+    run.cohort()
+    return regional_volumes(dm.fill_cache(), dm.cache)
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -148,27 +131,22 @@ def cohort_report(volumes: pd.DataFrame, classes: list[str], source: str, thresh
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    """Parse ``argv`` (the command's own options, then any run override), write the two files, say where."""
-    own, overrides = split_run_options(argv)
-    p = parser()
-    p.add_argument(
-        "--out",
-        type=Path | None,
-        default=None,
-        help="folder for volumes.csv and cohort.md (default: the run's trainer.default_root_dir)",
-    )
-    p.add_argument(
-        "--outlier_z",
-        type=float,
-        default=4.0,
-        help="list volumes whose robust z-score (age regressed out) exceeds this in absolute value",
-    )
-    options = p.parse_args(own)
-    cli, volumes = cohort_volumes(options.config, overrides)
-    out = output_dir(options.out or run_root(cli), "--out")
+def describe_cohort(run: Run, out: Path | None = None, outlier_z: float = 4.0) -> Path:
+    """Write ``volumes.csv`` and ``cohort.md`` for the run's cohort; returns the folder.
+
+    Args:
+        run: the configuration whose cohort is described.
+        out: folder for volumes.csv and cohort.md (default: the run's trainer.default_root_dir).
+        outlier_z: list volumes whose robust z-score (age regressed out) exceeds this in absolute value.
+    """
+    volumes = cohort_volumes(run)
+    out = output_dir(out or run.root, "--out")
     write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
-    dm = cli.datamodule
-    report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), options.outlier_z)
+    dm = run.datamodule
+    report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z)
     write_text(out / "cohort.md", report, "--out")
     print(f"wrote {out / 'volumes.csv'} and {out / 'cohort.md'} ({len(volumes)} images)")
+    return out
+
+
+COMMAND = describe_cohort

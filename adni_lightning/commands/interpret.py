@@ -40,11 +40,9 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
-from adni_lightning.arguments import CommandParser
 from adni_lightning.atomic import atomic_path, output_dir, write_text
 from adni_lightning.checkpoint import check_model, read_checkpoint
-from adni_lightning.commands.inspect import parser as run_parser
-from adni_lightning.commands.run_config import load_run, run_root, split_run_options
+from adni_lightning.cli import ADNILightningCLI
 from adni_lightning.data.dataset import VolumeDataset, collate_volumes
 from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup
 from adni_lightning.errors import ProjectError
@@ -53,8 +51,8 @@ from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid, source_grid
 from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
-from adni_lightning.main import ADNILightningCLI
 from adni_lightning.module import DATA_STATE_KEY
+from adni_lightning.run import Run
 
 PROG = "python -m adni_lightning interpret"
 Split = Literal["val", "test", "all"]
@@ -66,68 +64,6 @@ NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_k
 
 class InterpretError(ProjectError, ValueError):
     """The checkpoint, config and split cannot be interpreted together; the message says why, in one line."""
-
-
-def parser() -> CommandParser:
-    """The command's options; the run's own (``--data.*`` ...) are split off before parsing."""
-    p = run_parser(PROG, __doc__)
-    p.add_argument("--ckpt_path", type=Path, required=True, help="the trained model's checkpoint (.ckpt)")
-    p.add_argument(
-        "--split",
-        type=Split,
-        default="val",
-        help="images to explain: the run's val or test side (from its split.csv), or every image of the CSV",
-    )
-    p.add_argument(
-        "--out",
-        type=Path | None,
-        default=None,
-        help="output folder: new, empty or an earlier interpret's (default: <trainer.default_root_dir>/interpret)",
-    )
-    p.add_argument(
-        "--ig_steps",
-        type=int,
-        default=32,
-        help="Integrated Gradients steps per image (Riemann sum); 0 skips voxel attribution",
-    )
-    p.add_argument(
-        "--max_images",
-        type=int | None,
-        default=None,
-        help="explain only the first N images of the split (default: all)",
-    )
-    p.add_argument(
-        "--chunk",
-        type=int,
-        default=16,
-        help="volumes per forward pass (occluded copies, IG steps): memory against speed",
-    )
-    p.add_argument("--top", type=int, default=10, help="structures per class in the bar charts")
-    p.add_argument(
-        "--bootstrap",
-        type=int,
-        default=2000,
-        help="bootstrap resamples (over subjects) for the ranking's 95% intervals",
-    )
-    return p
-
-
-def main(argv: list[str]) -> None:
-    """``python -m adni_lightning interpret ...``: parse, then :func:`run_interpret`."""
-    own, overrides = split_run_options(argv)
-    args = parser().parse_args(own)
-    run_interpret(
-        [Path(c) for c in args.config] if args.config else None,
-        overrides,
-        args.ckpt_path,
-        args.split,
-        args.out,
-        args.ig_steps,
-        args.max_images,
-        args.chunk,
-        args.top,
-        args.bootstrap,
-    )
 
 
 def _attach(cli: ADNILightningCLI, split: str) -> None:
@@ -320,18 +256,29 @@ def _write_ranking(importance: pd.DataFrame, classes: list[str], out: Path, top:
 
 
 def run_interpret(
-    configs: list[Path] | None,
-    overrides: list[str],
+    run: Run,
     ckpt_path: Path,
-    split: str = "val",
+    split: Split = "val",
     out: Path | None = None,
     ig_steps: int = 32,
     max_images: int | None = None,
     chunk: int = 16,
     top: int = 10,
-    n_resamples: int = 2000,
+    bootstrap: int = 2000,
 ) -> Path:
-    """Explain the checkpoint's predictions on ``split``; returns the output folder."""
+    """Explain the checkpoint's predictions on ``split``; returns the output folder.
+
+    Args:
+        run: the configuration the checkpoint was trained with.
+        ckpt_path: the trained model's checkpoint (.ckpt).
+        split: images to explain: the run's val or test side (from its split.csv), or every image of the CSV.
+        out: output folder: new, empty or an earlier interpret's (default: <trainer.default_root_dir>/interpret).
+        ig_steps: Integrated Gradients steps per image (Riemann sum); 0 skips voxel attribution.
+        max_images: explain only the first N images of the split (default: all).
+        chunk: volumes per forward pass (occluded copies, IG steps): memory against speed.
+        top: structures per class in the bar charts.
+        bootstrap: bootstrap resamples (over subjects) for the ranking's 95% intervals.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     if split not in SPLITS:
@@ -340,8 +287,9 @@ def run_interpret(
         raise InterpretError("--ig_steps must be >= 0, --chunk >= 2 and --max_images >= 1")
     if ig_steps:
         captum_attr()  # fail before any work when Captum is missing
+    n_resamples = bootstrap
     checkpoint = read_checkpoint(ckpt_path)
-    cli = load_run(configs, overrides)
+    cli = run.cli
     dm, model = cli.datamodule, cli.model
     _attach(cli, split)
     source = f"--ckpt_path {ckpt_path}"
@@ -350,7 +298,7 @@ def run_interpret(
     model.load_state_dict(checkpoint["state_dict"])
     model.eval().to(cli.trainer.strategy.root_device)
     dataset = _images(cli, checkpoint, split)
-    out = own_folder(Path(out) if out else run_root(cli) / "interpret")
+    out = own_folder(Path(out) if out else run.root / "interpret")
     if not dm.preprocessing.labelmap:
         print(f"interpret: {NO_OCCLUSION}")
     results, maps = _explain(cli, dataset, out, ig_steps, max_images, chunk)
@@ -371,3 +319,6 @@ def run_interpret(
         + (f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}" if ig_steps else "no IG")
     )
     return out
+
+
+COMMAND = run_interpret

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +268,28 @@ def split_digest(split: pd.DataFrame) -> str:
     """Short fingerprint of who is on which side, stored in checkpoints to catch a resume on another split."""
     rows = sorted(f"{i}:{s}" for i, s in zip(split["image_id"], split["split"]))
     return hashlib.sha1("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def cross_validation_split(
+    manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
+) -> pd.DataFrame:
+    """The k-fold split at ``path``: reused after :func:`check_split_options`' and :func:`load_split`'s checks, else
+    drawn with ``spec``'s seed and test fraction and saved with its options, as ``cv`` saves its own (so either
+    command reuses the other's). Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
+    """
+    spec = replace(spec, folds=folds, fold=0, file=str(path))
+    if path.exists():
+        check_split_options(path, spec)
+        split = load_split(path, manifest)
+        dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
+        if dealt != list(range(folds)):
+            raise SplitError(
+                f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
+                f"{len(dealt)}, or another --root, or delete it"
+            )
+        check_fold_count(split, folds, classes)
+        return split
+    split = split_subjects(manifest, spec)
+    check_fold_count(split, folds, classes)
+    save_split(split, path, spec)
+    return split

@@ -20,9 +20,7 @@ import yaml
 from matplotlib.image import imread
 
 from adni_lightning.atomic import WriteError
-from adni_lightning.commands.baseline import main as baseline_main
 from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
-from adni_lightning.commands.cv import main as cv_main
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitSpec, split_subjects
 from adni_lightning.evaluation.calibration import (
@@ -33,6 +31,15 @@ from adni_lightning.evaluation.calibration import (
 )
 from adni_lightning.main import main
 from tests.helpers import TINY, tiny_args
+
+
+def cv_main(args: list[str]) -> None:
+    main(["cv", *args])
+
+
+def baseline_main(args: list[str]) -> None:
+    main(["baseline", *args])
+
 
 REPO = Path(__file__).resolve().parents[2]
 

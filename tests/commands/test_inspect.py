@@ -11,6 +11,7 @@ import pytest
 
 from adni_lightning.data.labels import FREESURFER_LUT
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
+from adni_lightning.errors import OptionError
 from adni_lightning.main import main
 from tests.helpers import tiny_args
 
@@ -78,7 +79,7 @@ def test_the_overview_lists_both_commands(capsys):
 
 
 def test_intensity_runs_are_refused_with_one_clear_line(cohort, tmp_path):
-    with pytest.raises(ValueError, match="need label maps"):
+    with pytest.raises(OptionError, match="regional volumes are counted on label maps"):
         main(
             tiny_args(
                 "inspect",

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from adni_lightning import synth
+from adni_lightning.cli import CONFIG_DIR
 from adni_lightning.commands import synth as synth_command
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.errors import OptionError
-from adni_lightning.main import CONFIG_DIR, main
+from adni_lightning.main import main
 
 #: sha256 of the default cohort below (24 subjects, 32³, seed 3), computed on the generator before the site options
 #: existed. Label maps enter decompressed: their bytes, not the zlib build's compression of them.

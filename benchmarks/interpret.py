@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from adni_lightning.commands.run_config import load_run
 from adni_lightning.data.labels import channel_lookup
 from adni_lightning.interpret.attribution import ProbabilityModel, captum_attr, integrated_gradients
 from adni_lightning.interpret.occlusion import present_structures, structure_occlusion, visible_labels
+from adni_lightning.run import Run
 
 
 def captum_occlusion(
@@ -56,24 +56,17 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=16, help="volumes per forward pass")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cli = load_run(
-            None,
-            [
-                "--trainer.default_root_dir",
-                tmp,
-                "--data.manifest.data_dir",
-                str(Path(tmp) / "data"),
-                "--data.cohort.subjects",
-                "8",
-                "--data.cohort.size",
-                "64",
-                "--data.loader.num_workers",
-                "0",
-                "--data.preprocessing.image_size",
-                str(args.size),
-            ],
+        run = Run(
+            options={
+                "trainer.default_root_dir": tmp,
+                "data.manifest.data_dir": Path(tmp) / "data",
+                "data.cohort.subjects": 8,
+                "data.cohort.size": 64,
+                "data.loader.num_workers": 0,
+                "data.preprocessing.image_size": args.size,
+            }
         )
-        dm, model = cli.datamodule, cli.model.eval()
+        dm, model = run.datamodule, run.model.eval()
         dm.prepare_cohort()
         manifest = dm.manifest()
         entries = dm.cache.build(zip(manifest["image_id"], manifest["path"]))

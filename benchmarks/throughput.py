@@ -61,11 +61,12 @@ import torch.nn.functional as F  # noqa: E402
 from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 
-from adni_lightning.commands.run_config import load_run  # noqa: E402
+from adni_lightning.cli import DEFAULT_CONFIG, ADNILightningCLI  # noqa: E402
+from adni_lightning.console import KNOWN_NOISE  # noqa: E402
 from adni_lightning.data.batch import Batch  # noqa: E402
 from adni_lightning.data.dataset import collate_volumes  # noqa: E402
 from adni_lightning.data.resident import ResidentCohort  # noqa: E402
-from adni_lightning.main import DEFAULT_CONFIG, KNOWN_NOISE, ADNILightningCLI  # noqa: E402
+from adni_lightning.run import Run  # noqa: E402
 from adni_lightning.synth import generate_cohort  # noqa: E402
 
 #: Autocast dtype of each precision (None: no autocast).
@@ -209,7 +210,7 @@ class Setup:
                 else ()
             ),
         ]
-        return load_run(self.configs, overrides)
+        return Run(self.configs, overrides).cli
 
 
 def resident_batch(cli: ADNILightningCLI, device: torch.device, batch_size: int) -> Batch:

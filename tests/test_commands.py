@@ -84,3 +84,72 @@ def test_a_project_error_on_the_command_line_is_one_line_without_traceback(tmp_p
     last = out.stderr.strip().splitlines()[-1]
     assert last == f"python -m adni_lightning fit: error: CSV not found: {tmp_path / 'none' / 'ADNI_1p5T_Filtered.csv'}"
     assert not (tmp_path / "none").exists()  # a real-data config never creates the data folder
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def _imports(path: Path) -> set[str]:
+    """The package modules ``path`` imports when run, at any level (also inside functions; not for type checkers)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for child in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("adni_lightning")}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = (
+                node.module or ""
+                if not node.level
+                else ".".join([*parts[: len(parts) - node.level + 1], node.module or ""]).rstrip(".")
+            )
+            if base.startswith("adni_lightning"):
+                # ``from adni_lightning import commands`` imports a module, ``from x import name`` imports x
+                named = {f"{base}.{alias.name}" for alias in node.names}
+                found |= {name for name in named if _is_module(name)} or {base}
+    return found - {module}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module → modules it imports), or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node] = 2
+        stack.pop()
+        return None
+
+    return next((c for node in sorted(graph) if node not in state and (c := visit(node))), None)
+
+
+def test_the_package_has_no_import_cycle():
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        graph[_module_name(path)] = _imports(path)
+    assert graph["adni_lightning.cli"] >= {"adni_lightning.checkpoint", "adni_lightning.module"}  # the graph is read
+    assert _cycle(graph) is None, " → ".join(_cycle(graph) or [])
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # and a cycle is found

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from adni_lightning.cli import CONFIG_DIR
+from adni_lightning.commands.cv import CrossValidationError
 from adni_lightning.data.manifest import ManifestSpec
 from adni_lightning.main import main
 from adni_lightning.models import SeedCNN
@@ -42,3 +43,31 @@ def test_adni_config_maps_adni_go2_groups_explicitly():
     manifest = data["init_args"]["manifest"]
     assert manifest["group_map"] == {"EMCI": "MCI", "LMCI": "MCI", "SMC": None}
     assert ManifestSpec(**manifest).csv_file == Path("K1data/ADNI_1p5T_Filtered.csv")
+
+
+def test_a_config_saved_by_fit_print_config_is_accepted_by_every_command(cohort, tmp_path, capsys):
+    """Users keep ``fit --print_config > run.yaml`` (with ckpt_path and weights_only): every command takes it."""
+    from tests.helpers import tiny_args
+
+    with pytest.raises(SystemExit):
+        main(tiny_args("fit", tmp_path / "run", cohort, "--trainer.max_epochs", "1", "--print_config"))
+    saved = tmp_path / "run.yaml"
+    saved.write_text(capsys.readouterr().out)
+    assert "ckpt_path: null" in saved.read_text() and "weights_only:" in saved.read_text()
+    main(["fit", "--config", str(saved)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    for command in (
+        ["validate", "--ckpt_path", str(last)],
+        ["predict", "--ckpt_path", str(last), "--trainer.default_root_dir", str(tmp_path / "predicted")],
+        ["inspect", "--out", str(tmp_path / "inspected")],
+        ["baseline", "--folds", "2", "--root", str(tmp_path / "cv")],
+        ["evaluate", "--ckpt_path", str(last), "--root", str(tmp_path / "evaluated"), "--bootstrap", "10"],
+        ["interpret", "--ckpt_path", str(last), "--out", str(tmp_path / "explained"), "--ig_steps", "0"],
+    ):
+        main([command[0], "--config", str(saved), *command[1:]])
+    assert (tmp_path / "predicted" / "predictions.csv").is_file() and (tmp_path / "inspected" / "cohort.md").is_file()
+    assert (tmp_path / "cv" / "baseline" / "oof_predictions.csv").is_file()
+    assert (tmp_path / "evaluated" / "evaluate_report.md").is_file()
+    assert (tmp_path / "explained" / "images.csv").is_file()
+    with pytest.raises(CrossValidationError, match="no fold of a cross-validation has run"):
+        main(["cv", "--config", str(saved), "--folds", "2", "--report_only", "true", "--root", str(tmp_path / "none")])

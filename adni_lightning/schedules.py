@@ -8,6 +8,8 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from adni_lightning.errors import OptionError
+
 
 class CosineToMaxEpochs(CosineAnnealingLR):
     """Cosine annealing from the optimizer's learning rate to ``eta_min`` over the whole run.
@@ -25,7 +27,7 @@ class CosineToMaxEpochs(CosineAnnealingLR):
     def follow(self, max_epochs: int | None) -> None:
         """Anneal over ``max_epochs`` epochs (the trainer's)."""
         if max_epochs is None or max_epochs < 1:
-            raise ValueError(
+            raise OptionError(
                 f"{type(self).__name__} anneals over trainer.max_epochs, which is {max_epochs}: set a positive "
                 "trainer.max_epochs or choose another model.lr_scheduler"
             )

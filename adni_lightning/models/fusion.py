@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adni_lightning.errors import OptionError
+
 from .init import init_weights
 
 
@@ -41,7 +43,9 @@ class FusionNet(nn.Module):
         super().__init__()
         image_dim = getattr(image_encoder, "out_features", None)
         if not isinstance(image_dim, int):
-            raise TypeError(f"{type(image_encoder).__name__} needs an integer 'out_features' attribute")
+            raise OptionError(
+                f"model.image_encoder: {type(image_encoder).__name__} needs an integer 'out_features' attribute"
+            )
         self.image_encoder = image_encoder
         self.tabular_net = TabularNet(num_tabular_features, tabular_dim)
         self.dropout = nn.Dropout(dropout)

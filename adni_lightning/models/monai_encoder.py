@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from adni_lightning.errors import OptionError
+
 _INPUT_NAMES = ("in_channels", "n_input_channels")  # n_input_channels: monai's ResNet
 _OUTPUT_NAMES = ("out_channels", "num_classes")  # out_channels: DenseNet, UNet...; num_classes: ResNet, ViT...
 
@@ -37,7 +39,7 @@ def _network_factory(network: str) -> Callable[..., nn.Module]:
             names.setdefault(name.lower(), name)
     close = [names[name] for name in difflib.get_close_matches(network.lower(), names, n=3)]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"monai.networks.nets has no network {network!r}{hint}")
+    raise OptionError(f"model.image_encoder.init_args.network: monai.networks.nets has no network {network!r}{hint}")
 
 
 def _parameter_names(factory: Callable[..., nn.Module]) -> set[str]:
@@ -81,12 +83,18 @@ class MonaiEncoder(nn.Module):
         input_name = next((name for name in _INPUT_NAMES if name in accepted), None)
         output_name = next((name for name in _OUTPUT_NAMES if name in accepted), None)
         if input_name is None or output_name is None:
-            raise ValueError(f"{network} takes none of {_INPUT_NAMES} or of {_OUTPUT_NAMES}: not usable as an encoder")
+            raise OptionError(
+                f"model.image_encoder.init_args.network: {network} takes none of {_INPUT_NAMES} or of "
+                f"{_OUTPUT_NAMES}: not usable as an encoder"
+            )
         args: dict[str, Any] = {input_name: in_channels, output_name: feature_dim}
         if "spatial_dims" in accepted:
             args["spatial_dims"] = 3
         if clash := sorted(args.keys() & (kwargs or {}).keys()):
-            raise ValueError(f"kwargs may not set {clash}: MonaiEncoder sets them from in_channels and feature_dim")
+            raise OptionError(
+                f"model.image_encoder.init_args.kwargs may not set {clash}: MonaiEncoder sets them from in_channels "
+                "and feature_dim"
+            )
         self.out_features = feature_dim
         self.network: nn.Module = factory(**args, **(kwargs or {}))
 
@@ -98,8 +106,9 @@ class MonaiEncoder(nn.Module):
         if out.ndim > 2:
             out = out.flatten(2).mean(dim=2)
         if out.shape[1:] != (self.out_features,):
-            raise RuntimeError(
-                f"{type(self.network).__name__} gave {tuple(out.shape[1:])} features, not ({self.out_features},): "
+            raise OptionError(
+                f"model.image_encoder: {type(self.network).__name__} gave {tuple(out.shape[1:])} features, "
+                f"not ({self.out_features},): "
                 "its kwargs switch off the head that takes the output size (ResNet: feed_forward, ViT: classification)"
             )
         return torch.relu(out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adni_lightning.errors import OptionError
+
 from .init import init_weights
 
 
@@ -59,9 +61,11 @@ class ResNet3d(nn.Module):
     ) -> None:
         super().__init__()
         if not widths or len(widths) != len(blocks):
-            raise ValueError(f"widths and blocks need the same non-zero length, got {widths} and {blocks}")
+            raise OptionError(
+                f"model.image_encoder: widths and blocks need the same non-zero length, got {widths} and {blocks}"
+            )
         if min(blocks) < 1:
-            raise ValueError(f"every stage needs at least one block, got {blocks}")
+            raise OptionError(f"model.image_encoder: every stage needs at least one block, got {blocks}")
         self.out_features = feature_dim
         self.stem = nn.Sequential(
             _conv3(in_channels, widths[0], stem_stride), nn.BatchNorm3d(widths[0]), nn.ReLU(inplace=True)

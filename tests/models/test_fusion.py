@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from adni_lightning.errors import OptionError
 from adni_lightning.models import FusionNet, ResNet3d, SeedCNN, TabularNet
 
 
@@ -82,5 +83,5 @@ def test_encoder_weights_are_kept() -> None:
 
 
 def test_encoder_without_out_features_rejected() -> None:
-    with pytest.raises(TypeError, match="out_features"):
+    with pytest.raises(OptionError, match="out_features"):
         FusionNet(nn.Conv3d(1, 1, 3), num_tabular_features=2, num_classes=3)

@@ -13,6 +13,7 @@ from jsonargparse import ActionConfigFile
 from lightning.pytorch.cli import LightningArgumentParser
 from torch import nn
 
+from adni_lightning.errors import OptionError
 from adni_lightning.models import FusionNet, MonaiEncoder
 from adni_lightning.models.monai_encoder import _parameter_names
 from adni_lightning.module import ADNIClassifier
@@ -66,7 +67,7 @@ def test_tuple_and_spatial_outputs_are_reduced() -> None:
 
 def test_network_ignoring_output_size_is_an_error() -> None:
     encoder = MonaiEncoder(9, "ResNet", feature_dim=12, kwargs={**TINY_RESNET, "feed_forward": False})
-    with pytest.raises(RuntimeError, match=r"gave \(8,\) features, not \(12,\)"):
+    with pytest.raises(OptionError, match=r"gave \(8,\) features, not \(12,\)"):
         encoder(volume())
 
 

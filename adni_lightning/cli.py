@@ -76,7 +76,7 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
-def _last_file(dirpath: str | Path) -> Path:
+def last_file(dirpath: str | Path) -> Path:
     """The ``last.ckpt`` of a checkpoint folder."""
     return Path(dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
 
@@ -211,13 +211,13 @@ class ADNILightningCLI(LightningCLI):
         """
         value = config.get("ckpt_path")
         if value is None and self.subcommand in EVALUATION_COMMANDS:
-            last = _last_file(config.last_checkpoint.dirpath)
+            last = last_file(config.last_checkpoint.dirpath)
             example = f"e.g. --ckpt_path {last}" if last.is_file() else "train one with fit first"
             raise CheckpointError(f"{self.subcommand} needs --ckpt_path, the checkpoint to score ({example})")
         if value is None or value in LIGHTNING_CKPT_NAMES or str(value).startswith("registry"):
             return None, ""
         if value == "last":
-            path = _last_file(config.last_checkpoint.dirpath)
+            path = last_file(config.last_checkpoint.dirpath)
             return (read_checkpoint(path), f"--ckpt_path last ({path})") if path.is_file() else (None, "")
         return read_checkpoint(value), f"--ckpt_path {value}"
 
@@ -301,7 +301,7 @@ class ADNILightningCLI(LightningCLI):
         checkpoint = _last_checkpoint(self.trainer)
         if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
             return
-        last = _last_file(checkpoint.dirpath)
+        last = last_file(checkpoint.dirpath)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         hpc = _hpc_checkpoint(self.trainer.default_root_dir) if ckpt_path is None else None
         if hpc is not None:
@@ -319,7 +319,7 @@ class ADNILightningCLI(LightningCLI):
         """The line a signal ends ``fit`` with: what ``last.ckpt`` holds and the command that goes on from it."""
         name = signal.Signals(signum).name
         callback = _last_checkpoint(self.trainer)
-        last = _last_file(callback.dirpath) if callback is not None and callback.dirpath else None
+        last = last_file(callback.dirpath) if callback is not None and callback.dirpath else None
         if last is None or not last.is_file():
             return (
                 f"stopped by {name} before its first checkpoint, nothing to resume; start again: {self._command('fit')}"

@@ -19,7 +19,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
 
-from adni_lightning.cli import ADNILightningCLI, lightning_cli
+from adni_lightning.cli import ADNILightningCLI, last_file, lightning_cli
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.module import ADNIClassifier
 
@@ -105,6 +105,11 @@ class Run:
     def root(self) -> Path:
         """The run's folder, ``trainer.default_root_dir``."""
         return Path(self.trainer.default_root_dir)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Where this run keeps its ``last.ckpt`` (``--ckpt_path last`` resumes from it), whether or not it exists."""
+        return last_file(self.config.last_checkpoint.dirpath)
 
     def cohort(self) -> pd.DataFrame:
         """The validated manifest (a synthetic config's cohort generated first, as ``fit`` does)."""

@@ -111,9 +111,6 @@ def _differences(a: object, b: object, prefix: str = "") -> list[str]:
 def _run_fold(run: Run, root: Path, folds: int, fold: int, test: bool) -> None:
     """Train (or resume) one fold, then write its out-of-fold (and test) predictions from the last epoch."""
     fold_dir = root / f"fold_{fold}"
-    last = fold_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        log.info("cv: fold %d resumes from %s", fold, last)
     options = {
         "trainer.default_root_dir": fold_dir,
         "data.split.folds": folds,
@@ -121,15 +118,20 @@ def _run_fold(run: Run, root: Path, folds: int, fold: int, test: bool) -> None:
         "data.split.file": root / SPLIT_FILE,
         "checkpoint.save_top_k": 0,  # no checkpoint is chosen by the held-out fold's score
     }
+    fit = run.derive("fit", options)
+    last = fit.last_checkpoint
+    if last.exists():
+        log.info("cv: fold %d resumes from %s", fold, last)
+        fit = fit.derive("fit", {"ckpt_path": "last"})
     try:
-        run.derive("fit", {**options, **({"ckpt_path": "last"} if last.exists() else {})}).execute()
+        fit.execute()
     except RunFinishedError:  # trained to the end, stopped before its predictions were written
         log.info("cv: fold %d has finished training; writing its predictions", fold)
     sides = [("val", OOF_FILE)] + ([("test", TEST_FILE)] if test else [])
-    predict = {**options, "ckpt_path": last, "trainer.logger": False}
     for side, name in sides:
         writer = PredictionWriter(str(fold_dir / f".{name}"))
-        run.derive("predict", {**predict, "data.predict_split": side}).execute([writer])
+        predict = {"ckpt_path": last, "trainer.logger": False, "data.predict_split": side}
+        fit.derive("predict", predict).execute([writer])
     for _, name in reversed(sides):  # the OOF file last: its presence marks the fold as finished
         for written in (Path(name), Path(name).with_name(f"{Path(name).stem}_by_subject.csv")):
             (fold_dir / f".{written}").replace(fold_dir / written)

@@ -26,6 +26,7 @@ import pandas as pd
 from adni_lightning.data.split import split_digest
 from adni_lightning.data.volumes import LABELLED, structure_columns
 from adni_lightning.errors import ProjectError
+from adni_lightning.vocabulary import ClassName
 
 if TYPE_CHECKING:
     from adni_lightning.data.preprocess import Preprocessing
@@ -58,7 +59,7 @@ class ContractError(ProjectError, ValueError):
     """A checkpoint does not fit the configuration; the message names each differing field with both values."""
 
 
-def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataFrame | None) -> dict[str, object]:
+def cohort_summary(rows: pd.DataFrame, classes: Sequence[ClassName], volumes: pd.DataFrame | None) -> dict[str, object]:
     """Who is in a cohort, in plain values: images per class, subjects, age mean/sd (over images), sex (subjects),
     and per structure the mean/sd of its volume divided by the labelled volume (the ICV proxy).
 
@@ -85,7 +86,7 @@ def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataF
 
 
 def data_contract(
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     preprocessing: Preprocessing,
     encoder: TabularEncoder,
     split: pd.DataFrame | None,
@@ -149,9 +150,9 @@ def split_difference(trained: Mapping[str, object], current: Mapping[str, object
     subset of the same sides leaks nothing. An image on another side, or one training never saw, is.
     """
     sides, now = trained.get("split"), current.get("split")
-    if now is None:
+    if not isinstance(now, Mapping):  # None: not scored on the run's split
         return None
-    if sides is None:
+    if not isinstance(sides, Mapping):  # None: a checkpoint older than the contract
         digest = trained.get("split_digest")
         if digest is None or digest == current.get("split_digest"):
             return None

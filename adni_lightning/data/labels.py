@@ -115,8 +115,8 @@ def _build_lut() -> dict[LabelId, tuple[str, tuple[int, int, int]]]:
     return lut
 
 
-def _ids(*labels: int) -> tuple[LabelId, ...]:
-    """The tables below as FreeSurfer label ids (written as the LUT's plain numbers)."""
+def label_ids(*labels: int) -> tuple[LabelId, ...]:
+    """Plain numbers, as tables write FreeSurfer ids, typed as the label ids they are."""
     return tuple(LabelId(label) for label in labels)
 
 
@@ -159,21 +159,21 @@ LEFT_RIGHT_PAIRS: tuple[tuple[LabelId, LabelId], ...] = tuple(
     for left, right in _LEFT_RIGHT_ASEG + tuple((1000 + r, 2000 + r) for r in _DKT_REGIONS)
 )
 
-_CORTEX = _ids(3, 42, *range(1000, 1036), *range(2000, 2036))
+_CORTEX = label_ids(3, 42, *range(1000, 1036), *range(2000, 2036))
 
 #: Structures given to the network as one-hot channels unless a config names others. Left and right are
 #: merged so a hemisphere flip leaves the channels' meaning intact; the groups follow the volumetric
 #: markers of AD (hippocampus, amygdala, ventricles, cortex) plus the tissue that frames them.
 DEFAULT_CHANNELS: dict[str, tuple[LabelId, ...]] = {
-    "hippocampus": _ids(17, 53),
-    "amygdala": _ids(18, 54),
-    "lateral_ventricle": _ids(4, 43),
-    "inf_lat_vent": _ids(5, 44),
+    "hippocampus": label_ids(17, 53),
+    "amygdala": label_ids(18, 54),
+    "lateral_ventricle": label_ids(4, 43),
+    "inf_lat_vent": label_ids(5, 44),
     "cortex": _CORTEX,
-    "white_matter": _ids(2, 41, 77, 78, 79, 7, 46),
-    "deep_grey": _ids(10, 49, 11, 50, 12, 51, 13, 52, 26, 58, 28, 60),
-    "csf": _ids(14, 15, 24, 31, 63, 72),
-    "hindbrain": _ids(8, 47, 16),
+    "white_matter": label_ids(2, 41, 77, 78, 79, 7, 46),
+    "deep_grey": label_ids(10, 49, 11, 50, 12, 51, 13, 52, 26, 58, 28, 60),
+    "csf": label_ids(14, 15, 24, 31, 63, 72),
+    "hindbrain": label_ids(8, 47, 16),
 }
 
 

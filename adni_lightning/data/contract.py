@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -55,11 +55,29 @@ FIELDS = {
 _ABSENT = object()
 
 
+class StructureStats(TypedDict):
+    """A structure's volume over the labelled volume (the ICV proxy), across a cohort's images."""
+
+    mean: float
+    sd: float
+
+
+class CohortSummary(TypedDict):
+    """:func:`cohort_summary`: who is in a cohort, in plain values (a checkpoint keeps the training side's)."""
+
+    images: dict[ClassName, int]
+    subjects: int
+    age_mean: float
+    age_sd: float
+    sex: dict[str, int]
+    volumes: dict[str, StructureStats]
+
+
 class ContractError(ProjectError, ValueError):
     """A checkpoint does not fit the configuration; the message names each differing field with both values."""
 
 
-def cohort_summary(rows: pd.DataFrame, classes: Sequence[ClassName], volumes: pd.DataFrame | None) -> dict[str, object]:
+def cohort_summary(rows: pd.DataFrame, classes: Sequence[ClassName], volumes: pd.DataFrame | None) -> CohortSummary:
     """Who is in a cohort, in plain values: images per class, subjects, age mean/sd (over images), sex (subjects),
     and per structure the mean/sd of its volume divided by the labelled volume (the ICV proxy).
 
@@ -68,7 +86,7 @@ def cohort_summary(rows: pd.DataFrame, classes: Sequence[ClassName], volumes: pd
     """
     ages = rows["age"].astype(float)
     sexes = rows.drop_duplicates("subject")["sex"].value_counts()
-    summary: dict[str, object] = {
+    summary: CohortSummary = {
         "images": {c: int((rows["label"] == c).sum()) for c in classes},
         "subjects": int(rows["subject"].nunique()),
         "age_mean": float(ages.mean()),
@@ -90,7 +108,7 @@ def data_contract(
     preprocessing: Preprocessing,
     encoder: TabularEncoder,
     split: pd.DataFrame | None,
-    summary: Mapping[str, object] | None = None,
+    summary: CohortSummary | None = None,
 ) -> dict[str, object]:
     """The contract of a configuration (plain values only, so a checkpoint loads with ``weights_only``); ``summary``
     is the training side's :func:`cohort_summary`, when known.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Literal, TypedDict
 
 import numpy as np
-
 import torch
-
 
 #: The per-image string keys (see :class:`Batch`).
 TextKey = Literal["image_id", "subject", "group", "split"]

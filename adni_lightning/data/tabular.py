@@ -85,7 +85,7 @@ class TabularEncoder:
         base = np.stack([(ages - self.age_mean) / self.age_std, sexes == "F", sexes == "M"], axis=1)
         if not self.volumes:
             return base.astype(np.float32)
-        assert self.volume_mean is not None and self.volume_std is not None  # fit and the checkpoint set them with age's
+        assert self.volume_mean is not None and self.volume_std is not None  # set with the age statistics
         scaled = (np.asarray(volumes, dtype=np.float64) - self.volume_mean) / self.volume_std
         return np.concatenate([base, scaled], axis=1).astype(np.float32)
 

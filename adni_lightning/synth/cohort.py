@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import operator
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass

@@ -14,7 +14,7 @@ TORCH ?= $(or $(if $(LOCK),$(shell grep -m1 '^torch==' $(LOCK))),torch)
 # An unreachable index must cost seconds: one try, a short timeout, then the default index.
 FAIL_FAST := --timeout 10 --retries 1
 
-.PHONY: install torch lock lint format test test-slow train cv tensorboard notebook bench reproduce clean
+.PHONY: install torch lock lint typecheck format test test-slow train cv tensorboard notebook bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ lock:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy on the package, configured in pyproject.toml ([tool.mypy]): batch keys and the class/label vocabulary checked.
+typecheck:
+	$(BIN)/mypy
 
 format:
 	$(BIN)/ruff check --fix .

@@ -47,7 +47,7 @@ def draw_confusion(ax: Axes, counts: np.ndarray, class_names: Sequence[str]) -> 
     ax.set_ylabel("true")
 
 
-def confusion_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
+def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str]) -> Figure:
     """The confusion matrix of a validation or test epoch, for TensorBoard."""
     fig = Figure(figsize=(3.6, 3.2), dpi=100)  # no pyplot: leaves the user's backend (e.g. inline) alone
     draw_confusion(fig.subplots(), matrix.detach().cpu().numpy(), class_names)

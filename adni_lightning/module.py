@@ -28,6 +28,7 @@ from adni_lightning.figures import confusion_figure, mid_slices
 from adni_lightning.models import FusionNet, ResNet3d
 from adni_lightning.schedules import CosineToMaxEpochs
 from adni_lightning.seeding import derived_seed, run_seed
+from adni_lightning.vocabulary import ClassName
 
 #: Checkpoint key of the DataModule's state, whatever the DataModule's class.
 DATA_STATE_KEY = "data"
@@ -67,13 +68,16 @@ class ADNIClassifier(L.LightningModule):
             Both are off until ``benchmarks/throughput.py`` shows a gain on the device at hand.
     """
 
+    #: Cross-entropy weight per class index (ones unless ``class_weighted_loss``), a buffer registered in ``__init__``.
+    class_weights: torch.Tensor
+
     def __init__(
         self,
         image_encoder: Callable[[int], nn.Module] = ResNet3d,
         in_channels: int = 1,
         num_classes: int = 3,
         num_tabular_features: int = 3,
-        class_names: list[str] | None = None,
+        class_names: list[ClassName] | None = None,
         input_kind: InputKind = "labelmap",
         tabular_dim: int = 64,
         dropout: float = 0.3,
@@ -90,12 +94,12 @@ class ADNIClassifier(L.LightningModule):
         # Under LightningCLI the hparams hold the configs of these callables, not the callables themselves.
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
+        self.class_names = list(class_names or [ClassName(f"class{i}") for i in range(num_classes)])
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.net = FusionNet(image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
         if channels_last:
-            self.net.to(memory_format=torch.channels_last_3d)
+            self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stub omits it
         if compile:
             self.net.compile()  # in place: the state_dict keys stay those of the plain network
         self.register_buffer("class_weights", torch.ones(num_classes))
@@ -109,13 +113,13 @@ class ADNIClassifier(L.LightningModule):
         self.val_bacc_best = MaxMetric()
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             image = image.contiguous(memory_format=torch.channels_last_3d)
         return self.net(image, tabular)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.class_weighted_loss:
-            counts = self.trainer.datamodule.train_class_counts.float().clamp(min=1)
+        if stage == "fit" and self.hparams["class_weighted_loss"]:
+            counts = self._datamodule().train_class_counts.float().clamp(min=1)
             self.class_weights.copy_(counts.sum() / (len(counts) * counts))
 
     def on_train_start(self) -> None:
@@ -208,14 +212,20 @@ class ADNIClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the DataModule's part of the contract (age statistics, classes, split) with the weights."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = self._datamodule()
         if hasattr(datamodule, "checkpoint_state"):
             checkpoint[DATA_STATE_KEY] = datamodule.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = self._datamodule()
         if DATA_STATE_KEY in checkpoint and hasattr(datamodule, "restore_checkpoint_state"):
             datamodule.restore_checkpoint_state(checkpoint[DATA_STATE_KEY])
+
+    def _datamodule(self) -> Any:
+        """The trainer's DataModule, or ``None`` without a trainer (Lightning sets the attribute at run time, so
+        ``Trainer``'s type does not declare it).
+        """
+        return getattr(self._trainer, "datamodule", None)
 
     def _tensorboard(self) -> Any | None:
         if (
@@ -237,9 +247,9 @@ class ADNIClassifier(L.LightningModule):
         writer = self._tensorboard()
         if writer is None:
             return
-        labelmap = self.hparams.input_kind == "labelmap"
+        labelmap = self.hparams["input_kind"] == "labelmap"
         for volume, image_id, group in list(zip(batch["volume"], batch["image_id"], batch["group"]))[
-            : self.hparams.num_logged_volumes
+            : self.hparams["num_logged_volumes"]
         ]:
             writer.add_image(f"val/volumes/{image_id}_{group}", mid_slices(volume[0], labelmap), self.global_step)
 
@@ -252,5 +262,5 @@ class ADNIClassifier(L.LightningModule):
             scheduler.follow(self.trainer.max_epochs)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams["scheduler_monitor"]},
         }

@@ -17,9 +17,17 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from adni_lightning.atomic import write_text
 from adni_lightning.evaluation.calibration import scale_temperature
+from adni_lightning.module import ADNIClassifier
+from adni_lightning.vocabulary import ClassName
 
 #: The option that moves the prediction files (they are written into the run's root folder).
 OPTION = "--trainer.default_root_dir"
+
+
+def _class_names(pl_module: L.LightningModule) -> list[ClassName]:
+    """The classes of the probabilities ``predict_step`` returns, in their order."""
+    assert isinstance(pl_module, ADNIClassifier), f"PredictionWriter writes an ADNIClassifier's, not {type(pl_module)}"
+    return pl_module.class_names
 
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
@@ -73,16 +81,17 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         probabilities: torch.Tensor = prediction["probabilities"]
+        names = _class_names(pl_module)
         for i, image_id in enumerate(prediction["image_id"]):
             row = {"image_id": image_id, **{key: prediction[key][i] for key in ("subject", "group", "split")}}
-            row.update({f"p_{name}": float(p) for name, p in zip(pl_module.class_names, probabilities[i])})
+            row.update({f"p_{name}": float(p) for name, p in zip(names, probabilities[i])})
             self._rows.append(row)
 
     def member_frame(self, pl_module: L.LightningModule) -> pd.DataFrame:
         """This prediction epoch's rows, scaled by :attr:`temperature` when one is set."""
         frame = pd.DataFrame(self._rows)
         if self.temperature is not None:
-            columns = [f"p_{name}" for name in pl_module.class_names]
+            columns = [f"p_{name}" for name in _class_names(pl_module)]
             frame[columns] = scale_temperature(frame[columns].to_numpy(float), self.temperature)
             frame["temperature"] = self.temperature
         return frame

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+#: What ``signal.signal`` installs and returns: a function, ``SIG_DFL``/``SIG_IGN``, or ``None`` (not set from Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class RunInterrupted(SystemExit):
@@ -48,7 +53,7 @@ class StopOnSignals:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is not threading.main_thread():

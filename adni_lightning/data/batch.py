@@ -8,9 +8,27 @@ new key (or a renamed one) is a change in one place.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Literal, TypedDict
 
+import numpy as np
 import torch
+
+#: The per-image string keys (see :class:`Batch`).
+TextKey = Literal["image_id", "subject", "group", "split"]
+
+
+class Item(TypedDict):
+    """One image as :class:`~adni_lightning.data.dataset.VolumeDataset` yields it, before collation: the
+    :class:`Batch` keys with numpy arrays, an int class index and one string each.
+    """
+
+    volume: np.ndarray
+    tabular: np.ndarray
+    label: int
+    image_id: str
+    subject: str
+    group: str
+    split: str
 
 
 class Batch(TypedDict, total=False):
@@ -37,4 +55,4 @@ class Batch(TypedDict, total=False):
 
 
 #: Keys that hold one string per image, carried through unchanged.
-TEXT_KEYS: tuple[str, ...] = ("image_id", "subject", "group", "split")
+TEXT_KEYS: tuple[TextKey, ...] = ("image_id", "subject", "group", "split")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pandas as pd
 from adni_lightning.data.split import split_digest
 from adni_lightning.data.volumes import LABELLED, structure_columns
 from adni_lightning.errors import ProjectError
+from adni_lightning.vocabulary import ClassName
 
 if TYPE_CHECKING:
     from adni_lightning.data.preprocess import Preprocessing
@@ -54,11 +55,29 @@ FIELDS = {
 _ABSENT = object()
 
 
+class StructureStats(TypedDict):
+    """A structure's volume over the labelled volume (the ICV proxy), across a cohort's images."""
+
+    mean: float
+    sd: float
+
+
+class CohortSummary(TypedDict):
+    """:func:`cohort_summary`: who is in a cohort, in plain values (a checkpoint keeps the training side's)."""
+
+    images: dict[ClassName, int]
+    subjects: int
+    age_mean: float
+    age_sd: float
+    sex: dict[str, int]
+    volumes: dict[str, StructureStats]
+
+
 class ContractError(ProjectError, ValueError):
     """A checkpoint does not fit the configuration; the message names each differing field with both values."""
 
 
-def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataFrame | None) -> dict[str, object]:
+def cohort_summary(rows: pd.DataFrame, classes: Sequence[ClassName], volumes: pd.DataFrame | None) -> CohortSummary:
     """Who is in a cohort, in plain values: images per class, subjects, age mean/sd (over images), sex (subjects),
     and per structure the mean/sd of its volume divided by the labelled volume (the ICV proxy).
 
@@ -67,7 +86,7 @@ def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataF
     """
     ages = rows["age"].astype(float)
     sexes = rows.drop_duplicates("subject")["sex"].value_counts()
-    summary: dict[str, object] = {
+    summary: CohortSummary = {
         "images": {c: int((rows["label"] == c).sum()) for c in classes},
         "subjects": int(rows["subject"].nunique()),
         "age_mean": float(ages.mean()),
@@ -85,11 +104,11 @@ def cohort_summary(rows: pd.DataFrame, classes: Sequence[str], volumes: pd.DataF
 
 
 def data_contract(
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     preprocessing: Preprocessing,
     encoder: TabularEncoder,
     split: pd.DataFrame | None,
-    summary: Mapping[str, object] | None = None,
+    summary: CohortSummary | None = None,
 ) -> dict[str, object]:
     """The contract of a configuration (plain values only, so a checkpoint loads with ``weights_only``); ``summary``
     is the training side's :func:`cohort_summary`, when known.
@@ -149,9 +168,9 @@ def split_difference(trained: Mapping[str, object], current: Mapping[str, object
     subset of the same sides leaks nothing. An image on another side, or one training never saw, is.
     """
     sides, now = trained.get("split"), current.get("split")
-    if now is None:
+    if not isinstance(now, Mapping):  # None: not scored on the run's split
         return None
-    if sides is None:
+    if not isinstance(sides, Mapping):  # None: a checkpoint older than the contract
         digest = trained.get("split_digest")
         if digest is None or digest == current.get("split_digest"):
             return None

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from adni_lightning.data.batch import TEXT_KEYS, Batch
+from adni_lightning.data.batch import TEXT_KEYS, Batch, Item, TextKey
 from adni_lightning.data.tabular import TabularEncoder
 from adni_lightning.errors import OptionError
 
@@ -66,7 +66,8 @@ class VolumeDataset(Dataset):
         self._volumes = self.rows[list(encoder.volumes)].to_numpy(dtype=np.float64)
         sides = self.rows["split"] if "split" in self.rows else pd.Series("-", index=self.rows.index)
         columns = {"image_id": self.rows["image_id"], "subject": self.rows["subject"], "group": self.rows["label"]}
-        self.text = {key: column.astype(str).tolist() for key, column in {**columns, "split": sides}.items()}
+        columns["split"] = sides
+        self.text: dict[TextKey, list[str]] = {key: columns[key].astype(str).tolist() for key in TEXT_KEYS}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -77,17 +78,21 @@ class VolumeDataset(Dataset):
         """
         return self.encoder.encode_batch(self._ages[indices], self._sexes[indices], self._volumes[indices])
 
-    def __getitem__(self, index: int) -> dict[str, object]:
+    def __getitem__(self, index: int) -> Item:
         volume = np.load(self.entries[index], mmap_mode="r")
+        text = self.text
         return {
             "volume": np.array(volume)[None],
             "tabular": self.tabular([index])[0],
             "label": int(self.targets[index]),
-            **{key: values[index] for key, values in self.text.items()},
+            "image_id": text["image_id"][index],
+            "subject": text["subject"][index],
+            "group": text["group"][index],
+            "split": text["split"][index],
         }
 
 
-def collate_volumes(items: list[dict[str, object]]) -> Batch:
+def collate_volumes(items: list[Item]) -> Batch:
     """Stack items into a batch with numpy, then wrap as tensors.
 
     ``default_collate`` stacks with ``torch.stack``, whose intra-op thread pool costs more than the copy itself

@@ -7,9 +7,12 @@ flip can swap hemispheres and the model can one-hot the structures it is given.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from adni_lightning.errors import OptionError
+from adni_lightning.vocabulary import CompactLabel, LabelId
 
 _DKT_REGIONS: dict[int, tuple[str, tuple[int, int, int]]] = {
     0: ("unknown", (25, 5, 25)),
@@ -104,16 +107,24 @@ _ASEG: dict[int, tuple[str, tuple[int, int, int]]] = {
 }
 
 
-def _build_lut() -> dict[int, tuple[str, tuple[int, int, int]]]:
-    lut = dict(_ASEG)
+def _build_lut() -> dict[LabelId, tuple[str, tuple[int, int, int]]]:
+    lut = {LabelId(label): entry for label, entry in _ASEG.items()}
     for offset, hemi in ((1000, "lh"), (2000, "rh")):
         for region, (name, rgb) in _DKT_REGIONS.items():
-            lut[offset + region] = (f"ctx-{hemi}-{name}", rgb)
+            lut[LabelId(offset + region)] = (f"ctx-{hemi}-{name}", rgb)
     return lut
 
 
+def label_ids(*labels: int) -> tuple[LabelId, ...]:
+    """Plain numbers, as tables write FreeSurfer ids, typed as the label ids they are."""
+    return tuple(LabelId(label) for label in labels)
+
+
 #: FreeSurfer id → (name, RGB) for every id a FastSurfer/FreeSurfer aseg-type label map may hold.
-FREESURFER_LUT: dict[int, tuple[str, tuple[int, int, int]]] = _build_lut()
+FREESURFER_LUT: dict[LabelId, tuple[str, tuple[int, int, int]]] = _build_lut()
+
+#: Channel name → the FreeSurfer ids one-hot encoded in that channel (``data.preprocessing.channels``).
+ChannelMap = Mapping[str, Sequence[LabelId]]
 
 #: Sorted FreeSurfer ids; position in this array is the compact index stored in the cache.
 KNOWN_LABELS: np.ndarray = np.array(sorted(FREESURFER_LUT), dtype=np.int64)
@@ -143,23 +154,26 @@ _LEFT_RIGHT_ASEG: tuple[tuple[int, int], ...] = (
 )
 
 #: Left id → right id for every lateralised label (subcortical pairs and lh/rh cortex).
-LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = _LEFT_RIGHT_ASEG + tuple((1000 + r, 2000 + r) for r in _DKT_REGIONS)
+LEFT_RIGHT_PAIRS: tuple[tuple[LabelId, LabelId], ...] = tuple(
+    (LabelId(left), LabelId(right))
+    for left, right in _LEFT_RIGHT_ASEG + tuple((1000 + r, 2000 + r) for r in _DKT_REGIONS)
+)
 
-_CORTEX = (3, 42, *range(1000, 1036), *range(2000, 2036))
+_CORTEX = label_ids(3, 42, *range(1000, 1036), *range(2000, 2036))
 
 #: Structures given to the network as one-hot channels unless a config names others. Left and right are
 #: merged so a hemisphere flip leaves the channels' meaning intact; the groups follow the volumetric
 #: markers of AD (hippocampus, amygdala, ventricles, cortex) plus the tissue that frames them.
-DEFAULT_CHANNELS: dict[str, tuple[int, ...]] = {
-    "hippocampus": (17, 53),
-    "amygdala": (18, 54),
-    "lateral_ventricle": (4, 43),
-    "inf_lat_vent": (5, 44),
+DEFAULT_CHANNELS: dict[str, tuple[LabelId, ...]] = {
+    "hippocampus": label_ids(17, 53),
+    "amygdala": label_ids(18, 54),
+    "lateral_ventricle": label_ids(4, 43),
+    "inf_lat_vent": label_ids(5, 44),
     "cortex": _CORTEX,
-    "white_matter": (2, 41, 77, 78, 79, 7, 46),
-    "deep_grey": (10, 49, 11, 50, 12, 51, 13, 52, 26, 58, 28, 60),
-    "csf": (14, 15, 24, 31, 63, 72),
-    "hindbrain": (8, 47, 16),
+    "white_matter": label_ids(2, 41, 77, 78, 79, 7, 46),
+    "deep_grey": label_ids(10, 49, 11, 50, 12, 51, 13, 52, 26, 58, 28, 60),
+    "csf": label_ids(14, 15, 24, 31, 63, 72),
+    "hindbrain": label_ids(8, 47, 16),
 }
 
 
@@ -180,7 +194,12 @@ def hemisphere_swap() -> np.ndarray:
     return swap
 
 
-def channel_lookup(channels: dict[str, tuple[int, ...] | list[int]]) -> np.ndarray:
+def label_id(compact: CompactLabel) -> LabelId:
+    """The FreeSurfer id of a compact label (a value of a cached label map)."""
+    return LabelId(int(KNOWN_LABELS[compact]))
+
+
+def channel_lookup(channels: ChannelMap) -> np.ndarray:
     """``(num_compact, num_channels)`` float32 table: row i is the one-hot channels of compact label i.
 
     Raises :class:`~adni_lightning.errors.OptionError` for an id that is not a FreeSurfer label, so a typo in
@@ -201,4 +220,4 @@ def channel_lookup(channels: dict[str, tuple[int, ...] | list[int]]) -> np.ndarr
 
 def compact_colours() -> np.ndarray:
     """``(num_compact, 3)`` uint8 FreeSurfer colours, to draw cached volumes as the FreeSurfer viewers do."""
-    return np.array([FREESURFER_LUT[int(i)][1] for i in KNOWN_LABELS], dtype=np.uint8)
+    return np.array([FREESURFER_LUT[label_id(CompactLabel(i))][1] for i in range(len(KNOWN_LABELS))], dtype=np.uint8)

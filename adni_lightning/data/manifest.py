@@ -21,12 +21,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import pandas as pd
 
 from adni_lightning.data.volume_io import VolumeError, file_problem, read_header
 from adni_lightning.errors import OptionError, ProjectError
+from adni_lightning.vocabulary import ClassIndex, ClassName
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ OnBadRows = Literal["error", "skip"]
 MixedGroups = Literal["error", "keep", "drop"]
 
 #: The diagnostic groups of ADNI-1, in label order: the default classes.
-ADNI1_GROUPS = ("CN", "MCI", "AD")
+ADNI1_GROUPS = (ClassName("CN"), ClassName("MCI"), ClassName("AD"))
 
 #: Name of the IDA collection export inside an ADNI download folder.
 CSV_NAME = "ADNI_1p5T_Filtered.csv"
@@ -62,6 +63,21 @@ MANIFEST_COLUMNS = ("row", "image_id", "subject", "group", "label", "target", "s
 
 _IMAGE_ID = re.compile(r"^I?(\d+)$")
 _SEX = {"m": "M", "male": "M", "f": "F", "female": "F"}
+
+
+class Record(TypedDict):
+    """One usable image: a row of the manifest (:data:`MANIFEST_COLUMNS`), as read from its CSV row."""
+
+    row: int
+    image_id: str
+    subject: str
+    group: str
+    label: ClassName
+    target: ClassIndex
+    sex: str
+    age: float
+    visit: str
+    path: str
 
 
 class ManifestError(ProjectError, ValueError):
@@ -124,8 +140,8 @@ class ManifestSpec:
     data_dir: str | Path = "K1data"
     csv_path: str | Path | None = None
     filename_pattern: str = "{group}/{image_id}.nii_aseg_deep.mgz"
-    classes: tuple[str, ...] = ADNI1_GROUPS
-    group_map: dict[str, str | None] = field(default_factory=dict)
+    classes: tuple[ClassName, ...] = ADNI1_GROUPS
+    group_map: dict[str, ClassName | None] = field(default_factory=dict)
     age_range: tuple[float, float] = (40.0, 110.0)
     on_bad_rows: OnBadRows = "error"
     check_files: bool = True
@@ -234,13 +250,13 @@ def _find_file(line: int, image_id: str, candidates: Sequence[Path]) -> tuple[Pa
     if found is not None:
         return found, None
     for path, problem in problems.items():
-        if problem != "file not found":
+        if problem is not None and problem != "file not found":
             return None, Problem(line, image_id, str(path), problem)
     tried = " or ".join(str(p) for p in candidates)
     return None, Problem(line, image_id, str(candidates[0]), f"file not found (looked for {tried})")
 
 
-def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str, object] | None, Problem | None]:
+def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[Record | None, Problem | None]:
     """One CSV row → a manifest record, or the first reason it cannot be one (or neither: excluded)."""
     image_id = normalise_image_id(row["Image Data ID"])
     if image_id is None:
@@ -280,13 +296,13 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
     path, problem = _find_file(line, image_id, _candidate_paths(spec, row, image_id))
     if problem:
         return None, problem
-    record = {
+    record: Record = {
         "row": line,
         "image_id": image_id,
         "subject": subject,
         "group": group,
         "label": label,
-        "target": spec.classes.index(label),
+        "target": ClassIndex(spec.classes.index(label)),
         "sex": sex,
         "age": age,
         "visit": row.get("Visit", ""),
@@ -295,7 +311,7 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[dict[str,
     return record, None
 
 
-def _duplicate_problems(records: list[dict[str, object]]) -> list[Problem]:
+def _duplicate_problems(records: list[Record]) -> list[Problem]:
     counts = Counter(r["image_id"] for r in records)
     return [
         Problem(
@@ -310,7 +326,7 @@ def _duplicate_problems(records: list[dict[str, object]]) -> list[Problem]:
     ]
 
 
-def _sex_problems(records: list[dict[str, object]]) -> list[Problem]:
+def _sex_problems(records: list[Record]) -> list[Problem]:
     """Every row of a subject whose rows disagree on sex: one of them is wrong, and the CSV cannot say which."""
     rows: dict[str, dict[str, list[int]]] = {}
     for r in records:
@@ -325,7 +341,7 @@ def _sex_problems(records: list[dict[str, object]]) -> list[Problem]:
     return problems
 
 
-def _file_problems(records: list[dict[str, object]]) -> list[Problem]:
+def _file_problems(records: list[Record]) -> list[Problem]:
     """Header of every file: readable, complete, 3D; all files on the cohort's most common grid."""
     problems, shapes = [], {}
     for r in records:
@@ -437,9 +453,11 @@ def build_manifest(spec: ManifestSpec, report_dir: str | Path | None = None) -> 
     ``report_dir``: where a report too long to show every bad row lists them all (:data:`BAD_ROWS_CSV`).
     """
     table = _read_csv(spec)
-    records, problems, excluded = [], [], 0
-    for index, row in table.iterrows():
-        record, problem = _check_row(spec, row, line=int(index) + 2)
+    records: list[Record] = []
+    problems: list[Problem] = []
+    excluded = 0
+    for line, (_, row) in enumerate(table.iterrows(), start=2):  # the header is line 1; read_csv numbers rows 0…
+        record, problem = _check_row(spec, row, line)
         if problem:
             problems.append(problem)
         elif record is None:
@@ -483,7 +501,10 @@ def exclude_images(
     bad = manifest[manifest["image_id"].isin(set(reasons))]
     if bad.empty:
         return manifest
-    problems = [Problem(int(r.row), r.image_id, r.path, reasons[r.image_id]) for r in bad.itertuples()]
+    problems = [
+        Problem(int(row), image_id, path, reasons[image_id])
+        for row, image_id, path in zip(bad["row"], bad["image_id"], bad["path"])
+    ]
     kept_rows = manifest.attrs.get("kept_rows", len(manifest))
     skipped = manifest.attrs.get("skipped_rows", 0)
     report = (report_dir, BAD_IMAGES_CSV)
@@ -495,9 +516,9 @@ def exclude_images(
     return kept
 
 
-def _resolve_mixed_groups(spec: ManifestSpec, records: list[dict[str, object]]) -> list[dict[str, object]]:
+def _resolve_mixed_groups(spec: ManifestSpec, records: list[Record]) -> list[Record]:
     """Report subjects whose rows carry different classes and apply ``spec.mixed_groups`` to them."""
-    rows: dict[str, dict[str, list[int]]] = {}
+    rows: dict[str, dict[ClassName, list[int]]] = {}
     for r in records:
         rows.setdefault(r["subject"], {}).setdefault(r["label"], []).append(r["row"])
     mixed = {subject: labels for subject, labels in rows.items() if len(labels) > 1}

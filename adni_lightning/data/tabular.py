@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -26,6 +27,16 @@ class TabularSpec:
     """
 
     volumes: tuple[str, ...] = ()
+
+
+class TabularState(TypedDict):
+    """What a checkpoint stores of the encoder: the training split's statistics and the structures they describe."""
+
+    age_mean: float | None
+    age_std: float | None
+    volumes: list[str]
+    volume_mean: list[float] | None
+    volume_std: list[float] | None
 
 
 class TabularEncoder:
@@ -48,8 +59,8 @@ class TabularEncoder:
 
     def fit(self, ages: Iterable[float], volumes: np.ndarray | None = None) -> TabularEncoder:
         """Statistics of the training split: ages, and ``volumes`` (images × structures) when configured."""
-        self.age_mean, self.age_std = _mean_std(np.asarray(list(ages), dtype=np.float64)[:, None])
-        self.age_mean, self.age_std = self.age_mean[0], self.age_std[0]
+        age_mean, age_std = _mean_std(np.asarray(list(ages), dtype=np.float64)[:, None])
+        self.age_mean, self.age_std = age_mean[0], age_std[0]
         if self.volumes:
             if volumes is None or np.shape(volumes)[1:] != (len(self.volumes),):
                 raise ValueError(f"fit needs the training split's volumes of {list(self.volumes)}")
@@ -74,10 +85,11 @@ class TabularEncoder:
         base = np.stack([(ages - self.age_mean) / self.age_std, sexes == "F", sexes == "M"], axis=1)
         if not self.volumes:
             return base.astype(np.float32)
+        assert self.volume_mean is not None and self.volume_std is not None  # set with the age statistics
         scaled = (np.asarray(volumes, dtype=np.float64) - self.volume_mean) / self.volume_std
         return np.concatenate([base, scaled], axis=1).astype(np.float32)
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> TabularState:
         return {
             "age_mean": self.age_mean,
             "age_std": self.age_std,
@@ -86,7 +98,7 @@ class TabularEncoder:
             "volume_std": self.volume_std,
         }
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: TabularState) -> None:
         trained = tuple(state.get("volumes") or ())
         if trained != self.volumes:
             raise ValueError(

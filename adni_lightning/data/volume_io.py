@@ -17,11 +17,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
 from isal import isal_zlib
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.freesurfer.mghformat import MGHHeader
+from nibabel.spatialimages import SpatialImage
 
 #: Suffixes this module can read, longest first so ``.nii.gz`` wins over ``.gz``.
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
@@ -99,6 +102,15 @@ def _check_complete(path: Path, data_end: int, compressed: bool) -> None:
         raise VolumeError(path, f"truncated: {path.stat().st_size} bytes, header needs {data_end}")
 
 
+#: isal's stub declares ``error`` an instance of Exception; at run time it is the exception class raised.
+_ISAL_ERROR = cast("type[Exception]", isal_zlib.error)
+
+
+def _load_spatial(path: Path) -> SpatialImage:
+    """``nib.load``, typed as what it returns for the suffixes read here (NIfTI): an image with voxels and an affine."""
+    return cast(SpatialImage, nib.load(path))
+
+
 def read_header(path: str | Path) -> VolumeHeader:
     """Read and check the header; raise :class:`VolumeError` for a missing, unreadable or truncated file."""
     path = Path(path)
@@ -116,10 +128,10 @@ def read_header(path: str | Path) -> VolumeHeader:
             shape = tuple(int(n) for n in header.get_data_shape())
             offset = header.get_data_offset()
         else:
-            img = nib.load(path)
+            img = _load_spatial(path)
             header = img.header
             shape = tuple(int(n) for n in header.get_data_shape())
-            offset = int(img.dataobj.offset)
+            offset = int(cast(ArrayProxy, img.dataobj).offset)  # a proxy: nib.load reads no voxels
         dtype = np.dtype(header.get_data_dtype())
         zooms = tuple(float(z) for z in header.get_zooms()[:3])
         affine = np.asarray(header.get_best_affine() if hasattr(header, "get_best_affine") else header.get_affine())
@@ -159,14 +171,14 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             )
             affine = header.get_affine()
         else:
-            img = nib.load(path)
+            img = _load_spatial(path)
             data, affine = np.asanyarray(img.dataobj), img.affine
     except (
         OSError,
         EOFError,
         TypeError,
         zlib.error,
-        isal_zlib.error,
+        _ISAL_ERROR,
         nib.filebasedimages.ImageFileError,
         ValueError,
     ) as err:

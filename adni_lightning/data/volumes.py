@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from adni_lightning.data.labels import DKT_PARCELS, FREESURFER_LUT, compact_lookup
+from adni_lightning.data.labels import DKT_PARCELS, FREESURFER_LUT, compact_lookup, label_ids
 from adni_lightning.data.preprocess import UnknownLabelError
+from adni_lightning.vocabulary import LabelId
 
 if TYPE_CHECKING:
     from adni_lightning.data.cache import VolumeCache
@@ -28,7 +29,7 @@ _STRUCTURE_NAMES = frozenset(name for label, (name, _) in FREESURFER_LUT.items()
 #: Labels that are not brain tissue: ventricles (lateral, inferior lateral, 3rd, 4th, 5th), CSF, choroid plexus
 #: and vessels. :data:`TOTAL_BRAIN` is every other non-zero label: white and grey matter, cerebellum, brain stem,
 #: deep grey nuclei, white-matter hypointensities (damaged tissue, still tissue) and the optic chiasm.
-NON_TISSUE: frozenset[int] = frozenset({4, 43, 5, 44, 14, 15, 72, 24, 31, 63, 30, 62})
+NON_TISSUE: frozenset[LabelId] = frozenset(label_ids(4, 43, 5, 44, 14, 15, 72, 24, 31, 63, 30, 62))
 
 #: Brain tissue volume (mm³): the sum of every label but background and :data:`NON_TISSUE`.
 TOTAL_BRAIN = "TotalBrainVolume"
@@ -44,7 +45,7 @@ ID_COLUMNS = ("image_id", "subject", "group", "age", "sex", "visit")
 
 #: Ids FastSurfer writes into ``aparc.DKTatlas+aseg.deep.mgz`` (background excluded); one missing from an
 #: image suggests a failed or different segmentation.
-FASTSURFER_DEEP_LABELS: tuple[int, ...] = (
+FASTSURFER_DEEP_LABELS: tuple[LabelId, ...] = label_ids(
     2,
     4,
     5,
@@ -154,11 +155,11 @@ def label_counts(data: np.ndarray) -> np.ndarray:
     return counts
 
 
-def structure_volumes(data: np.ndarray, affine: np.ndarray) -> dict[int, float]:
+def structure_volumes(data: np.ndarray, affine: np.ndarray) -> dict[LabelId, float]:
     """FreeSurfer id → volume in mm³ (voxel count × voxel volume) of every non-zero id present."""
     counts = label_counts(data)
     size = voxel_volume(affine)
-    return {int(i): float(counts[i] * size) for i in np.flatnonzero(counts) if i != 0}
+    return {LabelId(int(i)): float(counts[i] * size) for i in np.flatnonzero(counts) if i != 0}
 
 
 def regional_volumes(manifest: pd.DataFrame, cache: VolumeCache) -> pd.DataFrame:
@@ -169,7 +170,7 @@ def regional_volumes(manifest: pd.DataFrame, cache: VolumeCache) -> pd.DataFrame
     :data:`TOTAL_BRAIN` and :data:`LABELLED`. The cache must hold every image (``cache.build`` first).
     """
     per_image = [cache.volumes(i, p) for i, p in zip(manifest["image_id"], manifest["path"], strict=True)]
-    ids = sorted({i for volumes in per_image for i in volumes})
+    ids = sorted({LabelId(i) for volumes in per_image for i in volumes})  # the sidecars' keys are FreeSurfer ids
     table = np.zeros((len(per_image), len(ids)))
     for row, volumes in enumerate(per_image):
         table[row] = [volumes.get(i, 0.0) for i in ids]

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from adni_lightning.data.volumes import LABELLED, structure_columns
+from adni_lightning.vocabulary import ClassName
 
 MODEL_NAME = "baseline"
 _MONTH = re.compile(r"^m(\d+)$")
@@ -66,7 +67,7 @@ def make_model(seed: int = 0) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=10_000, random_state=seed))
 
 
-def _probabilities(model: Pipeline, x: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+def _probabilities(model: Pipeline, x: pd.DataFrame, classes: Sequence[ClassName]) -> np.ndarray:
     """``predict_proba`` in ``classes`` order; a class absent from the training side gets probability 0."""
     out = np.zeros((len(x), len(classes)))
     if len(x):
@@ -77,7 +78,7 @@ def _probabilities(model: Pipeline, x: pd.DataFrame, classes: Sequence[str]) -> 
 
 
 def baseline_predictions(
-    volumes: pd.DataFrame, split: pd.DataFrame, classes: Sequence[str], seed: int = 0
+    volumes: pd.DataFrame, split: pd.DataFrame, classes: Sequence[ClassName], seed: int = 0
 ) -> pd.DataFrame:
     """Out-of-fold and test predictions of :func:`make_model` on the folds of ``split``.
 

@@ -25,6 +25,7 @@ from sklearn.metrics import brier_score_loss
 from adni_lightning.atomic import write_text
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.metrics import resample_counts
+from adni_lightning.vocabulary import ClassName
 
 #: Bins of the adaptive ECE and the reliability table: ~20 images a bin for a cohort of 300.
 DEFAULT_BINS = 15
@@ -76,7 +77,7 @@ def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 
 def reliability_table(
-    y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], bins: int = DEFAULT_BINS
+    y_true: np.ndarray, proba: np.ndarray, classes: Sequence[ClassName], bins: int = DEFAULT_BINS
 ) -> pd.DataFrame:
     """Per class (one vs rest), per equal-count bin of ``p_class``: its mean, the observed frequency, the count.
 
@@ -147,7 +148,7 @@ def calibration_metrics(y_true: np.ndarray, proba: np.ndarray, bins: int = DEFAU
 def save_temperature(
     path: str | Path,
     temperature: float,
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     fitted_on: str,
     n_images: int,
     cross_fitted: Mapping[int, float] | None = None,
@@ -161,7 +162,7 @@ def save_temperature(
     write_text(path, json.dumps(record, indent=2) + "\n", "--root")
 
 
-def load_temperature(path: str | Path, classes: Sequence[str]) -> float:
+def load_temperature(path: str | Path, classes: Sequence[ClassName]) -> float:
     """The temperature of a :func:`save_temperature` file, refused in one line when fitted for other classes."""
     try:
         record = json.loads(Path(path).read_text())
@@ -229,7 +230,7 @@ def _resampled_ece(correct: np.ndarray, confidence: np.ndarray, copies: np.ndarr
 def bootstrap_calibration(
     y_true: np.ndarray,
     proba: np.ndarray,
-    subjects: Sequence[str],
+    subjects: Sequence[str] | pd.Series,
     n_resamples: int = 2000,
     seed: int = 0,
     bins: int = DEFAULT_BINS,

@@ -12,8 +12,9 @@ a scanner and a protocol change. :func:`write_evaluation` writes all of it from 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,10 @@ from adni_lightning.evaluation.metrics import (
 )
 from adni_lightning.evaluation.report import NAMES, UNSCALED, fmt, interval, markdown_table
 from adni_lightning.evaluation.report import reliability_figure as reliability_figure_of
+from adni_lightning.vocabulary import ClassName
+
+if TYPE_CHECKING:
+    from adni_lightning.data.contract import CohortSummary, StructureStats
 
 #: The option that moves the files (``evaluate --root``).
 OPTION = "--root"
@@ -60,7 +65,7 @@ class EvaluationError(ProjectError, ValueError):
     """A cohort cannot be scored with this checkpoint as asked; the message says why and what to change."""
 
 
-def check_cohort_classes(labels: pd.Series, classes: Sequence[str], csv: Path, source: str) -> None:
+def check_cohort_classes(labels: pd.Series, classes: Sequence[ClassName], csv: Path, source: str) -> None:
     """Refuse a cohort holding a class the model does not predict (its metrics would be undefined, not low)."""
     extra = [label for label in dict.fromkeys(labels) if label not in classes]
     if extra:
@@ -77,7 +82,7 @@ def site_of(subject: str) -> str | None:
     return match.group(1) if match else None
 
 
-def metric_table(frame: pd.DataFrame, classes: Sequence[str], n_resamples: int, seed: int) -> pd.DataFrame:
+def metric_table(frame: pd.DataFrame, classes: Sequence[ClassName], n_resamples: int, seed: int) -> pd.DataFrame:
     """Every metric of :func:`~adni_lightning.evaluation.metrics.classification_metrics` per level (image; subject:
     mean probability over its images) with its subject-bootstrap interval; columns :data:`METRIC_COLUMNS`.
     """
@@ -104,7 +109,7 @@ def calibration_table(y: np.ndarray, proba: np.ndarray, temperature: float | Non
     )
 
 
-def site_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+def site_table(frame: pd.DataFrame, classes: Sequence[ClassName]) -> pd.DataFrame:
     """Per ADNI site (images whose subject id names one): images, subjects, balanced accuracy."""
     sites = frame["subject"].map(site_of)
     rows = [
@@ -119,7 +124,7 @@ def site_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["site", "n_images", "n_subjects", "bacc"])
 
 
-def shifted_structures(training: Mapping[str, object], cohort: Mapping[str, object], top: int) -> pd.DataFrame:
+def shifted_structures(training: CohortSummary, cohort: CohortSummary, top: int) -> pd.DataFrame:
     """The structures (in both summaries) whose ICV-normalised volume moved most: standardised mean difference
     (cohort − training) / pooled sd, largest ``|SMD|`` first; structures without spread on either side are left out.
     """
@@ -135,7 +140,7 @@ def shifted_structures(training: Mapping[str, object], cohort: Mapping[str, obje
     return pd.DataFrame(rows[:top], columns=["structure", "training", "cohort", "smd"])
 
 
-def _metrics_section(metrics: pd.DataFrame, classes: Sequence[str], n_resamples: int) -> list[str]:
+def _metrics_section(metrics: pd.DataFrame, classes: Sequence[ClassName], n_resamples: int) -> list[str]:
     cis = {level: metrics[metrics["level"] == level] for level in LEVELS}
     rows = [[NAMES[m], *(interval(cis[level], m, n_resamples) for level in LEVELS)] for m in HEADLINE]
     per_class = [[c, *(interval(cis["image"], f"{kind}_{c}", n_resamples) for kind in PER_CLASS)] for c in classes]
@@ -176,7 +181,7 @@ def _calibration_section(
     ]
 
 
-def _cohort_row(summary: Mapping[str, object], classes: Sequence[str]) -> list[str]:
+def _cohort_row(summary: CohortSummary, classes: Sequence[ClassName]) -> list[str]:
     images = summary["images"]
     sex = summary["sex"]
     return [
@@ -187,12 +192,12 @@ def _cohort_row(summary: Mapping[str, object], classes: Sequence[str]) -> list[s
     ]
 
 
-def _percent(stats: Mapping[str, float]) -> str:
+def _percent(stats: StructureStats) -> str:
     return f"{100 * stats['mean']:.3f} ± {100 * stats['sd']:.3f}"
 
 
 def _cohort_section(
-    training: Mapping[str, object] | None, cohort: Mapping[str, object], classes: Sequence[str], members: int
+    training: CohortSummary | None, cohort: CohortSummary, classes: Sequence[ClassName], members: int
 ) -> list[str]:
     header = ["cohort", f"images {' / '.join(classes)}", "subjects", "age mean ± sd (images)", "F / M (subjects)"]
     lines = ["## The cohort beside the training cohort", ""]
@@ -213,7 +218,10 @@ def _cohort_section(
     shifted = shifted_structures(training, cohort, TOP_SHIFTED)
     if shifted.empty:
         return [*lines, "No regional volumes on both sides to compare.", ""]
-    rows = [[r.structure, _percent(r.training), _percent(r.cohort), f"{r.smd:+.2f}"] for r in shifted.itertuples()]
+    rows = [
+        [r["structure"], _percent(r["training"]), _percent(r["cohort"]), f"{r['smd']:+.2f}"]
+        for r in shifted.to_dict("records")
+    ]
     return [
         *lines,
         (
@@ -228,11 +236,13 @@ def _cohort_section(
 def _site_section(sites: pd.DataFrame) -> list[str]:
     if sites.empty:
         return ["## Sites", "", "No site known: the subject ids are not of the ADNI form 002_S_0295.", ""]
-    rows = [[r.site, str(r.n_images), str(r.n_subjects), fmt(r.bacc)] for r in sites.itertuples()]
+    rows = [[r["site"], str(r["n_images"]), str(r["n_subjects"]), fmt(r["bacc"])] for r in sites.to_dict("records")]
     return ["## Sites", "", *markdown_table(["site", "images", "subjects", "balanced accuracy"], rows)]
 
 
-def reliability_figure(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], temperature: float | None) -> Figure:
+def reliability_figure(
+    y: np.ndarray, proba: np.ndarray, classes: Sequence[ClassName], temperature: float | None
+) -> Figure:
     """A reliability diagram per class (one vs rest, equal-count bins): before and, with a temperature, after."""
     curves = [reliability_table(y, proba, classes).assign(model="model", scaling=UNSCALED)]
     if temperature is not None:
@@ -244,9 +254,9 @@ def reliability_figure(y: np.ndarray, proba: np.ndarray, classes: Sequence[str],
 def write_evaluation(
     root: Path,
     frame: pd.DataFrame,
-    classes: Sequence[str],
-    cohort: Mapping[str, object],
-    training: Mapping[str, object] | None,
+    classes: Sequence[ClassName],
+    cohort: CohortSummary,
+    training: CohortSummary | None,
     *,
     temperature: float | None = None,
     calibration_file: Path | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,17 +29,19 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from adni_lightning.vocabulary import ClassName
+
 HEADLINE = ("bacc", "acc", "f1", "auroc", "mcc")
 PER_CLASS = ("sens", "spec", "ppv", "npv")
 _CHUNK = 256  # resamples per block: bounds the (resamples × images) weight matrix
 
 
-def metric_names(classes: Sequence[str]) -> list[str]:
+def metric_names(classes: Sequence[ClassName]) -> list[str]:
     """Every metric :func:`classification_metrics` returns, in its order."""
     return [*HEADLINE, *(f"{kind}_{c}" for kind in PER_CLASS for c in classes)]
 
 
-def prob_columns(classes: Sequence[str]) -> list[str]:
+def prob_columns(classes: Sequence[ClassName]) -> list[str]:
     """The ``p_<class>`` columns of a predictions frame."""
     return [f"p_{c}" for c in classes]
 
@@ -55,7 +58,7 @@ def _nanmean(x: np.ndarray) -> np.ndarray:
     return _ratio(np.where(defined, x, 0.0).sum(axis=-1), defined.sum(axis=-1))
 
 
-def confusion_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+def confusion_metrics(cm: np.ndarray, classes: Sequence[ClassName]) -> dict[str, np.ndarray]:
     """Every metric a confusion matrix determines, vectorised over leading axes of ``cm`` ``(..., k, k)``.
 
     Rows are true classes, columns predictions. Follows sklearn's conventions so that the bootstrap can use this
@@ -102,7 +105,7 @@ def _auroc(y: np.ndarray, proba: np.ndarray, k: int) -> float:
         return float(roc_auc_score(onehot, proba, average="macro"))
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[ClassName]) -> dict[str, float]:
     """Headline metrics (sklearn) and per-class sensitivity, specificity, PPV, NPV; prediction = argmax.
 
     ``y_true`` holds indices into ``classes``; ``proba`` is ``(n, k)``. Undefined values are NaN (``mcc``: 0, as
@@ -136,7 +139,7 @@ def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
         raise ValueError(f"predictions frame lacks columns {missing}")
 
 
-def _labels(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+def _labels(frame: pd.DataFrame, classes: Sequence[ClassName]) -> np.ndarray:
     """``group`` as indices into ``classes``."""
     codes = frame["group"].map({c: i for i, c in enumerate(classes)})
     if codes.isna().any():
@@ -150,7 +153,7 @@ def _single_model(frame: pd.DataFrame) -> None:
         raise ValueError(f"expected one model's predictions, got {sorted(frame['model'].unique())}")
 
 
-def frame_metrics(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
+def frame_metrics(frame: pd.DataFrame, classes: Sequence[ClassName]) -> dict[str, float]:
     """:func:`classification_metrics` of one model's predictions frame, pooled over its rows."""
     _require(frame, ["group", *prob_columns(classes)])
     _single_model(frame)
@@ -169,7 +172,7 @@ def first_visits(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[_is_first(frame)].reset_index(drop=True)
 
 
-def subject_level(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+def subject_level(frame: pd.DataFrame, classes: Sequence[ClassName]) -> pd.DataFrame:
     """One row per (model, subject): the mean probability over the subject's images.
 
     ``group`` and ``fold`` are those of the subject's first-visit image (the first row in frame order when no
@@ -197,7 +200,7 @@ def resample_counts(draws: np.ndarray, n_subjects: int) -> np.ndarray:
 
 def bootstrap_samples(
     frame: pd.DataFrame,
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     n_resamples: int = 2000,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
@@ -248,14 +251,14 @@ def interval_table(point: Mapping[str, float], samples: pd.DataFrame, level: flo
     return pd.DataFrame(rows, columns=["metric", "estimate", "ci_low", "ci_high", "n_valid"])
 
 
-def _by_model(frame: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+def _by_model(frame: pd.DataFrame) -> Iterable[tuple[Any, pd.DataFrame]]:  # the model column's values, as read
     _require(frame, ["model"])
     return frame.groupby("model", sort=True)
 
 
 def bootstrap_ci(
     frame: pd.DataFrame,
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
@@ -296,7 +299,7 @@ def paired_difference(
     frame: pd.DataFrame,
     model_a: str,
     model_b: str,
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     metrics: Sequence[str] = ("bacc", "auroc"),
     n_resamples: int = 2000,
     seed: int = 0,
@@ -318,7 +321,7 @@ def paired_difference(
     ]
 
 
-def fold_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+def fold_table(frame: pd.DataFrame, classes: Sequence[ClassName]) -> pd.DataFrame:
     """A row of metrics per (model, fold), then per model a ``mean`` and an ``sd`` (ddof=1) row over its folds.
 
     ``mean``/``sd`` skip folds where a metric is undefined (e.g. AUROC of a fold lacking a class).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from adni_lightning.evaluation.metrics import (
     subject_level,
 )
 from adni_lightning.figures import draw_confusion
+from adni_lightning.vocabulary import ClassName
 
 LEVELS = ("image", "subject", "first visit")
 #: The option that moves the report (``cv --root``).
@@ -82,7 +84,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 
 def interval(ci: pd.DataFrame, metric: str, n_resamples: int) -> str:
     """``estimate [low, high]``, with the count of valid resamples when some were left out."""
-    row = ci.set_index("metric").loc[metric]
+    row = ci[ci["metric"] == metric].iloc[0]
     text = f"{fmt(row['estimate'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
     return text if row["n_valid"] == n_resamples else f"{text} ({int(row['n_valid'])}/{n_resamples} resamples)"
 
@@ -94,7 +96,9 @@ class _Bootstraps:
     seed, so two models on the same images share them.
     """
 
-    def __init__(self, levels: dict[str, pd.DataFrame], classes: Sequence[str], n_resamples: int, seed: int) -> None:
+    def __init__(
+        self, levels: dict[str, pd.DataFrame], classes: Sequence[ClassName], n_resamples: int, seed: int
+    ) -> None:
         self.levels, self.classes, self.n_resamples, self.seed = levels, classes, n_resamples, seed
         self._cache: dict[tuple[str, str], tuple[dict[str, float], pd.DataFrame]] = {}
 
@@ -141,23 +145,25 @@ def mark_missing(table: pd.DataFrame, missing_folds: Sequence[int]) -> pd.DataFr
 
 
 def _mean_sd(folds: pd.DataFrame, metric: str) -> str:
-    rows = folds.set_index("fold")
-    return f"{fmt(rows.at['mean', metric])} ± {fmt(rows.at['sd', metric])}"
+    column = folds.set_index("fold")[metric]
+    return f"{fmt(column['mean'])} ± {fmt(column['sd'])}"
 
 
 def _covered(frame: pd.DataFrame) -> str:
     """The folds present, per model where the models differ."""
-    per_model = {model: _numbers(sorted(part["fold"].unique())) for model, part in frame.groupby("model")}
+    per_model: dict[Any, str] = {  # the model column's values, as read
+        model: _numbers(sorted(part["fold"].unique())) for model, part in frame.groupby("model")
+    }
     if len(set(per_model.values())) == 1:
         return f"folds {next(iter(per_model.values()))} only"
     return "; ".join(f"folds {folds} for `{model}`" for model, folds in per_model.items())
 
 
-def _levels(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, pd.DataFrame]:
+def _levels(frame: pd.DataFrame, classes: Sequence[ClassName]) -> dict[str, pd.DataFrame]:
     return {"image": frame, "subject": subject_level(frame, classes), "first visit": first_visits(frame)}
 
 
-def _data_section(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str]) -> list[str]:
+def _data_section(frame: pd.DataFrame, classes: Sequence[ClassName], models: Sequence[str]) -> list[str]:
     rows = []
     for model in models:
         part = frame[frame["model"] == model]
@@ -176,7 +182,9 @@ def _data_section(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[
     return ["## Data", "", *markdown_table(header, rows)]
 
 
-def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataFrame], boot: _Bootstraps) -> list[str]:
+def _model_section(
+    model: str, classes: Sequence[ClassName], folds: dict[str, pd.DataFrame], boot: _Bootstraps
+) -> list[str]:
     folds = {level: table[table["model"] == model] for level, table in folds.items()}
     cis = {level: boot.ci(level, model) for level in LEVELS}
     n = boot.n_resamples
@@ -199,7 +207,7 @@ def _model_section(model: str, classes: Sequence[str], folds: dict[str, pd.DataF
     ]
 
 
-def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str, boot: _Bootstraps) -> list[str]:
+def _paired_section(frame: pd.DataFrame, classes: Sequence[ClassName], reference: str, boot: _Bootstraps) -> list[str]:
     lines = [
         f"## Paired differences vs `{reference}`",
         "",
@@ -233,12 +241,12 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[str], reference: str,
     )
 
 
-def _truth(part: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+def _truth(part: pd.DataFrame, classes: Sequence[ClassName]) -> np.ndarray:
     """``group`` as indices into ``classes``."""
     return part["group"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
 
 
-def _confusion_figure(frame: pd.DataFrame, classes: Sequence[str], models: Sequence[str], caption: str) -> Figure:
+def _confusion_figure(frame: pd.DataFrame, classes: Sequence[ClassName], models: Sequence[str], caption: str) -> Figure:
     """Pooled image-level confusion matrices, one panel per model: counts, shaded by row-normalised rate; a
     ``caption`` above them (the missing folds) when given.
     """
@@ -265,11 +273,13 @@ class _Calibration:
     """
 
     def __init__(
-        self, frame: pd.DataFrame, classes: Sequence[str], scaled_model: str | None, n_resamples: int, seed: int
+        self, frame: pd.DataFrame, classes: Sequence[ClassName], scaled_model: str | None, n_resamples: int, seed: int
     ) -> None:
         probs = prob_columns(classes)
         self.classes, self.n_resamples, self.seed = classes, n_resamples, seed
-        self.parts = {(model, UNSCALED): part for model, part in frame.groupby("model", sort=True)}
+        self.parts: dict[tuple[Any, str], pd.DataFrame] = {
+            (model, UNSCALED): part for model, part in frame.groupby("model", sort=True)
+        }
         self.temperatures: dict[int, float] = {}
         self.final: float | None = None
         self.scaled_model = scaled_model if scaled_model in set(frame["model"]) else None
@@ -313,9 +323,9 @@ class _Calibration:
     def reliability(self) -> pd.DataFrame:
         """:func:`reliability_table` per model and scaling."""
         tables = [
-            reliability_table(_truth(part, self.classes), part[prob_columns(self.classes)], self.classes).assign(
-                model=model, scaling=scaling
-            )
+            reliability_table(
+                _truth(part, self.classes), part[prob_columns(self.classes)].to_numpy(float), self.classes
+            ).assign(model=model, scaling=scaling)
             for (model, scaling), part in self.parts.items()
         ]
         out = pd.concat(tables, ignore_index=True)
@@ -323,6 +333,7 @@ class _Calibration:
 
     def save(self, path: Path) -> None:
         """The temperature for new cohorts, with the folds it was fitted on and the cross-fitted ones."""
+        assert self.final is not None, "no temperature without a scaled model"  # both are set together in __init__
         part = self.parts[self.scaled_model, UNSCALED]
         fitted_on = (
             f"cv out-of-fold predictions of {self.scaled_model}, folds {_numbers(sorted(part['fold'].unique()))}"
@@ -333,7 +344,7 @@ class _Calibration:
 def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing_folds: Sequence[int]) -> list[str]:
     n = calibration.n_resamples
     rows = [
-        [f"`{model}`", scaling, *(interval(part, m, n) for m in CALIBRATION_METRICS)]
+        [f"`{model}`", str(scaling), *(interval(part, m, n) for m in CALIBRATION_METRICS)]
         for (model, scaling), part in table.groupby(["model", "scaling"], sort=False)
     ]
     lines = [
@@ -351,8 +362,8 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
         "",
         *markdown_table(["model", "scaling", "ECE [95% CI]", "Brier [95% CI]", "NLL [95% CI]"], rows),
     ]
-    model = calibration.scaled_model
-    if model is None:
+    model, final = calibration.scaled_model, calibration.final
+    if model is None or final is None:  # set together: a temperature is fitted for the scaled model
         return lines
     if calibration.temperatures:
         per_fold = ", ".join(f"fold {k}: {t:.3f}" for k, t in calibration.temperatures.items())
@@ -372,12 +383,12 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
     bound = (
         " It lies at an end of the search range (0.05 to 20): the probabilities are nearly uninformative "
         "(T = 20) or far too timid (T = 0.05), and no temperature repairs that."
-        if at_search_bound(calibration.final)
+        if at_search_bound(final)
         else ""
     )
     lines += [
         (
-            f"For new cohorts: T = {calibration.final:.3f}, fitted on all out-of-fold predictions of `{model}`{scope}, "
+            f"For new cohorts: T = {final:.3f}, fitted on all out-of-fold predictions of `{model}`{scope}, "
             f"is saved in `{CALIBRATION_FILE}`; `predict --calibration {CALIBRATION_FILE}` applies it.{bound}"
         ),
         "",
@@ -385,7 +396,7 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
     return lines
 
 
-def reliability_figure(reliability: pd.DataFrame, classes: Sequence[str], caption: str) -> Figure:
+def reliability_figure(reliability: pd.DataFrame, classes: Sequence[ClassName], caption: str) -> Figure:
     """One reliability diagram per class (one vs rest): observed frequency against mean predicted probability per
     equal-count bin, a line per model and scaling; calibrated models lie on the diagonal.
     """
@@ -406,7 +417,7 @@ def reliability_figure(reliability: pd.DataFrame, classes: Sequence[str], captio
 def write_cv_report(
     out_dir: Path,
     frame: pd.DataFrame,
-    classes: Sequence[str],
+    classes: Sequence[ClassName],
     reference_model: str | None = None,
     missing_folds: Sequence[int] = (),
     notes: Sequence[str] = (),

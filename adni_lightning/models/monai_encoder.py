@@ -46,6 +46,7 @@ def _parameter_names(factory: Callable[..., nn.Module]) -> set[str]:
     """Keyword arguments ``factory`` accepts, following ``**kwargs`` up the class hierarchy (``SEResNet50`` →
     ``SENet``) or into the class a function returns (``resnet10`` → ``ResNet``).
     """
+    chain: list[Any]  # classes, or a function and the annotation of what it returns
     if isinstance(factory, type):
         chain = [cls for cls in factory.__mro__ if issubclass(cls, nn.Module) and cls is not nn.Module]
     else:

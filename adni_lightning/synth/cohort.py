@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import partial
+from functools import partial, reduce
 from pathlib import Path
 from typing import Any
 
@@ -250,15 +251,24 @@ def _grid(m: np.ndarray, b: np.ndarray, box: tuple[slice, ...]) -> list[np.ndarr
     ]
 
 
+def _total(terms: Iterable[np.ndarray]) -> np.ndarray:
+    """``sum`` of arrays, typed as the array it is (``sum`` starts from the int 0; adding it changes no value)."""
+    return reduce(operator.add, terms)
+
+
 def _ellipsoid_q(
-    xyz: list[np.ndarray], centre: Sequence[float], semi: Sequence[float], rot: np.ndarray, bend: float = 0.0
+    xyz: list[np.ndarray],
+    centre: Sequence[float] | np.ndarray,
+    semi: Sequence[float] | np.ndarray,
+    rot: np.ndarray,
+    bend: float = 0.0,
 ) -> np.ndarray:
     """Squared normalised radius in the ellipsoid's own frame: < 1 inside."""
     d = [c - np.float32(o) for c, o in zip(xyz, centre)]
-    u = [sum(np.float32(rot[r, a]) * d[r] for r in range(3)) for a in range(3)]
+    u = [_total(np.float32(rot[r, a]) * d[r] for r in range(3)) for a in range(3)]
     if bend:
         u[2] = u[2] - np.float32(bend) * u[1] ** 2
-    return sum((ua / np.float32(s)) ** 2 for ua, s in zip(u, semi))
+    return _total((ua / np.float32(s)) ** 2 for ua, s in zip(u, semi))
 
 
 # --- drawing -----------------------------------------------------------------------------------------------
@@ -279,13 +289,14 @@ def _paint_cerebrum(labels: np.ndarray, m: np.ndarray, b: np.ndarray, spec: Imag
     cerebellar faces, and the cerebellum (cortex round a white-matter core) tucked under it.
     """
     box = _box(m, b, _BRAIN_LO, _BRAIN_HI, labels.shape[0])
+    assert box is not None, "the brain lies inside any grid the generator draws"
     x, y, z = xyz = _grid(m, b, box)
     rel = [c - np.float32(o) for c, o in zip(xyz, _BRAIN_CENTRE)]
-    dist = np.sqrt(sum(c**2 for c in rel))
-    r = np.sqrt(sum((c / np.float32(s)) ** 2 for c, s in zip(rel, _BRAIN_SEMI)))
+    dist = np.sqrt(_total(c**2 for c in rel))
+    r = np.sqrt(_total((c / np.float32(s)) ** 2 for c, s in zip(rel, _BRAIN_SEMI)))
     depth = dist * (1 / np.maximum(r, 1e-3) - 1)  # radial distance to the outer surface
     rcb = np.sqrt(_ellipsoid_q(xyz, _CEREBELLUM_CENTRE, _CEREBELLUM_SEMI, np.eye(3)))
-    dist_cb = np.sqrt(sum((c - np.float32(o)) ** 2 for c, o in zip(xyz, _CEREBELLUM_CENTRE)))
+    dist_cb = np.sqrt(_total((c - np.float32(o)) ** 2 for c, o in zip(xyz, _CEREBELLUM_CENTRE)))
     depth = np.minimum(depth, dist_cb * (1 - 1 / np.maximum(rcb, 1e-3)))
     cy, cz, sy, sz = _CORE
     core = ((y - cy) / sy) ** 2 + ((z - cz) / sz) ** 2 < 1
@@ -471,10 +482,11 @@ def _draw_subject(cohort: SyntheticCohort, index: int, subject: str, group: str,
     rng = np.random.default_rng([cohort.seed, index])
     sex = "M" if rng.random() < _MALE[group] else "F"
     mean, sd = _AGE[group]
-    jitter = {}
+    jitter: dict[str, tuple[float, float]] = {}
     for name, (_, _, spread) in _EFFECTS.items():
         shared = rng.normal(1.0, spread)
-        jitter[name] = tuple(float(max(0.3, shared * rng.normal(1.0, 0.03))) for _ in range(2))
+        left, right = (float(max(0.3, shared * rng.normal(1.0, 0.03))) for _ in range(2))
+        jitter[name] = (left, right)
     return _Subject(
         index=index,
         subject=subject,
@@ -502,6 +514,12 @@ def _volume_factors(
     return factors
 
 
+def _xyz(values: np.ndarray) -> tuple[float, float, float]:
+    """Three draws as the (x, y, z) floats an :class:`ImageSpec` holds."""
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 def _image_spec(subject: _Subject, cohort: SyntheticCohort, visit: int, image_id: str) -> ImageSpec:
     """One scan: later visits are a year older and (MCI/AD) more atrophied; every scan has its own pose."""
     rng = np.random.default_rng([cohort.seed, subject.index, visit + 1])
@@ -527,8 +545,8 @@ def _image_spec(subject: _Subject, cohort: SyntheticCohort, visit: int, image_id
         visit="sc" if visit == 0 else f"m{12 * visit:02d}",
         severity=float(severity),
         head_scale=subject.head_scale,
-        rotation_deg=tuple(float(a) for a in rng.uniform(-4, 4, 3)),
-        translation_mm=tuple(float(t) for t in rng.uniform(-3, 3, 3)),
+        rotation_deg=_xyz(rng.uniform(-4, 4, 3)),
+        translation_mm=_xyz(rng.uniform(-3, 3, 3)),
         volumes=_volume_factors(severity, age, subject.jitter),
         cortex_mm=subject.cortex_mm * (1 - 0.02 * decades),
         wmh=wmh,
@@ -604,7 +622,7 @@ def _truth_row(spec: ImageSpec, counts: dict[str, int]) -> dict:
 
 def _render_all(specs: list[ImageSpec], size: int, out: Path, workers: int) -> list[dict[str, int]]:
     job = partial(_write_image, size=size, out=out)
-    progress = {"total": len(specs), "desc": "generating synthetic label maps", "unit": "img"}
+    progress: dict[str, Any] = {"total": len(specs), "desc": "generating synthetic label maps", "unit": "img"}
     if workers <= 1:
         return [job(spec) for spec in tqdm(specs, **progress)]
     with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -109,9 +109,20 @@ def without(args: list[str], options: list[str]) -> list[str]:
     return kept
 
 
+def model_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
+    """The trainer's checkpoint callbacks (Lightning types them as the ``Checkpoint`` base class)."""
+    return [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+
+
+def trainer_callbacks(trainer: Trainer) -> list[Callback]:
+    """The trainer's callback list, to add to (Lightning sets it outside ``Trainer.__init__``, unseen by mypy)."""
+    found: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+    return found
+
+
 def _last_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
     """The callback that keeps ``last.ckpt``."""
-    return next((c for c in trainer.checkpoint_callbacks if c.filename == ModelCheckpoint.CHECKPOINT_NAME_LAST), None)
+    return next((c for c in model_checkpoints(trainer) if c.filename == ModelCheckpoint.CHECKPOINT_NAME_LAST), None)
 
 
 class ADNILightningCLI(LightningCLI):
@@ -134,7 +145,7 @@ class ADNILightningCLI(LightningCLI):
         if not self._deferred or self.subcommand is None:
             raise RuntimeError("execute() runs a subcommand built with execute=False, once")
         self._deferred = False
-        self.trainer.callbacks.extend(callbacks)
+        trainer_callbacks(self.trainer).extend(callbacks)
         super()._run_subcommand(self.subcommand)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -274,12 +285,14 @@ class ADNILightningCLI(LightningCLI):
         as a failure that says how to resume (:mod:`adni_lightning.stopping`).
         """
         with contextlib.ExitStack() as stack:
-            if rank_zero_only.rank == 0:  # other ranks (DDP) run inside this one's lock
+            if getattr(rank_zero_only, "rank", 0) == 0:  # other ranks (DDP) run inside this one's lock
                 stack.enter_context(run_lock(self.trainer.default_root_dir))
             self.check_fit()
             self._dump_config()  # Lightning's dump of the parsed options (self.config_dump), made once
-            self.trainer.callbacks.append(RunOptions(self.config_dump))
-            self.trainer.callbacks.append(EnvironmentRecord())  # <root>/environment.json: what the figures depend on
+            trainer_callbacks(self.trainer).append(RunOptions(self.config_dump))
+            trainer_callbacks(self.trainer).append(
+                EnvironmentRecord()
+            )  # <root>/environment.json: what the figures depend on
             stop = stack.enter_context(StopOnSignals(self.trainer))
             try:
                 self.trainer.fit(model, **kwargs)
@@ -299,7 +312,7 @@ class ADNILightningCLI(LightningCLI):
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # none of the config's own
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a full disk keeps the last good checkpoint
         checkpoint = _last_checkpoint(self.trainer)
-        if checkpoint is None or checkpoint.dirpath is None or self.trainer.fast_dev_run:
+        if checkpoint is None or checkpoint.dirpath is None or getattr(self.trainer, "fast_dev_run", False):
             return
         last = last_file(checkpoint.dirpath)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
@@ -366,7 +379,7 @@ class ADNILightningCLI(LightningCLI):
         """Say where the run's checkpoints, curves and last validation figures are, and how to go on: each command
         repeats the options the run was given.
         """
-        best = self.trainer.checkpoint_callback
+        best = next((c for c in model_checkpoints(self.trainer) if c is self.trainer.checkpoint_callback), None)
         last = getattr(_last_checkpoint(self.trainer), "best_model_path", None)
         if not self.trainer.is_global_zero or not last:
             return
@@ -376,7 +389,7 @@ class ADNILightningCLI(LightningCLI):
             f"last validation (epoch {epochs - 1}): " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
             f"last checkpoint: {last}",
         ]
-        if best is not None and best.best_model_path:
+        if best is not None and best.best_model_path and best.best_model_score is not None:
             lines.append(f"best checkpoint ({best.monitor} {float(best.best_model_score):.3f}): {best.best_model_path}")
         if isinstance(self.trainer.logger, TensorBoardLogger):
             lines.append(f"curves:   {shlex.join(['tensorboard', '--logdir', self.trainer.logger.root_dir])}")
@@ -393,12 +406,12 @@ class ADNILightningCLI(LightningCLI):
         give the writers the ``--calibration`` temperature.
         """
         self.check_checkpoint()
-        if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(PredictionWriter())
+        if not any(isinstance(c, PredictionWriter) for c in trainer_callbacks(self.trainer)):
+            trainer_callbacks(self.trainer).append(PredictionWriter())
         calibration = self.config[self.subcommand].get("calibration")
         if calibration is not None:
             temperature = load_temperature(calibration, self.datamodule.classes)
-            for writer in (c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)):
+            for writer in (c for c in trainer_callbacks(self.trainer) if isinstance(c, PredictionWriter)):
                 writer.temperature = temperature
             print(f"predict: probabilities scaled with temperature {temperature:.4f} of --calibration {calibration}")
 

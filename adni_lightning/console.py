@@ -38,11 +38,12 @@ def setup() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def project_error(error: BaseException) -> BaseException | None:
+def project_error(error: BaseException) -> ProjectError | None:
     """The project error that ``error`` is or was raised from (jsonargparse wraps an option group's own), if any."""
-    while error is not None and not isinstance(error, ProjectError):
-        error = error.__cause__
-    return error
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ProjectError):
+        cause = cause.__cause__
+    return cause
 
 
 def _storage_fault(error: BaseException | None) -> OSError | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+from adni_lightning.cli import model_checkpoints
 from adni_lightning.prediction_writer import PredictionWriter, write_predictions
 from adni_lightning.run import Run
 
@@ -49,7 +50,7 @@ def predict_ensemble(run: Run, checkpoints: Sequence[str | Path], write: bool = 
     run.execute([writer])
     for checkpoint in checkpoints[1:]:
         run.cli.check_checkpoint_file(checkpoint)
-        for callback in run.trainer.checkpoint_callbacks:  # they restore the state saved beside the member
+        for callback in model_checkpoints(run.trainer):  # they restore the state saved beside the member
             callback.dirpath = str(Path(checkpoint).parent)
         run.trainer.predict(run.model, datamodule=run.datamodule, ckpt_path=checkpoint, return_predictions=False)
     if write:

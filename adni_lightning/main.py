@@ -84,7 +84,7 @@ def run_from_command_line() -> None:
             again = shlex.join([*PROG.split(), *sys.argv[1:]])
             name = signal.Signals(stop.signum).name
             message = f"stopped by {name} while training in {stop.root}; the same command goes on from there: {again}"
-        if rank_zero_only.rank == 0:  # DDP's other processes stop with it, silently
+        if getattr(rank_zero_only, "rank", 0) == 0:  # DDP's other processes stop with it, silently
             print(f"{PROG} {command}: {message}", file=sys.stderr)
         sys.exit(stop.code)
     except Exception as error:

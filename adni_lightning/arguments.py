@@ -23,8 +23,8 @@ _CLASS_PATH = re.compile(r"class_path[ =]'([\w.]+)'")
 _UNKNOWN = re.compile(r"Option '([\w.]+)' is not accepted|unrecognized arguments: (--[\w.\-]+)")
 
 
-class ConciseErrors:
-    """Mixin for a jsonargparse parser: no abbreviations, and errors as one line (plus a suggestion)."""
+class ConciseErrors(ArgumentParser):
+    """A jsonargparse parser (both parsers here): no abbreviations, and errors as one line (plus a suggestion)."""
 
     def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
@@ -119,7 +119,7 @@ def _options(parser: ArgumentParser, expand: bool = False) -> list[str]:
     return options
 
 
-class CommandParser(ConciseErrors, ArgumentParser):
+class CommandParser(ConciseErrors):
     """The parser of the project's own commands (``synth``, ``cv``, ...)."""
 
 

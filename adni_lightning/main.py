@@ -88,8 +88,8 @@ def run_from_command_line() -> None:
             print(f"{PROG} {command}: {message}", file=sys.stderr)
         sys.exit(stop.code)
     except Exception as error:
-        message = console.error_message(error)
-        if message is None or os.environ.get("ADNI_LIGHTNING_DEBUG"):
+        said = console.error_message(error)
+        if said is None or os.environ.get("ADNI_LIGHTNING_DEBUG"):
             raise
-        print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+        print(f"{PROG} {command}: error: {said}", file=sys.stderr)
         sys.exit(1)

@@ -9,6 +9,7 @@ and, with a test split, its test predictions, so the CNN's folds can be compared
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +20,11 @@ from adni_lightning.commands.inspect import cohort_volumes
 from adni_lightning.data.split import SplitError, cross_validation_split
 from adni_lightning.evaluation.baseline import baseline_predictions
 from adni_lightning.run import Run
+from adni_lightning.vocabulary import ClassName
 
 
 def write_baseline(
-    root: Path, volumes: pd.DataFrame, split: pd.DataFrame, classes: list[str], seed: int
+    root: Path, volumes: pd.DataFrame, split: pd.DataFrame, classes: Sequence[ClassName], seed: int
 ) -> pd.DataFrame:
     """Fit the baseline on every fold of ``split``; write ``root/baseline/{oof,test}_predictions.csv``.
 

@@ -27,6 +27,7 @@ import yaml
 
 from adni_lightning.atomic import output_dir, write_once, write_text
 from adni_lightning.checkpoint import RunFinishedError
+from adni_lightning.cli import trainer_callbacks
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.split import cross_validation_split
@@ -37,6 +38,7 @@ from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_
 from adni_lightning.evaluation.report import mark_missing, write_cv_report
 from adni_lightning.prediction_writer import PredictionWriter
 from adni_lightning.run import Run
+from adni_lightning.vocabulary import ClassName
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def _check_no_validation_choice(run: Run) -> None:
         raise CrossValidationError(
             "cv: ReduceLROnPlateau steps on validation metrics, i.e. on the held-out fold; use a fixed schedule"
         )
-    steering = [type(c).__name__ for c in run.trainer.callbacks if type(c).__name__ == "EarlyStopping"]
+    steering = [type(c).__name__ for c in trainer_callbacks(run.trainer) if type(c).__name__ == "EarlyStopping"]
     if steering:
         raise CrossValidationError("cv: EarlyStopping would stop on the held-out fold's metrics; remove it")
 
@@ -191,9 +193,9 @@ def _summarise_repeats(root: Path, repeats: int) -> Path:
         means = metrics[metrics["fold"].astype(str) == "mean"]
         rows += [{"repeat": repeat, **row} for row in means.drop(columns=["fold", "note"]).to_dict("records")]
     table = pd.DataFrame(rows)
-    numeric = table.columns.drop(["repeat", "model"])
+    numeric = [column for column in table.columns if column not in ("repeat", "model")]
     summary = table.groupby("model")[numeric].agg(["mean", "std"])
-    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    summary.columns = [f"{column[0]}_{column[1]}" for column in summary.columns]  # (metric, stat) pairs
     write_text(root / "repeats.csv", table.to_csv(index=False, float_format="%.4f"), "--root")
     write_text(root / "repeats_summary.csv", summary.to_csv(float_format="%.4f"), "--root")
     print(f"cv: {repeats} repeats summarised in {root / 'repeats_summary.csv'}")
@@ -221,7 +223,7 @@ def _run_once(
     _check_same_config(root, _config_record(run, folds), report_only)
     split = cross_validation_split(dm.manifest(), dm.split_spec, folds, path, dm.classes)
     manifest = dm.fill_cache()  # less the files the cache could not decode (on_bad_rows: skip)
-    has_test = (split["split"] == "test").any()
+    has_test = bool((split["split"] == "test").any())
     for fold in [] if report_only else range(folds) if only_fold is None else [only_fold]:
         if (root / f"fold_{fold}" / OOF_FILE).exists():
             log.info("cv: fold %d is finished (%s), skipped", fold, root / f"fold_{fold}" / OOF_FILE)
@@ -234,7 +236,7 @@ def report(
     root: Path,
     manifest: pd.DataFrame,
     split: pd.DataFrame,
-    classes: list[str],
+    classes: Sequence[ClassName],
     folds: int,
     baseline: bool,
     n_resamples: int,
@@ -291,29 +293,31 @@ def report(
 
 
 def _baseline(
-    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: list[str], dm: ADNIDataModule
+    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: Sequence[ClassName], dm: ADNIDataModule
 ) -> pd.DataFrame:
     return write_baseline(root, regional_volumes(manifest, dm.cache), split, classes, dm.split_spec.seed)
 
 
-def _test_report(root: Path, test: pd.DataFrame, classes: list[str], n_resamples: int, missing: Sequence[int]) -> None:
+def _test_report(
+    root: Path, test: pd.DataFrame, classes: Sequence[ClassName], n_resamples: int, missing: Sequence[int]
+) -> None:
     """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble); missing
     folds are marked as in ``cv_metrics.csv``.
     """
     columns = prob_columns(classes)
     keys = ["image_id", "subject", "group", "visit", "first_visit"]
-    rows = []
+    rows: list[dict[str, object]] = []
     for model, frame in test.groupby("model"):
         ensemble = frame.groupby(keys, as_index=False)[columns].mean().assign(model=f"{model}-ensemble")
         ci = bootstrap_ci(ensemble, classes, n_resamples=n_resamples)
-        intervals = ci.set_index("metric")
+        intervals = {row["metric"]: row for row in ci.to_dict("records")}
         rows.append(
             {
                 "model": f"{model}-ensemble",
                 "fold": "all",
                 **frame_metrics(ensemble, classes),
                 **{
-                    f"{m}_ci": f"[{intervals.at[m, 'ci_low']:.3f}, {intervals.at[m, 'ci_high']:.3f}]"
+                    f"{m}_ci": f"[{intervals[m]['ci_low']:.3f}, {intervals[m]['ci_high']:.3f}]"
                     for m in ("bacc", "auroc")
                 },
             }

@@ -121,11 +121,14 @@ def evaluate(
 def _print_headline(
     table: pd.DataFrame, frame: pd.DataFrame, members: int, temperature: float | None, no_summary: bool, paths: dict
 ) -> None:
-    rows = table.set_index(["level", "metric"])
+    rows = {(row["level"], row["metric"]): row for row in table.to_dict("records")}
+
+    def value(level: str, metric: str, column: str = "estimate") -> float:
+        return float(rows[(level, metric)][column])
 
     def interval(level: str, metric: str) -> str:
-        row = rows.loc[(level, metric)]
-        return f"{fmt(row['estimate'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+        low, high = value(level, metric, "ci_low"), value(level, metric, "ci_high")
+        return f"{fmt(value(level, metric))} [{fmt(low)}, {fmt(high)}]"
 
     source = "1 checkpoint" if members == 1 else f"the mean of {members} checkpoints"
     lines = [
@@ -136,13 +139,11 @@ def _print_headline(
             for level in ("image", "subject")
         ),
     ]
-    calibration = (
-        f"ECE {rows.loc[('image', 'ece'), 'estimate']:.3f}, Brier {rows.loc[('image', 'brier'), 'estimate']:.3f}"
-    )
+    calibration = f"ECE {value('image', 'ece'):.3f}, Brier {value('image', 'brier'):.3f}"
     if temperature is not None:
         calibration += (
-            f"; after T = {temperature:.3f}: ECE {rows.loc[('image', 'ece_scaled'), 'estimate']:.3f}, "
-            f"Brier {rows.loc[('image', 'brier_scaled'), 'estimate']:.3f}"
+            f"; after T = {temperature:.3f}: ECE {value('image', 'ece_scaled'):.3f}, "
+            f"Brier {value('image', 'brier_scaled'):.3f}"
         )
     lines.append(f"evaluate: calibration: {calibration}")
     if no_summary:

@@ -8,6 +8,7 @@ occur, and which images have implausible volumes, so a failed segmentation is se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,7 @@ from adni_lightning.data.volumes import (
 from adni_lightning.errors import OptionError
 from adni_lightning.evaluation.baseline import visit_order
 from adni_lightning.run import Run
+from adni_lightning.vocabulary import ClassName, LabelId
 
 _NAME_TO_ID = {name: label for label, (name, _) in FREESURFER_LUT.items()}
 
@@ -44,12 +46,12 @@ def cohort_volumes(run: Run) -> pd.DataFrame:
     return regional_volumes(dm.fill_cache(), dm.cache)
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
 
 
-def _groups_section(volumes: pd.DataFrame, classes: list[str]) -> list[str]:
+def _groups_section(volumes: pd.DataFrame, classes: Sequence[ClassName]) -> list[str]:
     rows = []
     for group in [*classes, "all"]:
         part = volumes if group == "all" else volumes[volumes["group"] == group]
@@ -62,20 +64,20 @@ def _groups_section(volumes: pd.DataFrame, classes: list[str]) -> list[str]:
     return ["## Groups", "", *_table(header, rows)]
 
 
-def _visits_section(volumes: pd.DataFrame, classes: list[str]) -> list[str]:
+def _visits_section(volumes: pd.DataFrame, classes: Sequence[ClassName]) -> list[str]:
     counts = pd.crosstab(volumes["visit"].replace("", "(none)"), volumes["group"])
-    counts = counts.reindex(index=sorted(counts.index, key=visit_order), columns=classes, fill_value=0)
+    counts = counts.reindex(index=sorted(counts.index, key=visit_order), columns=list(classes), fill_value=0)
     rows = [[visit, *row.tolist(), int(row.sum())] for visit, row in counts.iterrows()]
     return ["## Images per visit", "", *_table(["visit", *classes, "all"], rows)]
 
 
-def _named(ids: list[int]) -> str:
+def _named(ids: list[LabelId]) -> str:
     return ", ".join(f"{i} {FREESURFER_LUT[i][0]}" for i in ids) or "none"
 
 
 def _labels_section(volumes: pd.DataFrame) -> list[str]:
     present = volumes[structure_columns(volumes)] > 0
-    ids = {_NAME_TO_ID[name]: int(n) for name, n in present.sum().items()}
+    ids = {_NAME_TO_ID[str(name)]: int(n) for name, n in present.sum().items()}
     expected = set(FASTSURFER_DEEP_LABELS)
     per_image = present.sum(axis=1)
     partial = sorted(i for i, n in ids.items() if i in expected and n < len(volumes))
@@ -111,7 +113,7 @@ def _outliers_section(volumes: pd.DataFrame, threshold: float) -> list[str]:
     return lines + _table(["image_id", "subject", "group", "structure", "volume mm³", "z"], rows)
 
 
-def cohort_report(volumes: pd.DataFrame, classes: list[str], source: str, threshold: float) -> str:
+def cohort_report(volumes: pd.DataFrame, classes: Sequence[ClassName], source: str, threshold: float) -> str:
     """The text of ``cohort.md``."""
     lines = [
         f"# Cohort: {source}",

@@ -6,18 +6,16 @@ back on the source file's grid. :mod:`.ranking` aggregates over images, :mod:`.f
 ``python -m adni_lightning interpret`` (:mod:`adni_lightning.commands.interpret`).
 """
 
-from adni_lightning.interpret.maps import ClassMaps, SourceGrid, source_grid, to_source_grid
+from adni_lightning.interpret.maps import ClassMaps, to_source_grid
 from adni_lightning.interpret.occlusion import occlude, present_structures, structure_occlusion, visible_labels
 from adni_lightning.interpret.ranking import bilateral_name, rank_structures
 
 __all__ = [
     "ClassMaps",
-    "SourceGrid",
     "bilateral_name",
     "occlude",
     "present_structures",
     "rank_structures",
-    "source_grid",
     "structure_occlusion",
     "to_source_grid",
     "visible_labels",

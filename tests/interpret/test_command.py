@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError, parser
+from adni_lightning.commands import parser
+from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError
 from adni_lightning.data.contract import ContractError
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
@@ -124,9 +125,9 @@ def test_missing_split_file_is_a_one_line_error(run, tmp_path):
 
 def test_help_describes_every_option(capsys):
     with pytest.raises(SystemExit):
-        parser().parse_args(["--help"])
+        parser("interpret").parse_args(["--help"])
     text = capsys.readouterr().out
-    options = [a for a in parser()._actions if a.option_strings and a.dest not in ("help", "print_config")]
+    options = [a for a in parser("interpret")._actions if a.option_strings and a.dest not in ("help", "print_config")]
     assert {a.dest for a in options} >= {"config", "ckpt_path", "split", "out", "ig_steps", "max_images"}
     for action in options:
         assert action.help and action.option_strings[0] in text, action.dest

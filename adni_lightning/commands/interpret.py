@@ -82,9 +82,10 @@ def interpret(
         "trainer.inference_mode": False,  # IG needs autograd: the run predicts under no_grad, IG turns it back on
         "trainer.logger": False,  # its figures go to <out>/tensorboard
     }
-    if max_images is not None:
-        options["trainer.limit_predict_batches"] = math.ceil(max_images / run.datamodule.loader.batch_size)
     predict = run.derive("predict", options)
+    if max_images is not None:
+        # Set on the trainer, not as an option: the parser reads --trainer.limit_predict_batches 1 as 1.0, all batches.
+        predict.trainer.limit_predict_batches = math.ceil(max_images / predict.datamodule.loader.batch_size)
     dm = predict.datamodule
     dm.trainer = predict.trainer  # the split file sits in the run folder
     if split != "all" and not dm.split_path.is_file():

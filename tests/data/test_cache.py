@@ -160,7 +160,7 @@ def test_entries_record_their_source_geometry_and_entries_of_older_formats_are_r
     assert geometry.shape == (32, 32, 32) and geometry.canonical_shape == (32, 32, 32)
     np.testing.assert_array_equal(np.asarray(geometry.affine), LIA_1MM)
     np.testing.assert_array_equal(np.asarray(geometry.to_file), [[0, -1], [2, 1], [1, -1]])  # R→L, A→A, S→I
-    assert geometry.start == (4.0, 4.0, 4.0) and geometry.extent == (24.0, 24.0, 24.0)  # the brain, margin 4 mm
+    assert geometry.start == (0.0, 0.0, 0.0) and geometry.extent == (32.0, 32.0, 32.0)  # 24 brain voxels + 2 × 4 mm
 
     sidecar = entry.with_suffix(".json")
     meta = json.loads(sidecar.read_text())

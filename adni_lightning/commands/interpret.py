@@ -36,7 +36,7 @@ import math
 from pathlib import Path
 from typing import Literal, get_args
 
-from adni_lightning.interpret.callback import MARKER, NO_OCCLUSION, InterpretError, Interpreter
+from adni_lightning.interpret.callback import MARKER, NO_OCCLUSION, Interpreter, InterpretError
 from adni_lightning.prediction_writer import PredictionWriter
 from adni_lightning.run import Run
 

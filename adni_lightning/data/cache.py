@@ -18,7 +18,8 @@ A changed file has another key, so it is decoded again. A label map far smaller 
 each time, never recorded.
 
 Sidecar: ``{"crc32": int, "source": {"shape", "affine", "canonical_shape", "to_file", "start", "extent"},
-"voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two for label maps only (every non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
+"voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two for label maps only (every
+non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
 
 Pool workers build entries; they ignore Ctrl-C (the parent cancels the queued work and lets the running entries
 finish) and die with the parent, even one killed by SIGKILL, so an interrupted build leaves no process behind.
@@ -247,7 +248,9 @@ class VolumeCache:
         try:
             return SourceGeometry.from_record(json.loads(sidecar.read_text())["source"])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise FileNotFoundError(f"{entry}: no source geometry recorded in {sidecar}: build the cache first") from err
+            raise FileNotFoundError(
+                f"{entry}: no source geometry recorded in {sidecar}: build the cache first"
+            ) from err
 
     def fault_path(self, entry: Path) -> Path:
         """The marker recording why the source of ``entry`` cannot be preprocessed."""

@@ -259,7 +259,9 @@ class SourceGeometry:
         """The geometry :meth:`record` wrote; ``KeyError``, ``TypeError`` or ``ValueError`` for anything else."""
         affine, to_file = _rows(record["affine"]), _rows(record["to_file"])
         if np.shape(affine) != (4, 4) or np.shape(to_file) != (3, 2):
-            raise ValueError(f"a recorded affine {np.shape(affine)} or orientation {np.shape(to_file)} of another shape")
+            raise ValueError(
+                f"a recorded affine {np.shape(affine)} or orientation {np.shape(to_file)} of another shape"
+            )
         return cls(
             shape=_ints(record["shape"]),
             affine=affine,

@@ -10,7 +10,8 @@ per-class mean maps and their figures, and the same figures into ``<out>/tensorb
 
 Lightning runs ``predict`` under ``torch.inference_mode`` by default, whose tensors can never take part in autograd;
 IG needs gradients, so the run must use ``trainer.inference_mode: false`` (``torch.no_grad``), and the callback turns
-gradients back on around IG alone. The explanation runs in full precision, outside the run's autocast.
+gradients back on around IG alone. Occlusion and IG run in full precision, outside the run's autocast; the
+probabilities and the predicted class are the run's own (``predict_step``'s).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
+from torch.utils.tensorboard import SummaryWriter
 
 from adni_lightning.atomic import atomic_path, output_dir, write_text
 from adni_lightning.data.batch import Batch
@@ -36,9 +38,6 @@ from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
 from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
 
 #: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
 MARKER = ".adni_lightning_interpret"
@@ -127,7 +126,7 @@ class Interpreter(Callback):
 
     @staticmethod
     def _datamodule(trainer: L.Trainer) -> ADNIDataModule:
-        datamodule = trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)  # set by the run, not declared on Trainer
         if not isinstance(datamodule, ADNIDataModule):
             raise TypeError(f"Interpreter explains an ADNIDataModule's images, not {type(datamodule).__name__}'s")
         return datamodule
@@ -243,8 +242,6 @@ class Interpreter(Callback):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Write the tables, rankings, maps and figures, and say where."""
-        from torch.utils.tensorboard import SummaryWriter  # imported when needed: it takes a second
-
         assert self.maps is not None
         dm = self._datamodule(trainer)
         images = pd.DataFrame(self.images)
@@ -258,7 +255,9 @@ class Interpreter(Callback):
             for name, column in (("occlusion", "occlusion_s"), ("IG", "ig_s"))
             if column in images
         )
-        maps = f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}" if self.ig_steps else "no IG"
+        maps = (
+            f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}" if self.ig_steps else "no IG"
+        )
         print(
             f"interpret: {len(images)} {dm.predict_split} image(s) explained into {self.out} "
             f"({timings or 'nothing timed'}); {maps}"

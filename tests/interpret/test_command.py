@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +16,7 @@ from lightning.pytorch import Trainer
 from adni_lightning.commands import parser
 from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError
 from adni_lightning.data.contract import ContractError
+from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.interpret.callback import Interpreter
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
@@ -158,6 +160,16 @@ def test_integrated_gradients_under_inference_mode_is_a_one_line_error(tmp_path)
         "Integrated Gradients needs gradients, which predict turns off under trainer.inference_mode true: "
         "pass --trainer.inference_mode false (or --ig_steps 0)"
     )
+
+
+def test_more_than_one_process_is_a_one_line_error(tmp_path):
+    trainer = SimpleNamespace(datamodule=ADNIDataModule(), world_size=2)
+    with pytest.raises(InterpretError) as refused:
+        Interpreter(tmp_path / "out", ig_steps=0).setup(trainer, torch.nn.Linear(1, 1), "predict")  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "interpret explains its images in one process, this run has 2: pass --trainer.devices 1"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_split_file_is_a_one_line_error(run, tmp_path):

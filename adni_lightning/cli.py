@@ -181,8 +181,9 @@ class ADNILightningCLI(LightningCLI):
         logger when the config gives none: fixed paths, so ``--ckpt_path last`` finds the run's last.ckpt and a
         resumed run's curves continue in the same TensorBoard run instead of a new ``version_N``. ``validate``,
         ``test`` and ``predict`` log (and save their ``config.yaml``) into ``<root>/<command>/`` instead, and save
-        no config without a logger, so they never touch the training run's events or ``config.yaml``. ``predict``
-        takes the checkpoint's preprocessing, saying so for each option that differs from the config.
+        no config without a logger, so they never touch the training run's events or ``config.yaml``. They read the
+        images with the checkpoint's preprocessing (the input it was trained on), saying so for each option that
+        differs from the config; a ``fit`` resume refuses another preprocessing instead (:meth:`check_checkpoint`).
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or ".")
@@ -209,9 +210,9 @@ class ADNILightningCLI(LightningCLI):
         elif evaluating and config.trainer.logger is False:
             self.save_config_callback = None
         self._checkpoint, self._checkpoint_source = self._read_checkpoint(config)
-        if self.subcommand == "predict" and self._checkpoint is not None:
+        if evaluating and self._checkpoint is not None:
             for line in adopt_preprocessing(config.data, self._checkpoint.get(DATA_STATE_KEY)):
-                print(f"predict: {line}")
+                print(f"{self.subcommand}: {line}")
 
     def _read_checkpoint(self, config: Namespace) -> tuple[dict | None, str]:
         """The ``--ckpt_path`` checkpoint, read and CRC-checked, and how to name it; ``None`` without one.

@@ -1,7 +1,9 @@
 """On-disk cache of preprocessed volumes: each source file is decoded and preprocessed once.
 
-An entry is a ``.npy`` file (memory-mapped on read) plus a ``.json`` sidecar with its CRC32 and, for label maps,
-the regional volumes counted on the full-resolution voxels while they are decoded anyway (see
+An entry is a ``.npy`` file (memory-mapped on read) plus a ``.json`` sidecar with its CRC32, where its voxels came
+from in the source file (:class:`~adni_lightning.data.preprocess.SourceGeometry`: the file's grid, its
+reorientation and the crop box, so ``interpret`` puts its maps back on the file's grid from this record) and, for
+label maps, the regional volumes counted on the full-resolution voxels while they are decoded anyway (see
 :mod:`adni_lightning.data.volumes`). Its name holds a key of the source file's identity (resolved path, size,
 mtime), of every preprocessing parameter and of the entry format, so a changed file, setting or format never
 reuses an old entry. Both files are written to a temporary name and renamed, so a crash leaves no half-written
@@ -15,8 +17,9 @@ A changed file has another key, so it is decoded again. A label map far smaller 
 (:meth:`VolumeCache.small_label_maps`) is a fault of the cohort, not of the file: it is found from the sidecars
 each time, never recorded.
 
-Sidecar: ``{"crc32": int, "voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two
-for label maps only (every non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
+Sidecar: ``{"crc32": int, "source": {"shape", "affine", "canonical_shape", "to_file", "start", "extent"},
+"voxel_mm3": float, "volumes_mm3": {"<FreeSurfer id>": mm³, ...}}``, the last two for label maps only (every
+non-zero id present; absent ids are absent). Fault marker: ``{"reason": str}``.
 
 Pool workers build entries; they ignore Ctrl-C (the parent cancels the queued work and lets the running entries
 finish) and die with the parent, even one killed by SIGKILL, so an interrupted build leaves no process behind.
@@ -48,15 +51,16 @@ from tqdm.auto import tqdm
 
 from adni_lightning.atomic import DISK_FULL, FULL_PHRASE
 from adni_lightning.atomic import reason as storage_reason
-from adni_lightning.data.preprocess import Preprocessing, UnknownLabelError, preprocess
+from adni_lightning.data.preprocess import Preprocessing, SourceGeometry, UnknownLabelError, preprocess_recorded
 from adni_lightning.data.volume_io import VolumeError, read_volume
 from adni_lightning.data.volumes import EMPTY_LABEL_MAP, small_label_maps, structure_volumes, voxel_volume
 from adni_lightning.errors import ProjectError
 
 log = logging.getLogger(__name__)
 
-#: 2: label-map sidecars hold the regional volumes (entries of format 1 have none and are rebuilt).
-_CACHE_FORMAT = 2
+#: 2: label-map sidecars hold the regional volumes; 3: every sidecar records its source geometry. The format is part
+#: of an entry's key, so entries of an older format are never read: they are rebuilt under a new name.
+_CACHE_FORMAT = 3
 
 
 #: Temporary name of an entry being written: ``.<entry name>.<writer pid>.<random>.tmp``.
@@ -183,8 +187,8 @@ class VolumeCache:
         return self.root / f"{image_id}-{digest}.npy"
 
     def is_valid(self, entry: Path) -> bool:
-        """True when the entry has the expected shape and dtype, its bytes match the recorded CRC32 and, for a
-        label map, its sidecar holds the regional volumes.
+        """True when the entry has the expected shape and dtype, its bytes match the recorded CRC32, its sidecar
+        records its source geometry and, for a label map, the regional volumes.
         """
         sidecar = entry.with_suffix(".json")
         try:
@@ -196,18 +200,28 @@ class VolumeCache:
             array.shape == self.params.size
             and array.dtype == self.params.dtype
             and zlib.crc32(array.tobytes()) == meta.get("crc32")
+            and isinstance(meta.get("source"), dict)
             and (not self.params.labelmap or isinstance(meta.get("volumes_mm3"), dict))
         )
 
     def write(
-        self, entry: Path, array: np.ndarray, volumes: dict[int, float] | None = None, voxel_mm3: float | None = None
+        self,
+        entry: Path,
+        array: np.ndarray,
+        volumes: dict[int, float] | None = None,
+        voxel_mm3: float | None = None,
+        geometry: SourceGeometry | None = None,
     ) -> None:
-        """Write the array and its sidecar; ``volumes`` (id → mm³) and ``voxel_mm3`` for label maps."""
+        """Write the array and its sidecar; ``volumes`` (id → mm³) and ``voxel_mm3`` for label maps, ``geometry``
+        for every entry a build makes (an entry without it is not valid).
+        """
         entry.parent.mkdir(parents=True, exist_ok=True)
         encoded_array = io.BytesIO()  # written by Python, not numpy's tofile: a full disk then raises ENOSPC
         np.save(encoded_array, array, allow_pickle=False)
         _atomic_write(entry, lambda f: f.write(encoded_array.getbuffer()))
         meta: dict[str, object] = {"crc32": zlib.crc32(np.ascontiguousarray(array).tobytes())}
+        if geometry is not None:
+            meta["source"] = geometry.record()
         if volumes is not None:
             meta.update(voxel_mm3=voxel_mm3, volumes_mm3={str(i): v for i, v in sorted(volumes.items())})
         encoded = json.dumps(meta).encode()
@@ -225,6 +239,18 @@ class VolumeCache:
                 f"image {image_id}: {source}: no cache entry with volumes ({sidecar}): build the cache first"
             ) from err
         return {int(i): float(v) for i, v in stored.items()}
+
+    def geometry(self, entry: Path) -> SourceGeometry:
+        """Where the voxels of ``entry`` came from in its source file, as recorded when it was built; the source file
+        is not read. ``FileNotFoundError`` naming the sidecar when there is no such record.
+        """
+        sidecar = entry.with_suffix(".json")
+        try:
+            return SourceGeometry.from_record(json.loads(sidecar.read_text())["source"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FileNotFoundError(
+                f"{entry}: no source geometry recorded in {sidecar}: build the cache first"
+            ) from err
 
     def fault_path(self, entry: Path) -> Path:
         """The marker recording why the source of ``entry`` cannot be preprocessed."""
@@ -360,13 +386,13 @@ def _build_one(job: tuple[VolumeCache, str, Path, Path]) -> Fault | None:
             volumes, voxel_mm3 = structure_volumes(data, affine), voxel_volume(affine)
             if not volumes:
                 return Fault(image_id, str(source), EMPTY_LABEL_MAP)
-        array = preprocess(data, affine, cache.params)
+        array, geometry = preprocess_recorded(data, affine, cache.params)
     except VolumeError as err:
         return Fault(image_id, str(source), err.reason)
     except UnknownLabelError as err:
         return Fault(image_id, str(source), str(err))
     try:
-        cache.write(entry, array, volumes, voxel_mm3)
+        cache.write(entry, array, volumes, voxel_mm3, geometry)
     except OSError as err:
         return Fault(image_id, str(entry), _write_reason(err), "cache")
     return None

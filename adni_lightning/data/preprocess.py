@@ -2,16 +2,20 @@
 
 Label maps hold FreeSurfer ids, which are names, not intensities: they are only ever resampled by nearest
 neighbour and stored as a compact uint8 index (see :mod:`adni_lightning.data.labels`). Intensity volumes are
-resampled trilinearly and normalised with robust statistics of the head.
+resampled trilinearly and normalised with robust statistics of the head. :func:`preprocess_recorded` also returns
+the :class:`SourceGeometry` of the result (the file's grid, its reorientation and the crop box), which the cache
+stores with each entry so that a map at network resolution can be put back on the file's voxels from the record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -210,16 +214,92 @@ def zscore(data: np.ndarray) -> np.ndarray:
     return ((data - data.mean()) / max(float(data.std()), 1e-6)).astype(np.float32)
 
 
-def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> np.ndarray:
-    """Decoded volume + affine → cached array of shape ``params.size`` and dtype ``params.dtype``."""
+Triple = tuple[float, float, float]
+Rows = tuple[tuple[float, ...], ...]
+
+
+def _rows(values: object) -> Rows:
+    """A 2-D array as a tuple of float tuples (hashable, comparable, exact in JSON)."""
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(values, dtype=float))
+
+
+def _ints(values: object) -> tuple[int, int, int]:
+    a, b, c = (int(v) for v in np.asarray(values).tolist())
+    return a, b, c
+
+
+def _floats(values: object) -> Triple:
+    a, b, c = (float(v) for v in np.asarray(values).tolist())
+    return a, b, c
+
+
+@dataclass(frozen=True)
+class SourceGeometry:
+    """Where a cached array's voxels came from in its source file, as :func:`preprocess_recorded` cut it.
+
+    The file's ``shape`` and ``affine``; the shape of its voxels reoriented to RAS (``canonical_shape``) and the
+    nibabel orientation transform from those axes back to the file's (``to_file``, 3 × (axis, flip)); the crop box
+    in canonical voxels (``start``, ``extent``; the whole array without ``crop``), which the cached array resamples.
+    Stored in the cache entry's sidecar (:meth:`record`), so the inversion needs neither the file nor the crop again.
+    """
+
+    shape: tuple[int, int, int]
+    affine: Rows
+    canonical_shape: tuple[int, int, int]
+    to_file: Rows
+    start: Triple
+    extent: Triple
+
+    def record(self) -> dict[str, list[Any]]:
+        """The geometry as JSON-ready lists (floats round-trip exactly through ``json``)."""
+        return {key: np.asarray(value).tolist() for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SourceGeometry:
+        """The geometry :meth:`record` wrote; ``KeyError``, ``TypeError`` or ``ValueError`` for anything else."""
+        affine, to_file = _rows(record["affine"]), _rows(record["to_file"])
+        if np.shape(affine) != (4, 4) or np.shape(to_file) != (3, 2):
+            raise ValueError(
+                f"a recorded affine {np.shape(affine)} or orientation {np.shape(to_file)} of another shape"
+            )
+        return cls(
+            shape=_ints(record["shape"]),
+            affine=affine,
+            canonical_shape=_ints(record["canonical_shape"]),
+            to_file=to_file,
+            start=_floats(record["start"]),
+            extent=_floats(record["extent"]),
+        )
+
+
+def preprocess_recorded(
+    data: np.ndarray, affine: np.ndarray, params: Preprocessing
+) -> tuple[np.ndarray, SourceGeometry]:
+    """Decoded volume + affine → cached array of shape ``params.size`` and dtype ``params.dtype``, and where its
+    voxels came from.
+    """
     canonical, zooms = to_canonical(data, affine)
     if params.crop:
         start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.size, params.margin_mm)
     else:
         start, extent = np.zeros(3), np.asarray(canonical.shape, dtype=float)
+    ras = nib.orientations.axcodes2ornt("RAS")
+    geometry = SourceGeometry(
+        shape=_ints(data.shape[:3]),
+        affine=_rows(affine),
+        canonical_shape=_ints(canonical.shape[:3]),
+        to_file=_rows(nib.orientations.ornt_transform(ras, nib.orientations.io_orientation(affine))),
+        start=_floats(start),
+        extent=_floats(extent),
+    )
     if params.input_kind == "labelmap":
         # Ids are checked and compacted after resampling: 8-60x fewer voxels than the conformed grid.
-        return to_compact(resample_nearest(canonical, start, extent, params.size))
+        return to_compact(resample_nearest(canonical, start, extent, params.size)), geometry
     resampled = resample_linear(canonical, start, extent, params.size)
     normalise = robust_normalise if params.normalise == "robust" else zscore
-    return normalise(resampled).astype(np.float16)
+    return normalise(resampled).astype(np.float16), geometry
+
+
+def preprocess(data: np.ndarray, affine: np.ndarray, params: Preprocessing) -> np.ndarray:
+    """Decoded volume + affine → cached array of shape ``params.size`` and dtype ``params.dtype``."""
+    return preprocess_recorded(data, affine, params)[0]

@@ -2,12 +2,14 @@
 
 The cache's array is the source volume reoriented to RAS (:func:`~adni_lightning.data.volume_io.to_canonical`),
 cropped to a box around the brain (:func:`~adni_lightning.data.preprocess.crop_box`) and resampled to
-``image_size`` by nearest neighbour. :func:`to_source_grid` inverts the two steps for a map at network
-resolution: each source voxel takes the value of the network voxel whose cell holds its centre (nearest
-neighbour, so a map shows the network's own resolution, blocks and all), voxels outside the box are 0, and the
-axes are permuted and flipped back to the file's order. Saved with the file's affine and shape, the map overlays
-on the subject's own label map in Freeview or FSLeyes. Where the network is finer than the source (upsampling),
-the round trip of the cached label map itself reproduces the source exactly.
+``image_size`` by nearest neighbour; the cache entry records how
+(:class:`~adni_lightning.data.preprocess.SourceGeometry`). :func:`to_source_grid` inverts the two steps for a map
+at network resolution from that record alone, without reading the source file or deriving the box again: each
+source voxel takes the value of the network voxel whose cell holds its centre (nearest neighbour, so a map shows
+the network's own resolution, blocks and all), voxels outside the box are 0, and the axes are permuted and flipped
+back to the file's order. Saved with the file's affine and shape, the map overlays on the subject's own label map
+in Freeview or FSLeyes. Where the network is finer than the source (upsampling), the round trip of the cached
+label map itself reproduces the source exactly.
 
 Per-class means (:class:`ClassMaps`) stay at network resolution: the crop box normalises position and size
 only crudely, so they are a rough template space, drawn over the class's voxel-wise most frequent label (or
@@ -17,60 +19,33 @@ axis order, no physical space.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
-from adni_lightning.data.preprocess import Preprocessing, _foreground, crop_box
-from adni_lightning.data.volume_io import read_volume, to_canonical
+from adni_lightning.data.preprocess import SourceGeometry
 
 
-@dataclass(frozen=True)
-class SourceGrid:
-    """Where a cached volume's voxels came from: the source file's grid and the crop box (canonical voxels)."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-    canonical_shape: tuple[int, int, int]
-    start: np.ndarray
-    extent: np.ndarray
-    to_file: np.ndarray  # nibabel orientation transform from the canonical (RAS) axes back to the file's
-
-
-def source_grid(path: str | Path, params: Preprocessing) -> SourceGrid:
-    """Recompute, as :func:`~adni_lightning.data.preprocess.preprocess` did, the box a file's cache entry covers."""
-    data, affine = read_volume(path)
-    canonical, zooms = to_canonical(data, affine)
-    if params.crop:
-        start, extent = crop_box(_foreground(canonical, params.input_kind), zooms, params.size, params.margin_mm)
-    else:
-        start, extent = np.zeros(3), np.asarray(canonical.shape, dtype=float)
-    ras = nib.orientations.axcodes2ornt("RAS")
-    to_file = nib.orientations.ornt_transform(ras, nib.orientations.io_orientation(affine))
-    return SourceGrid(tuple(data.shape), affine, tuple(canonical.shape), start, extent, to_file)
-
-
-def to_source_grid(values: np.ndarray, grid: SourceGrid) -> np.ndarray:
+def to_source_grid(values: np.ndarray, geometry: SourceGeometry) -> np.ndarray:
     """A ``(D, H, W)`` map at network resolution → the source file's voxel grid (nearest neighbour, 0 outside)."""
     size = values.shape
     indices, inside = [], []
     for axis in range(3):
-        centres = np.arange(grid.canonical_shape[axis]) + 0.5
-        cell = np.floor((centres - grid.start[axis]) * size[axis] / grid.extent[axis]).astype(np.int64)
+        centres = np.arange(geometry.canonical_shape[axis]) + 0.5
+        cell = np.floor((centres - geometry.start[axis]) * size[axis] / geometry.extent[axis]).astype(np.int64)
         inside.append((cell >= 0) & (cell < size[axis]))
         indices.append(np.clip(cell, 0, size[axis] - 1))
     canonical = values[np.ix_(*indices)]
     canonical[~(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])] = 0
-    return nib.orientations.apply_orientation(canonical, grid.to_file)
+    return nib.orientations.apply_orientation(canonical, np.asarray(geometry.to_file))
 
 
-def save_on_source_grid(values: np.ndarray, grid: SourceGrid, path: Path) -> Path:
+def save_on_source_grid(values: np.ndarray, geometry: SourceGeometry, path: Path) -> Path:
     """Write a network-resolution map as float32 NIfTI on the source file's grid, with its affine."""
-    mapped = np.ascontiguousarray(to_source_grid(values, grid), dtype=np.float32)
-    nib.save(nib.Nifti1Image(mapped, grid.affine), path)
+    mapped = np.ascontiguousarray(to_source_grid(values, geometry), dtype=np.float32)
+    nib.save(nib.Nifti1Image(mapped, np.asarray(geometry.affine)), path)
     return path
 
 

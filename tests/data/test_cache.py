@@ -148,6 +148,32 @@ def test_label_map_entries_carry_volumes_and_entries_without_are_rebuilt(tmp_pat
     assert cache.volumes("I1", source) == {2: 24**3 - 192.0, 17: 96.0, 53: 96.0}
 
 
+def test_entries_record_their_source_geometry_and_entries_of_older_formats_are_rebuilt(tmp_path, monkeypatch):
+    import json
+
+    import adni_lightning.data.cache as cache_module
+
+    source = write_mgz(tmp_path / "a.mgz", _brain())
+    cache = VolumeCache(tmp_path / "cache", Preprocessing("labelmap", (8, 8, 8)))
+    entry = cache.build([("I1", source)])["I1"]
+    geometry = cache.geometry(entry)
+    assert geometry.shape == (32, 32, 32) and geometry.canonical_shape == (32, 32, 32)
+    np.testing.assert_array_equal(np.asarray(geometry.affine), LIA_1MM)
+    np.testing.assert_array_equal(np.asarray(geometry.to_file), [[0, -1], [2, 1], [1, -1]])  # R→L, A→A, S→I
+    assert geometry.start == (0.0, 0.0, 0.0) and geometry.extent == (32.0, 32.0, 32.0)  # 24 brain voxels + 2 × 4 mm
+
+    sidecar = entry.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({k: v for k, v in meta.items() if k != "source"}))  # a sidecar of format 2
+    assert not cache.is_valid(entry)
+    with pytest.raises(FileNotFoundError, match=f"no source geometry recorded in {sidecar}"):
+        cache.geometry(entry)
+    cache.build([("I1", source)])
+    assert cache.geometry(entry) == geometry
+    monkeypatch.setattr(cache_module, "_CACHE_FORMAT", 2)
+    assert cache.entry_path("I1", source) != entry  # an entry written by format 2 has another name: never read
+
+
 def test_intensity_inputs_get_no_volumes_and_no_error(tmp_path):
     import json
 
@@ -156,7 +182,7 @@ def test_intensity_inputs_get_no_volumes_and_no_error(tmp_path):
     nib.save(nib.MGHImage((rng.random((16, 16, 16)) * 200).astype(np.float32), np.eye(4)), source)
     cache = VolumeCache(tmp_path / "cache", Preprocessing("intensity", (8, 8, 8)))
     entry = cache.build([("I1", source)])["I1"]
-    assert set(json.loads(entry.with_suffix(".json").read_text())) == {"crc32"}
+    assert set(json.loads(entry.with_suffix(".json").read_text())) == {"crc32", "source"}
     assert cache.is_valid(entry)
     with pytest.raises(ValueError, match="label maps only"):
         cache.volumes("I1", source)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from lightning.pytorch import Trainer
 
-from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError, parser
+from adni_lightning.commands import parser
+from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError
 from adni_lightning.data.contract import ContractError
+from adni_lightning.data.datamodule import ADNIDataModule
+from adni_lightning.interpret.callback import Interpreter
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
 from tests.helpers import tiny_args, trained_run
@@ -40,13 +46,20 @@ def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:
     )
 
 
-def test_interpret_writes_every_output(run):
+def test_interpret_writes_every_output(run, capsys):
     main(interpret_args(run, "--max_images", "4"))
     out = run["run"] / "interpret"
     images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
     split = pd.read_csv(run["run"] / "split.csv", dtype=str)
     assert len(images) == 4 and set(images["image_id"]) <= set(split.loc[split["split"] == "val", "image_id"])
     assert (images["occlusion_s"] > 0).all() and (images["ig_s"] > 0).all()
+    assert (images["ig_convergence_delta"].abs() < 0.5).all()  # gradients flowed: IG's sum tracks the change of p
+    # predict's own table, for the same images and probabilities; nothing in the training run's folder
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"image_id": str}).set_index("image_id")
+    probabilities = ["p_CN", "p_MCI", "p_AD"]
+    np.testing.assert_allclose(predictions.loc[images["image_id"], probabilities], images[probabilities], atol=1e-5)
+    assert not (run["run"] / "predictions.csv").exists() and not (run["run"] / "predict").exists()
+    assert f"interpret: 4 val image(s) explained into {out} (occlusion " in capsys.readouterr().out
 
     importance = pd.read_csv(out / "structure_importance.csv")
     assert list(importance.columns) == list(IMPORTANCE_COLUMNS)
@@ -85,6 +98,9 @@ def test_split_all_explains_the_whole_csv_with_each_images_side(run, tmp_path):
     sides = pd.read_csv(run["run"] / "split.csv", dtype=str).set_index("image_id")["split"]
     assert len(images) == 6 and (images["split"] == images["image_id"].map(sides)).all()
     assert "ig_s" not in images and not list((out / "attributions").glob("*.nii.gz"))  # --ig_steps 0: no IG
+    # --max_images 6 in batches of 4: two batches scored (trainer.limit_predict_batches), their first 6 explained
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    assert len(predictions) == 8 and list(predictions["image_id"][:6]) == list(images["image_id"])
 
 
 def _one_line_error(argv: list[str], error: type[Exception] = InterpretError) -> str:
@@ -100,21 +116,60 @@ def test_no_test_split_is_a_one_line_error(run):
     assert message.startswith("--split test:") and "no test images" in message and "test_fraction" in message
 
 
-def test_checkpoint_of_another_image_size_is_a_one_line_error(run):
-    message = _one_line_error(interpret_args(run, "--data.preprocessing.image_size", "12"), ContractError)
-    assert message == (
-        f"--ckpt_path {run['ckpt']} does not fit this configuration: "
-        "data.preprocessing.image_size: checkpoint [16, 16, 16], config [12, 12, 12]"
-    )
-
-
-def test_checkpoint_of_other_channels_is_a_one_line_error(run):
+def test_a_checkpoints_preprocessing_is_adopted_as_predict_and_validate_adopt_it(run, tmp_path, capsys):
+    """One rule for every command that scores a checkpoint: the images are read as the checkpoint was trained."""
+    quick = ("--max_images", "2", "--ig_steps", "0")
+    main(interpret_args(run, *quick, "--out", str(tmp_path / "as_trained")))
+    capsys.readouterr()
     channels = '{"hippocampus": [17, 53], "amygdala": [18, 54]}'
-    message = _one_line_error(interpret_args(run, "--data.preprocessing.channels", channels), ContractError)
-    assert message.endswith(
-        "data.preprocessing.channels: checkpoint ['hippocampus', 'amygdala', 'lateral_ventricle', 'inf_lat_vent', "
-        "'cortex', 'white_matter', 'deep_grey', 'csf', 'hindbrain'], config ['hippocampus', 'amygdala']"
+    other = ("--data.preprocessing.image_size", "12", "--data.preprocessing.channels", channels)
+    main(interpret_args(run, *quick, *other, "--out", str(tmp_path / "other")))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:2] == [
+        "predict: data.preprocessing.image_size 16 taken from the checkpoint (the config says 12)",
+        "predict: data.preprocessing.channels ['hippocampus', 'amygdala', 'lateral_ventricle', 'inf_lat_vent', "
+        "'cortex', 'white_matter', 'deep_grey', 'csf', 'hindbrain'] taken from the checkpoint (the config says "
+        "['hippocampus', 'amygdala'])",
+    ]
+    expected = pd.read_csv(tmp_path / "as_trained" / "structure_importance.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "other" / "structure_importance.csv"), expected)
+
+    validate = tiny_args("validate", run["run"], run["cohort"], "--ckpt_path", str(run["ckpt"]), *other)
+    main([*validate, "--trainer.logger", "false"])
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "validate: data.preprocessing.image_size 16 taken from the checkpoint (the config says 12)"
     )
+
+
+def test_a_checkpoint_of_other_tabular_features_is_a_one_line_error(run, tmp_path):
+    out = tmp_path / "out"
+    message = _one_line_error(interpret_args(run, "--data.tabular.volumes", "[]", "--out", str(out)), ContractError)
+    assert message.startswith(
+        f"--ckpt_path {run['ckpt']} does not fit this configuration: data.tabular.volumes: checkpoint "
+        "['Left-Hippocampus', 'Right-Hippocampus', "
+    )
+    assert message.endswith(", config []")
+    assert not out.exists()  # refused before anything is written
+
+
+def test_integrated_gradients_under_inference_mode_is_a_one_line_error(tmp_path):
+    interpreter = Interpreter(tmp_path / "out", ig_steps=2)
+    with torch.inference_mode(), pytest.raises(InterpretError) as refused:
+        interpreter.on_predict_start(Trainer(logger=False), torch.nn.Linear(1, 1))  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "Integrated Gradients needs gradients, which predict turns off under trainer.inference_mode true: "
+        "pass --trainer.inference_mode false (or --ig_steps 0)"
+    )
+
+
+def test_more_than_one_process_is_a_one_line_error(tmp_path):
+    trainer = SimpleNamespace(datamodule=ADNIDataModule(), world_size=2)
+    with pytest.raises(InterpretError) as refused:
+        Interpreter(tmp_path / "out", ig_steps=0).setup(trainer, torch.nn.Linear(1, 1), "predict")  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "interpret explains its images in one process, this run has 2: pass --trainer.devices 1"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_split_file_is_a_one_line_error(run, tmp_path):
@@ -124,9 +179,9 @@ def test_missing_split_file_is_a_one_line_error(run, tmp_path):
 
 def test_help_describes_every_option(capsys):
     with pytest.raises(SystemExit):
-        parser().parse_args(["--help"])
+        parser("interpret").parse_args(["--help"])
     text = capsys.readouterr().out
-    options = [a for a in parser()._actions if a.option_strings and a.dest not in ("help", "print_config")]
+    options = [a for a in parser("interpret")._actions if a.option_strings and a.dest not in ("help", "print_config")]
     assert {a.dest for a in options} >= {"config", "ckpt_path", "split", "out", "ig_steps", "max_images"}
     for action in options:
         assert action.help and action.option_strings[0] in text, action.dest

@@ -40,11 +40,11 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -55,6 +55,7 @@ from adni_lightning.data.preprocess import Preprocessing, SourceGeometry, Unknow
 from adni_lightning.data.volume_io import VolumeError, read_volume
 from adni_lightning.data.volumes import EMPTY_LABEL_MAP, small_label_maps, structure_volumes, voxel_volume
 from adni_lightning.errors import ProjectError
+from adni_lightning.vocabulary import LabelId
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _source_identity(path: Path) -> dict[str, object]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _atomic_write(target: Path, write) -> None:
+def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write to a temporary name, then rename. No fsync: an entry torn by a power cut fails its CRC check
     and is rebuilt, which is cheaper than syncing every entry.
     """
@@ -116,6 +117,11 @@ def _atomic_write(target: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_bytes(target: Path, data: bytes) -> None:
+    """:func:`_atomic_write` of ``data``."""
+    _atomic_write(target, lambda f: f.write(data))
 
 
 def _write_reason(error: OSError) -> str:
@@ -208,7 +214,7 @@ class VolumeCache:
         self,
         entry: Path,
         array: np.ndarray,
-        volumes: dict[int, float] | None = None,
+        volumes: Mapping[LabelId, float] | None = None,
         voxel_mm3: float | None = None,
         geometry: SourceGeometry | None = None,
     ) -> None:
@@ -227,7 +233,7 @@ class VolumeCache:
         encoded = json.dumps(meta).encode()
         _atomic_write(entry.with_suffix(".json"), lambda f: f.write(encoded))
 
-    def volumes(self, image_id: str, source: str | Path) -> dict[int, float]:
+    def volumes(self, image_id: str, source: str | Path) -> dict[LabelId, float]:
         """FreeSurfer id → mm³ at full resolution, as stored with the entry (build it first); label maps only."""
         if not self.params.labelmap:
             raise ValueError("regional volumes exist for label maps only (data.preprocessing.input_kind: labelmap)")
@@ -238,7 +244,7 @@ class VolumeCache:
             raise FileNotFoundError(
                 f"image {image_id}: {source}: no cache entry with volumes ({sidecar}): build the cache first"
             ) from err
-        return {int(i): float(v) for i, v in stored.items()}
+        return {LabelId(int(i)): float(v) for i, v in stored.items()}
 
     def geometry(self, entry: Path) -> SourceGeometry:
         """Where the voxels of ``entry`` came from in its source file, as recorded when it was built; the source file
@@ -321,7 +327,7 @@ class VolumeCache:
                 if fault is not None and fault.kind == "content":
                     encoded = json.dumps({"reason": fault.reason}).encode()
                     try:
-                        _atomic_write(marker, lambda f, encoded=encoded: f.write(encoded))
+                        _atomic_bytes(marker, encoded)
                     except OSError as err:
                         raise CacheDirError(self._unwritable_message(_write_reason(err))) from err
                 else:
@@ -359,7 +365,7 @@ class VolumeCache:
 
     def _build_missing(self, todo: list[tuple[str, Path, Path]], num_workers: int) -> list[Fault | None]:
         jobs = [(self, image_id, src, entry) for image_id, src, entry in todo]
-        progress = dict(total=len(jobs), desc="caching volumes", unit="vol")
+        progress: dict[str, Any] = {"total": len(jobs), "desc": "caching volumes", "unit": "vol"}
         if num_workers == 0:
             return [_build_one(job) for job in tqdm(jobs, **progress)]
         pool = ProcessPoolExecutor(

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup
+from adni_lightning.data.labels import DEFAULT_CHANNELS, compact_lookup, label_ids
 from adni_lightning.data.volume_io import to_canonical
 from adni_lightning.errors import OptionError
+from adni_lightning.vocabulary import LabelId
 
 InputKind = Literal["labelmap", "intensity"]
 Normalisation = Literal["robust", "zscore"]
@@ -39,7 +40,7 @@ def as_size(size: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int
     dims = (size,) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
     if len(dims) != 3 or min(dims) < 1:
         raise OptionError(f"data.preprocessing.image_size must be a positive int or three positive ints, got {size!r}")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ class Preprocessing:
         return as_size(self.image_size)
 
     @property
-    def channel_map(self) -> dict[str, tuple[int, ...]]:
+    def channel_map(self) -> dict[str, tuple[LabelId, ...]]:
         """``channels``, else the default structure groups."""
-        return {name: tuple(int(i) for i in ids) for name, ids in (self.channels or DEFAULT_CHANNELS).items()}
+        return {name: label_ids(*ids) for name, ids in (self.channels or DEFAULT_CHANNELS).items()}
 
     @property
     def labelmap(self) -> bool:

@@ -17,7 +17,7 @@ probabilities and the predicted class are the run's own (``predict_step``'s).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,14 @@ from torch.utils.tensorboard import SummaryWriter
 from adni_lightning.atomic import atomic_path, output_dir, write_text
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.datamodule import ADNIDataModule
-from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup
+from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup, label_id
 from adni_lightning.errors import ProjectError
 from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
 from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
+from adni_lightning.vocabulary import ClassName, CompactLabel
 
 #: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
 MARKER = ".adni_lightning_interpret"
@@ -202,7 +203,7 @@ class Interpreter(Callback):
             self.images.append(row)
 
     def _occlusion_rows(
-        self, row: dict[str, Any], volume: torch.Tensor, predict: Predictor, classes: list[str]
+        self, row: dict[str, Any], volume: torch.Tensor, predict: Predictor, classes: Sequence[ClassName]
     ) -> list[dict[str, Any]]:
         """``structure_importance.csv`` rows of one image: each visible structure present × each class."""
         assert self._table is not None
@@ -212,8 +213,8 @@ class Interpreter(Callback):
         image = {k: row[k] for k in ("image_id", "subject", "group", "predicted")}
         rows = []
         for index, delta in zip(labels.tolist(), deltas):
-            label_id = int(KNOWN_LABELS[index])
-            structure = {"label_id": label_id, "structure": FREESURFER_LUT[label_id][0], "voxels": int(voxels[index])}
+            label = label_id(CompactLabel(index))
+            structure = {"label_id": int(label), "structure": FREESURFER_LUT[label][0], "voxels": int(voxels[index])}
             rows += [{**image, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(classes, delta)]
         return rows
 
@@ -263,7 +264,7 @@ class Interpreter(Callback):
             f"({timings or 'nothing timed'}); {maps}"
         )
 
-    def _write_maps(self, classes: list[str], labelmap: bool, writer: SummaryWriter) -> list[str]:
+    def _write_maps(self, classes: Sequence[ClassName], labelmap: bool, writer: SummaryWriter) -> list[ClassName]:
         """Per-class mean maps as NIfTI (network grid) and triplanar PNGs; returns the classes drawn."""
         assert self.maps is not None
         drawn = []
@@ -280,7 +281,7 @@ class Interpreter(Callback):
             drawn.append(klass)
         return drawn
 
-    def _write_ranking(self, importance: pd.DataFrame, classes: list[str], writer: SummaryWriter) -> None:
+    def _write_ranking(self, importance: pd.DataFrame, classes: Sequence[ClassName], writer: SummaryWriter) -> None:
         _write_csv(importance, self.out / "structure_importance.csv")
         ranking = rank_structures(importance, classes, self.bootstrap)
         _write_csv(ranking, self.out / "structure_ranking.csv")

@@ -6,17 +6,20 @@ sent to TensorBoard alike without touching the user's backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from adni_lightning.data.labels import compact_colours
+from adni_lightning.vocabulary import ClassName
 
 _COLOURS = compact_colours()
 
 
 def ranking_figure(
-    ranking: pd.DataFrame, classes: list[str], level: str, top: int = 10, per_voxel: bool = False
+    ranking: pd.DataFrame, classes: Sequence[ClassName], level: str, top: int = 10, per_voxel: bool = False
 ) -> Figure:
     """One panel per class: the ``top`` structures of ``level`` by absolute mean delta (with 95% CIs), or by
     absolute delta per voxel.
@@ -53,7 +56,8 @@ def triplanar_figure(attribution: np.ndarray, reference: np.ndarray, labelmap: b
     The colour scale is symmetric at the 99th percentile of the non-zero absolute values, so one extreme voxel
     does not wash out the rest; values under a tenth of it are left transparent.
     """
-    point = np.unravel_index(int(np.abs(attribution).argmax()), attribution.shape)
+    x, y, z = (int(i) for i in np.unravel_index(int(np.abs(attribution).argmax()), attribution.shape))
+    point = (x, y, z)
     magnitudes = np.abs(attribution[attribution != 0])
     limit = float(np.percentile(magnitudes, 99)) if magnitudes.size else 1.0
     fig = Figure(figsize=(9, 6.4), dpi=100)

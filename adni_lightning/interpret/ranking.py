@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from adni_lightning.evaluation.metrics import resample_counts
+from adni_lightning.vocabulary import ClassName
 
 #: Columns of ``structure_importance.csv``, one row per image, class and structure.
 IMPORTANCE_COLUMNS = (
@@ -107,7 +109,7 @@ def _bootstrap(values: pd.DataFrame, n_resamples: int, seed: int, level: float) 
 
 def rank_structures(
     importance: pd.DataFrame,
-    classes: list[str],
+    classes: Sequence[ClassName],
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import TINY
+from tests.helpers import TINY_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_a_run_that_gives_other_figures_names_each_and_exits_1(tmp_path):
     """A tiny default run (1 epoch, 24 subjects): its figures are not the README's; nothing of the README's moves."""
     readme_before, json_before = (REPO / "README.md").read_bytes(), default_run.JSON.read_bytes()
     out = tmp_path / "now.json"
-    shrink = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--trainer.max_epochs", "1", *TINY]
+    shrink = [*TINY_CONFIGS, "--data.cohort.subjects", "24", "--data.cohort.size", "32", "--trainer.max_epochs", "1"]
     command = [sys.executable, "benchmarks/default_run.py", "--out", str(out), "--workdir", str(tmp_path / "work")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": "AVX2"}
     done = subprocess.run([*command, "--", *shrink], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -30,7 +30,7 @@ from adni_lightning.evaluation.calibration import (
     scale_temperature,
 )
 from adni_lightning.main import main
-from tests.helpers import TINY, tiny_args
+from tests.helpers import TINY_CONFIGS, tiny_args
 
 
 def cv_main(args: list[str]) -> None:
@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cv_args(root: Path, cohort: Path, *extra: str, epochs: int = 2) -> list[str]:
     return [
+        *TINY_CONFIGS,
         "--root",
         str(root),
         "--bootstrap",
@@ -58,7 +59,6 @@ def cv_args(root: Path, cohort: Path, *extra: str, epochs: int = 2) -> list[str]
         str(root.parent / "cache"),
         "--trainer.max_epochs",
         str(epochs),
-        *TINY,
         *extra,
     ]
 
@@ -379,8 +379,8 @@ def test_a_root_that_is_a_file_is_one_line(tmp_path, cohort):
 def test_baseline_reuses_the_split_of_cv_with_its_options(finished, tmp_path, caplog):
     root = finished / "cv"
     saved = (root / "split.csv").read_bytes(), (root / "split.json").read_bytes()
-    base = ["--root", str(root), "--data.manifest.data_dir", str(finished / "K1data"), "--data.cache_dir"]
-    base += [str(finished / "cache"), *TINY, "--data.split.test_fraction", "0.2", "--folds", "3"]
+    base = [*TINY_CONFIGS, "--root", str(root), "--data.manifest.data_dir", str(finished / "K1data")]
+    base += ["--data.cache_dir", str(finished / "cache"), "--data.split.test_fraction", "0.2", "--folds", "3"]
     with caplog.at_level(logging.INFO, logger="adni_lightning"):
         baseline_main(base)
     assert "has no split.json" not in caplog.text

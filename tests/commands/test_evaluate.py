@@ -32,7 +32,7 @@ from adni_lightning.evaluation.metrics import (
 )
 from adni_lightning.main import PROG, main, run_from_command_line
 from adni_lightning.synth import generate_cohort
-from tests.helpers import TINY, trained_run
+from tests.helpers import TINY_CONFIGS, trained_run
 
 CLASSES = ["CN", "MCI", "AD"]
 PROBS = [f"p_{c}" for c in CLASSES]
@@ -42,6 +42,7 @@ RESAMPLES = 50
 def evaluate_args(root: Path, cohort: Path, ckpt: str | Path, *extra: str) -> list[str]:
     return [
         "evaluate",
+        *TINY_CONFIGS,
         "--ckpt_path",
         str(ckpt),
         "--root",
@@ -52,7 +53,6 @@ def evaluate_args(root: Path, cohort: Path, ckpt: str | Path, *extra: str) -> li
         str(cohort),
         "--data.cache_dir",
         str(root.parent / f"cache-{cohort.name}"),
-        *TINY,
         *extra,
     ]
 

@@ -20,15 +20,9 @@ from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.interpret.callback import Interpreter
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
-from tests.helpers import tiny_args, trained_run
+from tests.helpers import tiny_args
 
 pytest.importorskip("captum")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, cohort_template) -> dict[str, Path]:
-    """A tiny model trained for one epoch on a copy of the session cohort (no test split)."""
-    return trained_run(tmp_path_factory.mktemp("interpret"), cohort_template)
 
 
 def interpret_args(run: dict[str, Path], *extra: str) -> list[str]:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands.interpret import MARKER, InterpretError
 from adni_lightning.main import main
-from tests.helpers import trained_run
 from tests.interpret.test_command import interpret_args
 
 pytest.importorskip("captum")
 
 QUICK = ("--max_images", "2", "--ig_steps", "0", "--bootstrap", "10")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, cohort_template) -> dict[str, Path]:
-    return trained_run(tmp_path_factory.mktemp("interpret_out"), cohort_template)
 
 
 def test_a_folder_of_the_users_files_is_refused_and_left_alone(run, tmp_path):

@@ -132,8 +132,9 @@ class ADNILightningCLI(LightningCLI):
     :meth:`execute`: a :class:`~adni_lightning.run.Run` adds its callbacks first.
     """
 
-    def __init__(self, *args: Any, execute: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, execute: bool = True, default_config_added: bool = False, **kwargs: Any) -> None:
         self._deferred = not execute
+        self._default_config_added = default_config_added
         super().__init__(*args, **kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -272,13 +273,13 @@ class ADNILightningCLI(LightningCLI):
         self.check_checkpoint()
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """Keep the options as given (less the packaged config :func:`lightning_cli` adds): the commands printed
-        after ``fit`` and on a signal repeat them.
+        """Keep the options as given (less the packaged config when :func:`lightning_cli` added it, not the user): the
+        commands printed after ``fit`` and on a signal repeat them.
         """
         given = list(sys.argv[1:] if args is None else args)
         if given and given[0] in LIGHTNING_COMMANDS:
             given = given[1:]
-        self.given_args = given[2:] if given[:2] == ["--config", str(DEFAULT_CONFIG)] else given
+        self.given_args = given[2:] if self._default_config_added else given
         super().parse_arguments(parser, args)
 
     def fit(self, model: ADNIClassifier, **kwargs: Any) -> None:
@@ -421,11 +422,12 @@ def lightning_cli(argv: list[str], from_command_line: bool = False, execute: boo
     """Parse ``argv`` (a subcommand first, then its options) and run it; with ``execute=False`` only build its objects
     (:meth:`ADNILightningCLI.execute` runs it). Without ``--config`` the packaged ``synthetic.yaml`` is used.
     """
-    if (
+    add_default = (
         not any(a == "--config" or a.startswith("--config=") for a in argv[1:])
         and "-h" not in argv
         and "--help" not in argv
-    ):
+    )
+    if add_default:
         argv[1:1] = ["--config", str(DEFAULT_CONFIG)]
     if from_command_line:
         sys.argv[1:] = argv  # DDP's re-launch of this command reads sys.argv
@@ -441,6 +443,7 @@ def lightning_cli(argv: list[str], from_command_line: bool = False, execute: boo
             parser_class=CLIParser,
             parser_kwargs={"prog": PROG},
             execute=execute,
+            default_config_added=add_default,
         )
 
 

@@ -15,14 +15,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from adni_lightning.main import DEFAULT_CONFIG
+from adni_lightning.cli import DEFAULT_CONFIG
 
-#: The tiny run (TINY_CONFIG: a 2-stage ResNet of width 4/8 on 16³ inputs) stacked on the packaged
-#: synthetic config. Written ``--config=FILE``: the CLI leaves a leading ``--config <packaged synthetic.yaml>`` out of
-#: the commands it prints after ``fit`` (it takes it for the one it adds itself when no ``--config`` is given), so the
-#: printed commands would lose it; see test_a_stacked_packaged_config_stays_in_the_printed_commands.
+#: The tiny run (TINY_CONFIG: a 2-stage ResNet of width 4/8 on 16³ inputs) stacked on the packaged synthetic config.
 TINY_CONFIG = Path(__file__).parent / "conf" / "tiny.yaml"
-TINY_CONFIGS = [f"--config={DEFAULT_CONFIG}", f"--config={TINY_CONFIG}"]
+TINY_CONFIGS = ["--config", str(DEFAULT_CONFIG), "--config", str(TINY_CONFIG)]
 
 
 def tiny_args(subcommand: str, root: Path, data_dir: Path, *extra: str) -> list[str]:

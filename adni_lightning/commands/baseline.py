@@ -9,7 +9,6 @@ and, with a test split, its test predictions, so the CNN's folds can be compared
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,43 +17,10 @@ from sklearn.metrics import balanced_accuracy_score
 from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.commands.inspect import cohort_volumes, parser
 from adni_lightning.commands.run_config import run_root, split_run_options
-from adni_lightning.data.split import (
-    SplitError,
-    SplitSpec,
-    check_fold_count,
-    check_split_options,
-    load_split,
-    save_split,
-    split_subjects,
-)
+from adni_lightning.data.split import SplitError, cross_validation_split
 from adni_lightning.evaluation.baseline import baseline_predictions
 
 PROG = "python -m adni_lightning baseline"
-
-
-def cross_validation_split(
-    manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
-) -> pd.DataFrame:
-    """The k-fold split at ``path``: reused after :func:`check_split_options`' and :func:`load_split`'s checks, else
-    drawn with ``spec``'s seed and test fraction and saved with its options, as ``cv`` saves its own (so either
-    command reuses the other's). Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
-    """
-    spec = replace(spec, folds=folds, fold=0, file=str(path))
-    if path.exists():
-        check_split_options(path, spec)
-        split = load_split(path, manifest)
-        dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
-        if dealt != list(range(folds)):
-            raise SplitError(
-                f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
-                f"{len(dealt)}, or another --root, or delete it"
-            )
-        check_fold_count(split, folds, classes)
-        return split
-    split = split_subjects(manifest, spec)
-    check_fold_count(split, folds, classes)
-    save_split(split, path, spec)
-    return split
 
 
 def write_baseline(

@@ -358,8 +358,8 @@ def cross_validation_split(
     """The k-fold split of ``cv`` and ``baseline`` at ``path``, in its :func:`saved_form`: the file there, reused
     after :func:`check_split_options`', :func:`load_split`'s and :func:`check_folds_dealt`'s checks (and never
     rewritten: a file of an older version stays as it is), else drawn with ``spec``'s seed and test fraction and
-    saved with its options (``split.json``), so each command reuses the other's and every fold reads it. Raises :class:`SplitError` when a group has fewer non-test subjects than
-    ``folds``.
+    saved with its options (``split.json``), so each command reuses the other's and every fold reads it. Raises
+    :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
     """
     path = Path(path)
     spec = replace(spec, folds=folds, fold=0, file=str(path))

@@ -14,7 +14,7 @@ import pytest
 
 import adni_lightning.atomic as atomic
 from adni_lightning.atomic import WriteError, output_dir, write_bytes, write_once, write_text
-from adni_lightning.data.split import SplitError, SplitSpec, save_split, split_subjects
+from adni_lightning.data.split import SplitError, SplitSpec, save_split, saved_form, split_subjects
 from tests.data.test_split import _manifest
 
 
@@ -163,12 +163,9 @@ def test_processes_drawing_the_same_split_at_once_leave_one_whole_copy(tmp_path)
     assert _save_concurrently(path, [4] * 8) == [""] * 8
     spec = SplitSpec(folds=3, fold=0, seed=4)
     pd.testing.assert_frame_equal(
-        pd.read_csv(path, dtype={"image_id": str, "subject": str}), split_subjects(_manifest(), spec)
+        pd.read_csv(path, dtype={"image_id": str, "subject": str}), saved_form(split_subjects(_manifest(), spec))
     )
-    assert (
-        path.with_suffix(".json").read_text()
-        == '{\n "val_fraction": 0.2,\n "test_fraction": 0.0,\n "seed": 4,\n "folds": 3,\n "fold": 0\n}'
-    )
+    assert path.with_suffix(".json").read_text() == '{\n "test_fraction": 0.0,\n "seed": 4,\n "folds": 3\n}'
     assert leftovers(path.parent) == []
 
 
@@ -183,5 +180,5 @@ def test_processes_drawing_other_splits_at_once_are_refused_but_one(tmp_path):
     )
     assert sorted(messages)[1:] == [expected] * 3
     saved = pd.read_json(path.with_suffix(".json"), typ="series")["seed"]
-    winner = split_subjects(_manifest(), SplitSpec(folds=3, fold=0, seed=int(saved)))
+    winner = saved_form(split_subjects(_manifest(), SplitSpec(folds=3, fold=0, seed=int(saved))))
     pd.testing.assert_frame_equal(pd.read_csv(path, dtype={"image_id": str, "subject": str}), winner)

@@ -192,14 +192,17 @@ def test_a_single_class_cohort_is_refused_before_anything_is_written(cohort, tmp
     assert not run.exists() and not (tmp_path / "cache").exists()
 
 
-def test_another_fold_over_an_existing_split_is_refused(cohort, tmp_path):
+def test_another_fold_reads_the_saved_k_fold_split_and_another_seed_is_refused(cohort, tmp_path):
     run = tmp_path / "run"
     folds = ("--data.split.folds", "3", "--trainer.fast_dev_run", "true")
     main(args("fit", run, cohort, *folds, "--data.split.fold", "0"))
+    saved = (run / "split.csv").read_bytes(), (run / "split.json").read_bytes()
+    main(args("fit", run, cohort, *folds, "--data.split.fold", "1"))  # a fold is an index into the one file
+    assert ((run / "split.csv").read_bytes(), (run / "split.json").read_bytes()) == saved
     with pytest.raises(SplitError) as refused:
-        main(args("fit", run, cohort, *folds, "--data.split.fold", "1"))
+        main(args("fit", run, cohort, *folds, "--data.split.fold", "1", "--data.split.seed", "5"))
     assert str(refused.value) == (
-        f"{run / 'split.csv'} was drawn with other options than this run asks for: data.split.fold 0 (saved) vs 1 "
+        f"{run / 'split.csv'} was drawn with other options than this run asks for: data.split.seed 0 (saved) vs 5 "
         "(asked); pass the saved options, point data.split.file elsewhere, or delete it and split.json to draw a new "
         "split"
     )

@@ -37,7 +37,9 @@ from adni_lightning.data.split import (
     check_sides,
     check_split_options,
     describe_dealing,
+    fold_sides,
     load_split,
+    run_sides,
     save_split,
     split_subjects,
 )
@@ -215,13 +217,14 @@ class ADNIDataModule(L.LightningDataModule):
 
     def planned_split(self) -> pd.DataFrame:
         """The split this run uses, checked and not yet written: the saved one (drawn with the options asked for,
-        and matching the CSV) or a new one drawn in memory. Every class must have subjects on every side.
+        and matching the CSV; a k-fold file gives the sides of ``split.fold``) or a new one drawn in memory. Every
+        class must have subjects on every side.
         """
         self.prepare_cohort()
         manifest = self.manifest()
         if self.split_path.exists():
             check_split_options(self.split_path, self.split_spec)
-            split = load_split(self.split_path, manifest)
+            split = run_sides(load_split(self.split_path, manifest), self.split_spec, self.split_path)
         else:
             split = split_subjects(manifest, self.split_spec)
         check_sides(split, self.classes, self.split_spec, str(self.split_path))
@@ -250,7 +253,7 @@ class ADNIDataModule(L.LightningDataModule):
         if self._predicting_everything:
             self.datasets = {"predict": VolumeDataset(self._marked_with_saved_split(manifest), entries, self.encoder)}
             return
-        self.split = load_split(self.split_path, manifest)
+        self.split = run_sides(load_split(self.split_path, manifest), self.split_spec, self.split_path)
         self._training_summary = None
         rows = manifest.merge(self.split[["image_id", "split"]], on="image_id", validate="one_to_one")
         if self.encoder.age_mean is None:
@@ -267,8 +270,10 @@ class ADNIDataModule(L.LightningDataModule):
         """The manifest with each image's side in the run's saved split, ``-`` for images it does not hold."""
         rows = manifest.assign(split="-")
         if self.split_path.is_file():
-            sides = pd.read_csv(self.split_path, dtype=str).set_index("image_id")["split"]
-            rows["split"] = rows["image_id"].map(sides).fillna("-")
+            split = pd.read_csv(self.split_path, dtype={"image_id": str, "split": str})
+            if self.split_spec.folds is not None:
+                split = fold_sides(split, self.split_spec.fold, self.split_path)
+            rows["split"] = rows["image_id"].map(split.set_index("image_id")["split"]).fillna("-")
         return rows
 
     def _log_split(self, rows: pd.DataFrame) -> None:

@@ -2,6 +2,15 @@
 
 ADNI subjects have several visits; splitting images would put the same brain on both sides. Subjects are
 drawn within each diagnostic group (the group of their first row), so class proportions match across sides.
+
+A k-fold split is drawn once, into one file that every fold reads, as nnU-Net keeps one ``splits_final``: its
+``fold`` column deals the non-test subjects into folds and its ``split`` column says ``cv`` for them (``test`` for
+the held-out test subjects, fold -1), so the file names no fold's sides and reads the same whichever fold reads it.
+A run of fold k (``data.split.folds``, ``data.split.fold``) derives its sides from the ``fold`` column
+(:func:`fold_sides`): fold k validates, the other folds train. Files that older versions wrote per fold (the
+``split`` column holding one fold's train/val) are read the same way; their ``fold`` column is the same in every
+fold's file. The options saved beside a k-fold file (``split.json``) leave out ``fold`` and ``val_fraction``, which
+do not change it.
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ("image_id", "subject", "group", "split", "fold")
 SIDES = ("train", "val", "test")
+#: The ``split`` value of a k-fold file's non-test rows: their side is the fold's to say (:func:`fold_sides`).
+CV = "cv"
 #: The :class:`SplitSpec` options that decide a split, saved beside it (``split.json`` beside ``split.csv``).
 SPEC_OPTIONS = ("val_fraction", "test_fraction", "seed", "folds", "fold")
+#: The options a k-fold file does not depend on: which fold validates, and the val share that folds replace.
+KFOLD_FREE = ("val_fraction", "fold")
 
 
 class SplitError(ProjectError, ValueError):
@@ -40,7 +53,7 @@ class SplitSpec:
         test_fraction: share of each group's subjects held out for testing; never in any fold.
         seed: seed of the subject shuffle.
         folds: deal the non-test subjects into this many stratified folds; ``fold`` is then the validation side.
-        fold: the held-out fold, in ``[0, folds)``.
+        fold: the held-out fold, in ``[0, folds)``; every fold reads the same file (its ``fold`` column).
         file: where the split is saved and reused (default ``<trainer.default_root_dir>/split.csv``).
     """
 
@@ -74,8 +87,11 @@ class SplitSpec:
         return ("train", *val, *(("test",) if self.test_fraction > 0 else ()))
 
     def options(self) -> dict[str, object]:
-        """The options that decide who is on which side, saved beside a split to recognise it later."""
-        return {name: getattr(self, name) for name in SPEC_OPTIONS}
+        """The options that decide who is on which side, saved beside a split to recognise it later (a k-fold file:
+        without :data:`KFOLD_FREE`, so every fold of one cross-validation saves and accepts the same record).
+        """
+        skip = KFOLD_FREE if self.folds is not None else ()
+        return {name: getattr(self, name) for name in SPEC_OPTIONS if name not in skip}
 
 
 def split_subjects(manifest: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
@@ -125,8 +141,14 @@ def options_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def saved_form(split: pd.DataFrame) -> pd.DataFrame:
+    """``split`` as its file holds it: the non-test rows of a k-fold split say :data:`CV`, not one fold's sides."""
+    return split.assign(split=split["split"].where(split["fold"] < 0, CV))
+
+
 def save_split(split: pd.DataFrame, path: str | Path, spec: SplitSpec | None = None) -> None:
-    """Write the split at ``path`` unless the same one is there; refuse another one there.
+    """Write the split at ``path`` (a k-fold one in its :func:`saved_form`) unless the same one is there; refuse
+    another one there.
 
     Each file appears whole at once (:func:`~adni_lightning.atomic.write_once`): a half-written split is never read
     back as the run's split, and processes that draw the same split concurrently (``cv --fold K`` as a SLURM array)
@@ -135,7 +157,7 @@ def save_split(split: pd.DataFrame, path: str | Path, spec: SplitSpec | None = N
     instead of reusing this one.
     """
     path = Path(path)
-    files = [(path, split.to_csv(index=False))]
+    files = [(path, saved_form(split).to_csv(index=False))]
     if spec is not None:
         files.insert(0, (options_path(path), json.dumps(spec.options(), indent=1)))
     for target, text in files:
@@ -154,7 +176,8 @@ def check_split_options(path: str | Path, spec: SplitSpec) -> None:
     """Raise :class:`SplitError` when the split saved at ``path`` was drawn with other options than ``spec`` asks for.
 
     A split without its options file (written by hand, by another tool, or before the file existed) is used as it
-    is, with a console line saying so. ``val_fraction`` is not compared between two k-fold splits (folds ignore it).
+    is, with a console line saying so. When either is a k-fold split, :data:`KFOLD_FREE` is not compared: any fold
+    reads a k-fold file, folds ignore ``val_fraction``, and ``folds`` tells the two kinds apart.
     """
     saved_path = options_path(path)
     if not saved_path.is_file():
@@ -166,7 +189,7 @@ def check_split_options(path: str | Path, spec: SplitSpec) -> None:
         return
     saved = json.loads(saved_path.read_text())
     asked = spec.options()
-    skip = {"val_fraction"} if saved.get("folds") is not None and spec.folds is not None else set()
+    skip = KFOLD_FREE if saved.get("folds") is not None or spec.folds is not None else ()
     differing = [name for name in SPEC_OPTIONS if name not in skip and saved.get(name) != asked[name]]
     if differing:
         listed = "; ".join(f"data.split.{n} {saved.get(n)} (saved) vs {asked[n]} (asked)" for n in differing)
@@ -177,14 +200,16 @@ def check_split_options(path: str | Path, spec: SplitSpec) -> None:
 
 
 def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
-    """Read a saved split and check it against the manifest: no leak, same images, same subjects."""
+    """Read a saved split and check it against the manifest: no leak, same images, same subjects. A k-fold file
+    comes as it is saved (:data:`CV` rows): :func:`run_sides` gives a run's sides.
+    """
     split = pd.read_csv(path, dtype={"image_id": str, "subject": str, "group": str, "split": str})
     missing_columns = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing_columns:
         raise SplitError(f"{path}: missing column(s) {', '.join(missing_columns)}")
-    bad_sides = sorted(set(split["split"]) - set(SIDES))
+    bad_sides = sorted(set(split["split"]) - {*SIDES, CV})
     if bad_sides:
-        raise SplitError(f"{path}: unknown split value(s) {bad_sides}; expected {list(SIDES)}")
+        raise SplitError(f"{path}: unknown split value(s) {bad_sides}; expected {[*SIDES, CV]}")
     check_no_leak(split, str(path))
     known = set(split["image_id"])
     unassigned = [i for i in manifest["image_id"] if i not in known]
@@ -215,8 +240,8 @@ def describe_dealing(split: pd.DataFrame, classes: Sequence[str]) -> str:
 
 def check_fold_count(split: pd.DataFrame, folds: int, classes: Sequence[str], source: str | None = None) -> None:
     """Raise :class:`SplitError` when a class has fewer non-test subjects than ``folds`` (some folds would lack it)."""
-    counts = dealt_subjects(split, classes)
-    non_test = counts.sum(axis=1) - counts["test"]
+    subjects = split.drop_duplicates("subject")
+    non_test = subjects[subjects["split"] != "test"].groupby("group").size().reindex(list(classes), fill_value=0)
     short = [c for c in classes if non_test[c] < folds]
     if short:
         listed = ", ".join(f"{c} {n}" for c, n in non_test.items())
@@ -270,26 +295,82 @@ def split_digest(split: pd.DataFrame) -> str:
     return hashlib.sha1("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def cross_validation_split(
-    manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: Path, classes: list[str]
-) -> pd.DataFrame:
-    """The k-fold split at ``path``: reused after :func:`check_split_options`' and :func:`load_split`'s checks, else
-    drawn with ``spec``'s seed and test fraction and saved with its options, as ``cv`` saves its own (so either
-    command reuses the other's). Raises :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
+def folds_dealt(split: pd.DataFrame) -> list[int]:
+    """The folds a split deals its non-test subjects into, in order (none for a train/val/test split)."""
+    return sorted(int(k) for k in split.loc[(split["split"] != "test") & (split["fold"] >= 0), "fold"].unique())
+
+
+def check_folds_dealt(split: pd.DataFrame, folds: int, source: str | Path) -> None:
+    """Raise :class:`SplitError` unless ``split`` deals exactly folds ``0 … folds - 1`` (its options file may be
+    missing, so the file itself is checked).
     """
+    dealt = folds_dealt(split)
+    if dealt != list(range(folds)):
+        raise SplitError(
+            f"{source}: deals folds {dealt}, not the {folds} of data.split.folds (--folds of cv and baseline): ask for "
+            f"{len(dealt)} folds, point data.split.file (--root) elsewhere, or delete it"
+        )
+
+
+def fold_sides(split: pd.DataFrame, fold: int, source: str | Path) -> pd.DataFrame:
+    """The sides of cross-validation fold ``fold``, from the ``fold`` column: its subjects validate, the other folds'
+    train, test subjects (fold -1) stay test.
+
+    ``split`` is a k-fold file: non-test rows :data:`CV`, or one fold's train/val as older versions wrote a file per
+    fold. Any other ``split`` column contradicts the ``fold`` column (a hand edit), which would silently decide
+    nothing: it is refused.
+    """
+    test, dealt = split["split"] == "test", split["fold"] >= 0
+    held = set(split.loc[split["split"] == "val", "fold"])
+    rest = split.loc[dealt, "split"]
+    follows = (test != dealt).all() and (
+        (rest == CV).all() or (len(held) == 1 and ((rest == "val") == (split.loc[dealt, "fold"] == min(held))).all())
+    )
+    if not follows:
+        raise SplitError(
+            f"{source}: its split column does not follow its fold column (test rows are fold -1; the others all "
+            f"'{CV}', or one fold's val and the other folds' train): fix it, or delete it and "
+            f"{options_path(source).name} to draw a new split"
+        )
+    sides = split["split"].where(test, (split["fold"] == fold).map({True: "val", False: "train"}))
+    return split.assign(split=sides)
+
+
+def run_sides(split: pd.DataFrame, spec: SplitSpec, source: str | Path) -> pd.DataFrame:
+    """The train/val/test sides a run with ``spec`` uses from a loaded split file: a k-fold run's fold
+    (:func:`fold_sides`, after :func:`check_folds_dealt`), else the file's own sides, which must be no k-fold file.
+    """
+    if spec.folds is not None:
+        check_folds_dealt(split, spec.folds, source)
+        return fold_sides(split, spec.fold, source)
+    if (split["split"] == CV).any():
+        raise SplitError(
+            f"{source}: a k-fold split (folds {folds_dealt(split)}) has no train/val sides of its own: pass "
+            f"data.split.folds {len(folds_dealt(split))} and data.split.fold (the fold that validates), or point "
+            "data.split.file elsewhere"
+        )
+    return split
+
+
+def cross_validation_split(
+    manifest: pd.DataFrame, spec: SplitSpec, folds: int, path: str | Path, classes: Sequence[str]
+) -> pd.DataFrame:
+    """The k-fold split of ``cv`` and ``baseline`` at ``path``, in its :func:`saved_form`: the file there, reused
+    after :func:`check_split_options`', :func:`load_split`'s and :func:`check_folds_dealt`'s checks (and never
+    rewritten: a file of an older version stays as it is), else drawn with ``spec``'s seed and test fraction and
+    saved with its options (``split.json``), so each command reuses the other's and every fold reads it. Raises
+    :class:`SplitError` when a group has fewer non-test subjects than ``folds``.
+    """
+    path = Path(path)
     spec = replace(spec, folds=folds, fold=0, file=str(path))
     if path.exists():
         check_split_options(path, spec)
         split = load_split(path, manifest)
-        dealt = sorted(int(k) for k in split.loc[split["split"] != "test", "fold"].unique())
-        if dealt != list(range(folds)):
-            raise SplitError(
-                f"{path}: deals folds {dealt}, not the {folds} of --folds: pass --folds "
-                f"{len(dealt)}, or another --root, or delete it"
-            )
-        check_fold_count(split, folds, classes)
-        return split
+        check_folds_dealt(split, folds, path)
+        fold_sides(split, 0, path)  # refuses a split column that contradicts the folds
+        check_fold_count(split, folds, classes, str(path))
+        return saved_form(split)
     split = split_subjects(manifest, spec)
-    check_fold_count(split, folds, classes)
+    check_fold_count(split, folds, classes, str(path))
     save_split(split, path, spec)
-    return split
+    return saved_form(split)

@@ -132,6 +132,50 @@ def test_restoring_a_checkpoint_trained_on_another_split_is_refused(cohort, tmp_
     )
 
 
+def test_fold_runs_read_one_shared_split_and_a_checkpoint_of_one_fold_is_refused_for_another(cohort, tmp_path):
+    """``cv``'s fold runs: one split.csv with a fold column, a fold is an index into it; nothing else is written."""
+    path = tmp_path / "cv" / "split.csv"
+    folds = {}
+    for fold in (1, 0, 2):
+        dm = _datamodule(cohort, tmp_path, split=SplitSpec(folds=3, fold=fold, test_fraction=0.2, file=str(path)))
+        dm.prepare_data()
+        dm.setup("fit")
+        folds[fold] = dm
+    assert sorted(p.name for p in path.parent.iterdir()) == ["split.csv", "split.json"]
+    saved = pd.read_csv(path, dtype=str)
+    assert set(saved["split"]) == {"cv", "test"}
+    for fold, dm in folds.items():
+        val = set(saved.loc[saved["fold"] == str(fold), "image_id"])
+        assert set(dm.datasets["val"].rows["image_id"]) == val
+        assert set(dm.datasets["train"].rows["image_id"]) == set(saved.loc[saved["split"] == "cv", "image_id"]) - val
+        assert set(dm.datasets["test"].rows["image_id"]) == set(saved.loc[saved["split"] == "test", "image_id"])
+    state = folds[1].checkpoint_state()
+    folds[1].check_checkpoint_state(state, "fit", "fold 1's last.ckpt")
+    with pytest.raises(ContractError) as refused:
+        folds[2].check_checkpoint_state(state, "fit", "fold 1's last.ckpt")
+    moved = folds[2].split.merge(folds[1].split, on="image_id").query("split_x != split_y")
+    first = moved.iloc[0]
+    why = (
+        "it would be scored on images it was trained on"
+        if first["split_y"] == "train"
+        else "held-out images would be trained on"
+    )
+    assert str(refused.value) == (
+        f"fold 1's last.ckpt does not fit this configuration: data.split: {len(moved)} image(s) of {path} are on "
+        f"another side than when the checkpoint was trained, e.g. {first['image_id']}: checkpoint {first['split_y']}, "
+        f"config {first['split_x']} ({why})"
+    )
+
+
+def test_predict_over_everything_marks_the_fold_sides_of_a_k_fold_file(cohort, tmp_path):
+    path = tmp_path / "cv" / "split.csv"
+    _datamodule(cohort, tmp_path, split=SplitSpec(folds=3, fold=0, file=str(path))).prepare_data()
+    dm = _datamodule(cohort, tmp_path, split=SplitSpec(folds=3, fold=2, file=str(path)))
+    marked = dm._marked_with_saved_split(dm.manifest()).set_index("image_id")["split"]
+    saved = pd.read_csv(path, dtype=str).set_index("image_id")
+    assert (marked == saved["fold"].map({"2": "val", "0": "train", "1": "train"})).all()
+
+
 def test_empty_test_split_says_how_to_get_one(cohort, tmp_path):
     dm = _datamodule(cohort, tmp_path)
     dm.prepare_data()

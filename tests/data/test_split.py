@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,9 +10,13 @@ from adni_lightning.data.split import (
     check_no_leak,
     check_sides,
     check_split_options,
+    cross_validation_split,
     describe_dealing,
+    fold_sides,
     load_split,
+    run_sides,
     save_split,
+    saved_form,
     split_digest,
     split_subjects,
 )
@@ -167,13 +173,16 @@ def test_a_saved_split_drawn_with_other_options_is_refused(tmp_path):
     path = tmp_path / "split.csv"
     spec = SplitSpec(folds=5, fold=0, seed=3)
     save_split(split_subjects(_manifest(), spec), path, spec)
-    check_split_options(path, spec)
+    assert json.loads((tmp_path / "split.json").read_text()) == {"test_fraction": 0.0, "seed": 3, "folds": 5}
+    for fold in range(5):  # every fold reads the one k-fold file
+        check_split_options(path, SplitSpec(folds=5, fold=fold, seed=3))
     check_split_options(path, SplitSpec(folds=5, fold=0, seed=3, val_fraction=0.5))  # folds ignore val_fraction
     with pytest.raises(SplitError) as refused:
-        check_split_options(path, SplitSpec(folds=5, fold=1, seed=3))
+        check_split_options(path, SplitSpec(folds=5, fold=1, seed=4, test_fraction=0.1))
     assert str(refused.value) == (
-        f"{path} was drawn with other options than this run asks for: data.split.fold 0 (saved) vs 1 (asked); pass "
-        "the saved options, point data.split.file elsewhere, or delete it and split.json to draw a new split"
+        f"{path} was drawn with other options than this run asks for: data.split.test_fraction 0.0 (saved) vs 0.1 "
+        "(asked); data.split.seed 3 (saved) vs 4 (asked); pass the saved options, point data.split.file elsewhere, or "
+        "delete it and split.json to draw a new split"
     )
     with pytest.raises(SplitError, match=r"for: data.split.folds 5 \(saved\) vs None \(asked\); pass"):
         check_split_options(path, SplitSpec(seed=3, fold=0))
@@ -197,3 +206,92 @@ def test_split_options_that_cannot_work_are_refused(options, message):
     with pytest.raises(SplitError) as refused:
         SplitSpec(**options)
     assert str(refused.value) == message
+
+
+def test_a_k_fold_split_is_one_file_from_which_every_fold_takes_its_sides(tmp_path):
+    manifest = _manifest()
+    path = tmp_path / "split.csv"
+    spec = SplitSpec(test_fraction=0.1, seed=4)
+    split = cross_validation_split(manifest, spec, 5, path, CLASSES)
+    saved = pd.read_csv(path, dtype={"image_id": str, "subject": str})
+    pd.testing.assert_frame_equal(saved, split)
+    assert set(saved["split"]) == {"cv", "test"}  # the file names no fold's sides
+    assert (saved["fold"] == -1).eq(saved["split"] == "test").all()
+    assert json.loads((tmp_path / "split.json").read_text()) == {"test_fraction": 0.1, "seed": 4, "folds": 5}
+    for fold in range(5):  # the sides each fold used to save in a file of its own
+        asked = SplitSpec(test_fraction=0.1, seed=4, folds=5, fold=fold, file=str(path))
+        check_split_options(path, asked)
+        pd.testing.assert_frame_equal(
+            run_sides(load_split(path, manifest), asked, path), split_subjects(manifest, asked)
+        )
+    stamp = path.stat().st_mtime_ns
+    pd.testing.assert_frame_equal(cross_validation_split(manifest, spec, 5, path, CLASSES), split)  # reused
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_a_fold_file_of_an_older_version_gives_every_fold_its_sides(tmp_path):
+    """Older versions saved fold k's train/val in fold_k/split.csv: its fold column is the same in every fold's."""
+    manifest = _manifest()
+    path = tmp_path / "split.csv"
+    old = split_subjects(manifest, SplitSpec(folds=3, fold=1, seed=2))
+    old.to_csv(path, index=False)
+    (tmp_path / "split.json").write_text(
+        json.dumps({"val_fraction": 0.2, "test_fraction": 0.0, "seed": 2, "folds": 3, "fold": 1})
+    )
+    for fold in range(3):
+        spec = SplitSpec(folds=3, fold=fold, seed=2)
+        check_split_options(path, spec)
+        pd.testing.assert_frame_equal(run_sides(load_split(path, manifest), spec, path), split_subjects(manifest, spec))
+    pd.testing.assert_frame_equal(
+        cross_validation_split(manifest, SplitSpec(seed=2), 3, path, CLASSES), saved_form(old)
+    )
+    assert pd.read_csv(path, dtype={"image_id": str, "subject": str}).equals(old)  # never rewritten
+
+
+def test_a_k_fold_file_whose_sides_contradict_its_folds_is_refused(tmp_path):
+    manifest = _manifest()
+    path = tmp_path / "split.csv"
+    split = split_subjects(manifest, SplitSpec(folds=3, fold=0))
+    split.loc[split["fold"] == 1, "split"] = "val"  # two folds validate: no fold's file
+    split.to_csv(path, index=False)
+    with pytest.raises(SplitError) as refused:
+        run_sides(load_split(path, manifest), SplitSpec(folds=3, fold=2), path)
+    assert str(refused.value) == (
+        f"{path}: its split column does not follow its fold column (test rows are fold -1; the others all 'cv', or "
+        "one fold's val and the other folds' train): fix it, or delete it and split.json to draw a new split"
+    )
+    with pytest.raises(SplitError, match="its split column does not follow its fold column"):
+        fold_sides(saved_form(split).assign(fold=-1), 0, path)  # 'cv' rows outside every fold
+
+
+def test_a_k_fold_file_for_another_number_of_folds_or_for_no_folds_is_refused(tmp_path):
+    manifest = _manifest()
+    path = tmp_path / "split.csv"
+    cross_validation_split(manifest, SplitSpec(), 3, path, CLASSES)
+    (tmp_path / "split.json").unlink()  # made by hand: the file itself is checked
+    split = load_split(path, manifest)
+    with pytest.raises(SplitError) as refused:
+        run_sides(split, SplitSpec(folds=4, fold=3), path)
+    assert str(refused.value) == (
+        f"{path}: deals folds [0, 1, 2], not the 4 of data.split.folds (--folds of cv and baseline): ask for 3 folds, "
+        "point data.split.file (--root) elsewhere, or delete it"
+    )
+    with pytest.raises(SplitError, match=r"deals folds \[0, 1, 2\], not the 5 of"):
+        cross_validation_split(manifest, SplitSpec(), 5, path, CLASSES)
+    with pytest.raises(SplitError) as refused:
+        run_sides(split, SplitSpec(), path)
+    assert str(refused.value) == (
+        f"{path}: a k-fold split (folds [0, 1, 2]) has no train/val sides of its own: pass data.split.folds 3 and "
+        "data.split.fold (the fold that validates), or point data.split.file elsewhere"
+    )
+
+
+def test_cross_validation_split_refuses_too_many_folds_before_writing(tmp_path):
+    path = tmp_path / "split.csv"
+    with pytest.raises(SplitError) as refused:
+        cross_validation_split(_cohort({"CN": 8, "MCI": 8, "AD": 3}), SplitSpec(), 4, path, CLASSES)
+    assert str(refused.value) == (
+        f"{path}: 4 folds need at least 4 non-test subjects per group, but AD has 3: some folds would validate "
+        "without it; non-test subjects per group: CN 8, MCI 8, AD 3; use at most 3 folds or add subjects"
+    )
+    assert not path.exists() and not (tmp_path / "split.json").exists()

@@ -18,11 +18,13 @@ so concurrent ``--fold K`` processes on one ``--root`` never leave a cut or mixe
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from adni_lightning.atomic import output_dir, write_once, write_text
@@ -32,6 +34,7 @@ from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.split import cross_validation_split
 from adni_lightning.data.volumes import regional_volumes
+from adni_lightning.environment import FILENAME as ENVIRONMENT_FILE
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.baseline import first_visit_flags
 from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
@@ -108,6 +111,29 @@ def _differences(a: object, b: object, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def _check_threads(root: Path, folds: int) -> None:
+    """Say when this process trains with another number of torch threads than the folds that trained before it
+    (their ``environment.json``): CPU kernels split their float sums by thread, so its folds cannot be bit-identical
+    to theirs, nor to the same folds of a full cross-validation run with those threads.
+    """
+    threads = torch.get_num_threads()
+    for fold in range(folds):
+        record = root / f"fold_{fold}" / ENVIRONMENT_FILE
+        theirs = json.loads(record.read_text()).get("torch", {}).get("threads") if record.is_file() else None
+        if theirs is not None and theirs != threads:
+            log.warning(
+                "cv: this process trains with %d torch thread(s), fold %d trained with %d (%s): its weights will not "
+                "be bit-identical to a run with %d; set OMP_NUM_THREADS=%d to match",
+                threads,
+                fold,
+                theirs,
+                record,
+                theirs,
+                theirs,
+            )
+            return
 
 
 def _run_fold(run: Run, root: Path, folds: int, fold: int, test: bool) -> None:
@@ -223,6 +249,8 @@ def _run_once(
     _check_same_config(root, _config_record(run, folds), report_only)
     split = cross_validation_split(dm.manifest(), dm.split_spec, folds, path, dm.classes)
     manifest = dm.fill_cache()  # less the files the cache could not decode (on_bad_rows: skip)
+    if not report_only:
+        _check_threads(root, folds)
     has_test = bool((split["split"] == "test").any())
     for fold in [] if report_only else range(folds) if only_fold is None else [only_fold]:
         if (root / f"fold_{fold}" / OOF_FILE).exists():

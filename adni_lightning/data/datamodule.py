@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import lightning as L
 import pandas as pd
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
-from adni_lightning.data.contract import check_contract, cohort_summary, data_contract
+from adni_lightning.data.contract import CohortSummary, check_contract, cohort_summary, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest, exclude_images
@@ -43,7 +43,7 @@ from adni_lightning.data.split import (
     save_split,
     split_subjects,
 )
-from adni_lightning.data.tabular import TabularEncoder, TabularSpec
+from adni_lightning.data.tabular import TabularEncoder, TabularSpec, TabularState
 from adni_lightning.data.volumes import LABELLED, regional_volumes
 from adni_lightning.errors import OptionError
 from adni_lightning.seeding import derived_seed, run_seed
@@ -110,7 +110,7 @@ class ADNIDataModule(L.LightningDataModule):
         self._sized = False
         self._filled_cache = False
         self.split: pd.DataFrame | None = None
-        self._training_summary: dict[str, object] | None = None
+        self._training_summary: CohortSummary | None = None
         self.datasets: dict[str, VolumeDataset] = {}
         self.resident: ResidentCohort | None = None
         self._capped_workers = False
@@ -333,7 +333,8 @@ class ADNIDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Start at the epoch the fit loop is about to run (not 0 on resume): with workers the first batches
         # are drawn before Lightning's set_epoch.
-        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        progress = self.trainer.fit_loop.epoch_progress.current if self.trainer is not None else None
+        epoch = progress.processed if progress is not None else 0  # type: ignore[attr-defined]  # typed as its base
         return self._loader("train", EpochShuffleSampler(len(self.datasets["train"]), self.seed, epoch))
 
     def val_dataloader(self) -> DataLoader:
@@ -378,7 +379,7 @@ class ADNIDataModule(L.LightningDataModule):
         contract = data_contract(self.classes, self.preprocessing, self.encoder, self.split, self.training_summary())
         return {**contract, **where}
 
-    def training_summary(self) -> dict[str, object] | None:
+    def training_summary(self) -> CohortSummary | None:
         """The training side's :func:`~adni_lightning.data.contract.cohort_summary` (computed once per split), for
         ``evaluate`` to set another cohort beside it; ``None`` without a split.
         """
@@ -413,7 +414,9 @@ class ADNIDataModule(L.LightningDataModule):
         recorded_csv = Path(str(state.get("csv_path", Path(str(recorded)) / CSV_NAME)))
         configured_csv = self.manifest_spec.csv_file.absolute()
         if not configured_csv.exists() and recorded_csv.is_file():
-            self.manifest_spec = dataclasses.replace(self.manifest_spec, data_dir=recorded, csv_path=str(recorded_csv))
+            self.manifest_spec = dataclasses.replace(
+                self.manifest_spec, data_dir=str(recorded), csv_path=str(recorded_csv)
+            )
             if self.cache_dir is None:
                 self.cache = VolumeCache(self.default_cache_dir(), self.preprocessing)
             self._manifest = None
@@ -432,4 +435,4 @@ class ADNIDataModule(L.LightningDataModule):
         """Check the contract again (the split too, once one is loaded) and take the training split's statistics."""
         split_file = self.split_path if self.split is not None else None
         check_contract(state, self.checkpoint_state(), "the checkpoint", split_file, quiet=True)
-        self.encoder.load_state_dict(state["tabular"])
+        self.encoder.load_state_dict(cast(TabularState, state["tabular"]))  # checked by check_contract

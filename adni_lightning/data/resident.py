@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,6 +119,6 @@ class ResidentDataset(Dataset):
         return batch
 
 
-def already_collated(batch: Batch) -> Batch:
+def already_collated(batch: Any) -> Batch:
     """The ``collate_fn`` over a :class:`ResidentDataset`, whose batches come out whole."""
     return batch

@@ -262,7 +262,7 @@ def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, so
     counts = dealt_subjects(split, classes)
     totals = counts.sum(axis=1)
     listed = ", ".join(f"{c} {n}" for c, n in totals.items())
-    absent = [c for c, n in totals.items() if n == 0]
+    absent = [str(c) for c, n in totals.items() if n == 0]
     if absent:
         raise SplitError(
             f"{source}: no subject of class {', '.join(absent)} (subjects per class: {listed}); every class of "
@@ -274,11 +274,10 @@ def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, so
         missing = [c for c in classes if counts.at[c, side] == 0]
         if not missing:
             continue
-        klass, n = missing[0], int(totals[missing[0]])
+        klass, n = str(missing[0]), int(totals[missing[0]])
         if side == "train":
-            why = (
-                f"nothing is left for training after {counts.at[klass, 'test']} test and {counts.at[klass, 'val']} val"
-            )
+            test, val = int(counts.at[klass, "test"]), int(counts.at[klass, "val"])
+            why = f"nothing is left for training after {test} test and {val} val"
         else:
             fraction = spec.val_fraction if side == "val" else spec.test_fraction
             why = f"{side}_fraction {fraction} × {n} = {fraction * n:g}, rounded to {round(fraction * n)}"

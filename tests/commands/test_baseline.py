@@ -14,7 +14,7 @@ from adni_lightning.atomic import WriteError
 from adni_lightning.data.cache import VolumeCache
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
-from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, split_subjects
+from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, saved_form, split_subjects
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import baseline_predictions, visit_order
 from adni_lightning.main import main
@@ -99,7 +99,7 @@ def test_command_writes_the_cv_split_and_predictions_and_reuses_the_split(cohort
     root = tmp_path / "run" / "cv"
     assert "baseline: OOF balanced accuracy" in capsys.readouterr().out
     manifest = build_manifest(ManifestSpec(data_dir=cohort))
-    expected = split_subjects(manifest, SplitSpec(folds=3, test_fraction=0.2, seed=7))  # as cv draws it
+    expected = saved_form(split_subjects(manifest, SplitSpec(folds=3, test_fraction=0.2, seed=7)))  # as cv draws it
     saved = pd.read_csv(root / "split.csv", dtype={"image_id": str, "subject": str})
     pd.testing.assert_frame_equal(saved, expected)
     oof = pd.read_csv(root / "baseline" / "oof_predictions.csv", dtype={"image_id": str})

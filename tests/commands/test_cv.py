@@ -22,7 +22,7 @@ from matplotlib.image import imread
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
-from adni_lightning.data.split import SplitSpec, split_subjects
+from adni_lightning.data.split import SplitSpec, saved_form, split_subjects
 from adni_lightning.evaluation.calibration import (
     CalibrationError,
     fit_temperature,
@@ -87,8 +87,8 @@ def test_out_of_fold_predictions_cover_every_non_test_image_once(finished):
     held_out = split.set_index("image_id")["fold"].astype(int)
     assert (cnn["fold"] == cnn["image_id"].map(held_out)).all()  # each image predicted by the fold that held it out
     for fold in range(3):
-        sides = pd.read_csv(root / f"fold_{fold}" / "split.csv", dtype=str)
-        val = set(sides.loc[sides["split"] == "val", "image_id"])
+        assert not (root / f"fold_{fold}" / "split.csv").exists()  # every fold reads the one split.csv
+        val = set(split.loc[split["fold"] == str(fold), "image_id"])
         assert val == set(cnn.loc[cnn["fold"] == fold, "image_id"])
         assert not list((root / f"fold_{fold}" / "checkpoints").glob("best-*.ckpt"))  # nothing chosen on the fold
     metrics = pd.read_csv(root / "cv_metrics.csv")
@@ -178,7 +178,7 @@ def test_held_out_labels_never_choose_the_fold_model(finished, tmp_path):
     cohort = tmp_path / "K1data"
     shutil.copytree(finished / "K1data", cohort)
     table = pd.read_csv(cohort / CSV_NAME, dtype=str)
-    fold0 = pd.read_csv(reference / "fold_0" / "split.csv", dtype=str).query("split == 'val'")["image_id"]
+    fold0 = pd.read_csv(reference / "split.csv", dtype=str).query("fold == '0'")["image_id"]
     rows = table.index[("I" + table["Image Data ID"].str.lstrip("I")).isin(set(fold0))]
     groups = table.loc[rows, "Group"].tolist()
     permuted = groups[1:] + groups[:1]
@@ -190,9 +190,8 @@ def test_held_out_labels_never_choose_the_fold_model(finished, tmp_path):
         table.at[row, "Group"] = new
     table.to_csv(cohort / CSV_NAME, index=False)
     root = tmp_path / "cv"
-    (root / "fold_0").mkdir(parents=True)
+    root.mkdir()
     shutil.copy(reference / "split.csv", root / "split.csv")  # the same folds, only the labels differ
-    shutil.copy(reference / "fold_0" / "split.csv", root / "fold_0" / "split.csv")
     cv_main(
         [
             "--folds",
@@ -407,7 +406,7 @@ def test_concurrent_fold_processes_share_one_split_and_configuration(cohort, tmp
     assert [process.returncode for process in processes] == [0, 0], errors
     assert not [p.name for p in root.rglob("*.tmp")]
     spec = SplitSpec(folds=2, fold=0)
-    expected = split_subjects(build_manifest(ManifestSpec(data_dir=cohort)), spec)
+    expected = saved_form(split_subjects(build_manifest(ManifestSpec(data_dir=cohort)), spec))
     pd.testing.assert_frame_equal(pd.read_csv(root / "split.csv", dtype={"image_id": str, "subject": str}), expected)
     assert json.loads((root / "split.json").read_text()) == spec.options()
     assert yaml.safe_load((root / "cv_config.yaml").read_text())["folds"] == 2
@@ -427,3 +426,23 @@ def test_a_fold_stopped_after_training_writes_its_predictions_on_the_next_run(co
     cv_main(args)
     assert (fold / "checkpoints" / "last.ckpt").read_bytes() == before
     pd.testing.assert_frame_equal(pd.read_csv(fold / OOF_FILE), written)
+
+
+def test_a_fold_trained_with_other_torch_threads_is_named(tmp_path, caplog):
+    """CPU kernels split their sums by thread: a fold run with other threads cannot be bit-identical to it."""
+    from adni_lightning.commands.cv import _check_threads
+
+    (tmp_path / "fold_1").mkdir()
+    theirs = torch.get_num_threads() + 1
+    (tmp_path / "fold_1" / "environment.json").write_text(json.dumps({"torch": {"threads": theirs}}))
+    with caplog.at_level("WARNING", logger="adni_lightning.commands.cv"):
+        _check_threads(tmp_path, 3)
+    assert caplog.messages == [
+        f"cv: this process trains with {torch.get_num_threads()} torch thread(s), fold 1 trained with {theirs} "
+        f"({tmp_path / 'fold_1' / 'environment.json'}): its weights will not be bit-identical to a run with {theirs}; "
+        f"set OMP_NUM_THREADS={theirs} to match"
+    ]
+    caplog.clear()
+    (tmp_path / "fold_1" / "environment.json").write_text(json.dumps({"torch": {"threads": torch.get_num_threads()}}))
+    _check_threads(tmp_path, 3)
+    assert not caplog.messages

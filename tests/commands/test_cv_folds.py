@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from adni_lightning.main import main
-from tests.helpers import TINY
+from tests.helpers import TINY_CONFIGS
 
 
 def _cv(root: Path, cohort: Path, *extra: str) -> None:
@@ -40,7 +40,7 @@ def _cv(root: Path, cohort: Path, *extra: str) -> None:
             "1",
             "--data.split.test_fraction",
             "0.2",
-            *TINY,
+            *TINY_CONFIGS,
             *extra,
         ]
     )

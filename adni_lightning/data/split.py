@@ -276,7 +276,7 @@ def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, so
             continue
         klass, n = str(missing[0]), int(totals[missing[0]])
         if side == "train":
-            test, val = int(counts.at[klass, "test"]), int(counts.at[klass, "val"])
+            test, val = counts.loc[klass, ["test", "val"]].astype(int).tolist()
             why = f"nothing is left for training after {test} test and {val} val"
         else:
             fraction = spec.val_fraction if side == "val" else spec.test_fraction

@@ -276,8 +276,8 @@ def check_sides(split: pd.DataFrame, classes: Sequence[str], spec: SplitSpec, so
             continue
         klass, n = str(missing[0]), int(totals[missing[0]])
         if side == "train":
-            test, val = counts.loc[klass, ["test", "val"]].astype(int).tolist()
-            why = f"nothing is left for training after {test} test and {val} val"
+            held = counts.to_dict("index")[klass]
+            why = f"nothing is left for training after {held['test']} test and {held['val']} val"
         else:
             fraction = spec.val_fraction if side == "val" else spec.test_fraction
             why = f"{side}_fraction {fraction} × {n} = {fraction * n:g}, rounded to {round(fraction * n)}"

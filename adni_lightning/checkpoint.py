@@ -6,8 +6,9 @@ shapes then fails with one ``size mismatch`` line per parameter. The CLI reads t
 (:mod:`adni_lightning.data.contract`) and its model (:func:`check_model`) with the configuration, and refuses a
 mismatch naming the option and both values. The configuration describes the model: the checkpoint's
 hyper-parameters are compared with it, not merged into it (as Lightning has done since 2.5.5), so an option the
-command line asks for is never silently replaced. Only ``predict`` takes something from the checkpoint: its
-preprocessing (:func:`adopt_preprocessing`), so a new cohort is read as the training cohort was.
+command line asks for is never silently replaced. The commands that score a checkpoint (``validate``, ``test``,
+``predict``, ``interpret``, ``evaluate``) take one thing from it, with a line each: its preprocessing
+(:func:`checkpoint_preprocessing`), so images are read as the training cohort was.
 """
 
 from __future__ import annotations
@@ -227,27 +228,42 @@ def _shape_differences(trained: Mapping[str, torch.Tensor], current: Mapping[str
     return [f"parameter {name}: checkpoint {_shape(trained, name)}, model {_shape(current, name)}{more}"]
 
 
-def adopt_preprocessing(data: Namespace, state: Mapping[str, Any] | None) -> list[str]:
-    """Set the ``data`` config's preprocessing to the checkpoint's where it differs; return a line per change.
-
-    ``data`` is the parsed ``data`` group (its ``init_args`` in subclass mode). Nothing changes for a checkpoint
-    without a contract (it says nothing of its preprocessing).
+def checkpoint_preprocessing(current: Preprocessing, state: Mapping[str, Any] | None) -> dict[str, object]:
+    """The checkpoint's preprocessing options (``data.preprocessing.NAME`` → value) that differ from ``current``: what
+    a scoring command takes from the checkpoint. Nothing for a checkpoint without a contract (it says nothing of its
+    preprocessing).
     """
     trained = (state or {}).get("preprocessing")
     if trained is None:
-        return []
+        return {}
+    contract = current.contract()
+    return {
+        f"data.preprocessing.{name}": _option_value(value)
+        for name, value in trained.items()
+        if not ((name == "channels" and value is None) or value == contract.get(name))
+    }
+
+
+def adoption_lines(current: Preprocessing, adopted: Mapping[str, object]) -> list[str]:
+    """One console line per option :func:`checkpoint_preprocessing` changes."""
+    contract = current.contract()
+    return [
+        f"{key} {_short(value)} taken from the checkpoint (the config says "
+        f"{_short(_option_value(contract.get(key.rpartition('.')[2])))})"
+        for key, value in adopted.items()
+    ]
+
+
+def adopt_preprocessing(data: Namespace, state: Mapping[str, Any] | None) -> list[str]:
+    """Set the parsed ``data`` group's preprocessing (its ``init_args`` in subclass mode) to the checkpoint's where it
+    differs; return a line per change.
+    """
     group = data.init_args.preprocessing if "init_args" in data else data.preprocessing
-    current = Preprocessing(**group.as_dict()).contract()
-    lines = []
-    for name, value in trained.items():
-        if (name == "channels" and value is None) or value == current.get(name):
-            continue
-        value, was = _option_value(value), _option_value(current.get(name))
-        lines.append(
-            f"data.preprocessing.{name} {_short(value)} taken from the checkpoint (the config says {_short(was)})"
-        )
-        group[name] = value
-    return lines
+    current = Preprocessing(**group.as_dict())
+    adopted = checkpoint_preprocessing(current, state)
+    for key, value in adopted.items():
+        group[key.rpartition(".")[2]] = value
+    return adoption_lines(current, adopted)
 
 
 def _option_value(value: object) -> object:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from adni_lightning.atomic import output_dir
-from adni_lightning.checkpoint import read_checkpoint
+from adni_lightning.checkpoint import adoption_lines, checkpoint_preprocessing, read_checkpoint
 from adni_lightning.cli import checkpoint_paths
 from adni_lightning.data.contract import SUMMARY_KEY, cohort_summary, contract_differences, data_contract
 from adni_lightning.data.datamodule import ADNIDataModule
@@ -54,7 +54,9 @@ def _contracts(checkpoints: list[str]) -> list[dict]:
 
 
 def _check_preprocessing(contracts: list[dict], checkpoints: list[str], dm: ADNIDataModule) -> None:
-    """Refuse a cohort read otherwise than each checkpoint's training cohort (the classes are checked apart)."""
+    """Refuse a cohort read otherwise than each checkpoint's training cohort after the first one's preprocessing is
+    taken (other tabular features; an ensemble member of another preprocessing); the classes are checked apart.
+    """
     for path, trained in zip(checkpoints, contracts):
         current = data_contract(trained["classes"], dm.preprocessing, dm.encoder, None)
         differences = contract_differences(trained, current)
@@ -88,6 +90,11 @@ def evaluate(
     contracts = _contracts(checkpoints)
     classes = list(contracts[0]["classes"])
     temperature = load_temperature(calibration, classes) if calibration is not None else None
+    adopted = checkpoint_preprocessing(run.datamodule.preprocessing, contracts[0])
+    for line in adoption_lines(run.datamodule.preprocessing, adopted):  # the rule of every scoring command
+        print(f"evaluate: {line}")
+    if adopted:
+        run = run.derive("fit", adopted)
     dm = run.datamodule
     _check_preprocessing(contracts, checkpoints, dm)
     check_cohort_classes(run.cohort()["label"], classes, dm.manifest_spec.csv_file, checkpoints[0])

@@ -446,3 +446,20 @@ def test_a_fold_trained_with_other_torch_threads_is_named(tmp_path, caplog):
     (tmp_path / "fold_1" / "environment.json").write_text(json.dumps({"torch": {"threads": torch.get_num_threads()}}))
     _check_threads(tmp_path, 3)
     assert not caplog.messages
+
+
+@pytest.mark.slow
+def test_each_fold_of_a_full_cv_is_the_fold_run_alone(cohort, tmp_path):
+    """The same split file, the same weights bit for bit (at the same torch threads: see _check_threads)."""
+    same = ["--folds", "3", "--no_baseline", "true", "--bootstrap", "50", "--data.split.test_fraction", "0.2"]
+    alone, full = tmp_path / "alone" / "cv", tmp_path / "full" / "cv"
+    cv_main([*same, "--fold", "2", *cv_args(alone, cohort, epochs=1)])  # first in this process: nothing ran before
+    cv_main([*same, *cv_args(full, cohort, epochs=1)])  # fold 2 last, after two folds and their predictions
+    assert (alone / "split.csv").read_bytes() == (full / "split.csv").read_bytes()
+    assert not list(full.glob("fold_*/split.csv"))  # a fold reads the one file by its index
+    ours, theirs = (_weights(root / "fold_2" / "checkpoints" / "last.ckpt") for root in (full, alone))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    for name in ("oof_predictions.csv", "test_predictions.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(full / "fold_2" / name), pd.read_csv(alone / "fold_2" / name))
+    first = _weights(full / "fold_0" / "checkpoints" / "last.ckpt")
+    assert not all(torch.equal(first[k], ours[k]) for k in ours)  # the folds did train on different sides

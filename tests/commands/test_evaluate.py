@@ -232,11 +232,10 @@ def _refusals(setup: dict[str, Path], tmp_path: Path) -> list[tuple[list[str], t
             f"--calibration {other}: fitted for classes ['CN', 'AD'], the model predicts ['CN', 'MCI', 'AD']",
         ),
         (
-            evaluate_args(root, external, ckpt, "--data.preprocessing.image_size", "8"),
+            evaluate_args(root, external, ckpt, "--data.tabular.volumes", "[Left-Hippocampus]"),
             EvaluationError,
-            f"the cohort would be read otherwise than {ckpt} was trained on: data.preprocessing.image_size: "
-            "checkpoint [16, 16, 16], config [8, 8, 8]; pass the checkpoint's values (its training config) for these "
-            "options",
+            f"the cohort would be read otherwise than {ckpt} was trained on: data.tabular.volumes: checkpoint [], "
+            "config ['Left-Hippocampus']; pass the checkpoint's values (its training config) for these options",
         ),
         (
             evaluate_args(root, smc, ckpt, "--data.manifest.classes", "[CN, MCI, AD, SMC]"),
@@ -263,3 +262,13 @@ def test_a_refusal_on_the_command_line_exits_1_with_its_line(setup, tmp_path, mo
     assert exit_.value.code == 1
     assert capsys.readouterr().err.splitlines()[-1] == f"{PROG} evaluate: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_s_preprocessing_is_taken_as_by_every_scoring_command(setup, tmp_path, capsys):
+    """The one rule: the cohort is read as the checkpoint was trained (here 16³, the config says 8³)."""
+    root = tmp_path / "adopted"
+    main(evaluate_args(root, setup["external"], setup["ckpt"], "--data.preprocessing.image_size", "8"))
+    assert "evaluate: data.preprocessing.image_size 16 taken from the checkpoint (the config says 8)" in (
+        capsys.readouterr().out.splitlines()
+    )
+    pd.testing.assert_frame_equal(_predictions(root), _predictions(setup["plain"]))

@@ -3,8 +3,9 @@
 ``python -m adni_lightning cv [--config FILE] [--folds 5] [--root DIR] [--fold K | --report_only] [--no_baseline]
 [overrides]``
 
-Each fold is an ordinary ``fit`` run in ``DIR/fold_K`` (checkpoints, TensorBoard, split.csv), so the folds
-overlay in TensorBoard and resume like any run. The held-out fold is the run's validation side, which is
+The subject split is drawn once into ``DIR/split.csv`` (a ``fold`` column) and each fold run reads it by its index.
+Each fold is an ordinary ``fit`` run in ``DIR/fold_K`` (checkpoints, TensorBoard), so the folds overlay in
+TensorBoard and resume like any run. The held-out fold is the run's validation side, which is
 only *watched*: its out-of-fold predictions come from the **last epoch's** checkpoint, no checkpoint is
 chosen by validation score, and schedules or callbacks that react to validation metrics are refused, so
 the held-out fold never chooses anything. Finished folds are skipped, an interrupted one resumes from its
@@ -45,7 +46,6 @@ from adni_lightning.vocabulary import ClassName
 
 log = logging.getLogger(__name__)
 
-PROG = "python -m adni_lightning cv"
 OOF_FILE = "oof_predictions.csv"
 TEST_FILE = "test_predictions.csv"
 CONFIG_FILE = "cv_config.yaml"

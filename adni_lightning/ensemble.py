@@ -21,38 +21,39 @@ from adni_lightning.run import Run
 
 
 class MemberMean(PredictionWriter):
-    """Averages the members' predictions in memory (:attr:`mean`); with ``write`` the mean of every member scored so
-    far is written after each, so the last member's epoch leaves the ensemble's file.
-    """
+    """Collects each member's predictions (one prediction epoch each); :meth:`mean` averages them."""
 
-    def __init__(self, output_path: str | None = None, write: bool = True) -> None:
-        super().__init__(output_path)
-        self.write = write
+    def __init__(self) -> None:
+        super().__init__()
         self.members: list[pd.DataFrame] = []
-        self.mean: pd.DataFrame | None = None
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.members.append(self.member_frame(pl_module))
+
+    def mean(self) -> pd.DataFrame:
+        """Each image's mean probabilities over the members, and how many members there were."""
         merged = pd.concat(self.members, ignore_index=True)
         probabilities = [c for c in merged.columns if c.startswith("p_")]
         keys = [c for c in merged.columns if c not in probabilities]
-        self.mean = merged.groupby(keys, sort=False, as_index=False)[probabilities].mean()
-        self.mean["members"] = len(self.members)
-        if self.write:
-            write_predictions(self.mean, self.resolved_path(trainer))
+        mean = merged.groupby(keys, sort=False, as_index=False)[probabilities].mean()
+        return mean.assign(members=len(self.members))
 
 
-def predict_ensemble(run: Run, checkpoints: Sequence[str | Path], write: bool = True) -> MemberMean:
-    """Score ``checkpoints`` with the predict ``run`` built for the first of them; returns the writer holding the
-    members' mean (written to the run's ``predictions.csv`` with ``write``).
+def predict_ensemble(run: Run, checkpoints: Sequence[str | Path], write: bool = True) -> pd.DataFrame:
+    """Score ``checkpoints`` with the predict ``run`` built for the first of them and return the members' mean; with
+    ``write`` it is also the run's ``predictions.csv``. Every member is checked before anything is scored or written.
     """
-    writer = MemberMean(write=write)
-    run.execute([writer])
     for checkpoint in checkpoints[1:]:
         run.cli.check_checkpoint_file(checkpoint)
+    writer = MemberMean()
+    run.execute([writer])  # checks and scores the first member
+    for checkpoint in checkpoints[1:]:
         for callback in model_checkpoints(run.trainer):  # they restore the state saved beside the member
             callback.dirpath = str(Path(checkpoint).parent)
         run.trainer.predict(run.model, datamodule=run.datamodule, ckpt_path=checkpoint, return_predictions=False)
+    mean = writer.mean()
     if write:
-        print(f"predict: averaged {len(checkpoints)} checkpoints into {writer.resolved_path(run.trainer)}")
-    return writer
+        path = writer.resolved_path(run.trainer)
+        by_subject = write_predictions(mean, path)
+        print(f"predict: averaged {len(checkpoints)} checkpoints into {path} and {by_subject}")
+    return mean

@@ -86,13 +86,14 @@ def _user_folder(root: Path) -> Path:
     return mine / "notes.txt"
 
 
-def test_an_ensemble_leaves_no_scratch_folder_and_the_users_files_alone(two_runs, tmp_path):
+def test_an_ensemble_writes_its_predictions_and_leaves_the_users_files_alone(two_runs, tmp_path):
     root = tmp_path / "scoring"
     notes = _user_folder(root)
     args = tiny_args("predict", root, two_runs["cohort"], "--ckpt_path", str(two_runs["ckpt"]))
     main([*args, "--ckpt_path", str(two_runs["ckpt2"])])
     assert sorted(p.name for p in root.iterdir()) == [
         "ensemble_members",
+        "predict",  # its TensorBoard folder and config.yaml, as a single predict's
         "predictions.csv",
         "predictions_by_subject.csv",
     ]
@@ -100,7 +101,7 @@ def test_an_ensemble_leaves_no_scratch_folder_and_the_users_files_alone(two_runs
     assert set(pd.read_csv(root / "predictions.csv")["members"]) == {2}
 
 
-def test_a_failed_ensemble_leaves_no_scratch_folder(two_runs, tmp_path, monkeypatch, capsys):
+def test_an_ensemble_with_a_damaged_member_writes_nothing(two_runs, tmp_path, monkeypatch, capsys):
     root = tmp_path / "scoring"
     notes = _user_folder(root)
     broken = tmp_path / "broken.ckpt"

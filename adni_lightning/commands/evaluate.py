@@ -102,8 +102,7 @@ def evaluate(
     options = {"ckpt_path": checkpoints[0], "data.predict_split": "all", "trainer.logger": False}
     if list(dm.classes) != classes:  # its labels are among the model's classes: read it with those, in their order
         options["data.manifest.classes"] = classes
-    predicted = predict_ensemble(run.derive("predict", options), checkpoints, write=False).mean
-    assert predicted is not None
+    predicted = predict_ensemble(run.derive("predict", options), checkpoints, write=False)
     manifest = dm.fill_cache()
     manifest = manifest[manifest["image_id"].isin(predicted["image_id"])].reset_index(drop=True)
     volumes = regional_volumes(manifest, dm.cache) if dm.preprocessing.labelmap else None

@@ -234,8 +234,10 @@ def _refusals(setup: dict[str, Path], tmp_path: Path) -> list[tuple[list[str], t
         (
             evaluate_args(root, external, ckpt, "--data.tabular.volumes", "[Left-Hippocampus]"),
             EvaluationError,
-            f"the cohort would be read otherwise than {ckpt} was trained on: data.tabular.volumes: checkpoint [], "
-            "config ['Left-Hippocampus']; pass the checkpoint's values (its training config) for these options",
+            f"the cohort would be read otherwise than {ckpt} was trained on: data.tabular.volumes: checkpoint "
+            "['Left-Hippocampus', 'Right-Hippocampus', 'Left-Amygdala', 'Right-Amygdala', 'Left-Lateral-Ventricle', "
+            "'Right-Lateral-Ventricle', 'Left-Inf-Lat-Vent', 'Right-Inf-Lat-Vent'], config ['Left-Hippocampus']; pass "
+            "the checkpoint's values (its training config) for these options",
         ),
         (
             evaluate_args(root, smc, ckpt, "--data.manifest.classes", "[CN, MCI, AD, SMC]"),

@@ -198,6 +198,8 @@ def cross_validate(
         raise CrossValidationError(f"cv: --fold {fold} is not in [0, {folds})")
     if repeats < 1:
         raise CrossValidationError(f"cv: --repeats must be at least 1, got {repeats}")
+    if bootstrap < 1:
+        raise CrossValidationError(f"cv: --bootstrap must be at least 1 (resamples for the CIs), got {bootstrap}")
     if report_only and fold is not None:
         raise CrossValidationError(
             f"cv: --report_only trains nothing, so --fold {fold} has no meaning: pass one of them"

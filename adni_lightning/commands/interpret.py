@@ -72,8 +72,8 @@ def interpret(
     """
     if split not in SPLITS:
         raise InterpretError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if ig_steps < 0 or chunk < 2 or (max_images is not None and max_images < 1):
-        raise InterpretError("--ig_steps must be >= 0, --chunk >= 2 and --max_images >= 1")
+    if ig_steps < 0 or chunk < 2 or (max_images is not None and max_images < 1) or top < 1 or bootstrap < 1:
+        raise InterpretError("--ig_steps must be >= 0, --chunk >= 2, --max_images, --top and --bootstrap >= 1")
     out = Path(out) if out else run.root / "interpret"
     interpreter = Interpreter(out, ig_steps, max_images, chunk, top, bootstrap, split_option="--split")
     options: dict[str, object] = {

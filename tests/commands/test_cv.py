@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from matplotlib.image import imread
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
-from adni_lightning.data.split import SplitSpec, saved_form, split_subjects
+from adni_lightning.data.split import SplitError, SplitSpec, saved_form, split_subjects
 from adni_lightning.evaluation.calibration import (
     CalibrationError,
     fit_temperature,
@@ -463,3 +464,25 @@ def test_each_fold_of_a_full_cv_is_the_fold_run_alone(cohort, tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(full / "fold_2" / name), pd.read_csv(alone / "fold_2" / name))
     first = _weights(full / "fold_0" / "checkpoints" / "last.ckpt")
     assert not all(torch.equal(first[k], ours[k]) for k in ours)  # the folds did train on different sides
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--folds", "1"], "cv: --folds must be at least 2, got 1"),
+        (["--folds", "3", "--fold", "3"], "cv: --fold 3 is not in [0, 3)"),
+        (["--repeats", "0"], "cv: --repeats must be at least 1, got 0"),
+        (["--bootstrap", "0"], "cv: --bootstrap must be at least 1 (resamples for the CIs), got 0"),
+        (["--report_only", "true", "--fold", "1"], "cv: --report_only trains nothing, so --fold 1 has no meaning"),
+    ],
+)
+def test_impossible_options_are_refused_before_anything_is_written(options, message, cohort, tmp_path):
+    with pytest.raises(CrossValidationError, match=re.escape(message)):
+        cv_main([*cv_args(tmp_path / "cv", cohort), *options])
+    assert not (tmp_path / "cv").exists() and not (tmp_path / "run").exists()
+
+
+def test_baseline_needs_two_folds(cohort, tmp_path):
+    with pytest.raises(SplitError, match=re.escape("--folds 1: cross-validation needs at least 2 folds")):
+        main(tiny_args("baseline", tmp_path / "run", cohort, "--folds", "1", "--root", str(tmp_path / "cv")))
+    assert not (tmp_path / "cv").exists()

@@ -9,7 +9,9 @@ TensorBoard and resume like any run. The held-out fold is the run's validation s
 only *watched*: its out-of-fold predictions come from the **last epoch's** checkpoint, no checkpoint is
 chosen by validation score, and schedules or callbacks that react to validation metrics are refused, so
 the held-out fold never chooses anything. Finished folds are skipped, an interrupted one resumes from its
-``last.ckpt``, and the report covers whatever folds are complete, naming the others. ``--report_only`` never
+``last.ckpt``, and the report covers whatever folds are complete, naming the others. Beside the CNN the report
+scores the regional-volume baseline on the same folds and their mean (``cnn+baseline``), each with CIs and the
+paired difference against the baseline. ``--report_only`` never
 trains: it writes the report of the folds that exist (the last step of a SLURM array of ``--fold K`` jobs).
 
 Files shared by the folds (``split.csv``/``split.json``, ``cv_config.yaml``, the report) are written whole under a
@@ -50,6 +52,8 @@ OOF_FILE = "oof_predictions.csv"
 TEST_FILE = "test_predictions.csv"
 CONFIG_FILE = "cv_config.yaml"
 SPLIT_FILE = "split.csv"
+#: The CNN and the baseline averaged: a third model in every report with the baseline.
+ENSEMBLE = "cnn+baseline"
 CHECKPOINT_NOTE = (
     "Out-of-fold predictions come from each fold's last-epoch checkpoint; the held-out fold chose no checkpoint, "
     "no early stop and no learning-rate step."
@@ -297,6 +301,8 @@ def report(
     if baseline:
         predictions = pd.concat([predictions, _baseline(root, manifest, split, classes, dm)], ignore_index=True)
     predictions = predictions.drop(columns=["visit", "first_visit", "predicted", "split"], errors="ignore")
+    if baseline:
+        predictions = pd.concat([predictions, members_mean(predictions, ("cnn", "baseline"))], ignore_index=True)
     visits = manifest[["image_id", "subject", "visit"]].assign(first_visit=first_visit_flags(manifest))
     predictions = predictions.merge(visits.drop(columns="subject"), on="image_id", how="left", validate="many_to_one")
     done = sorted(set(range(folds)) - set(missing))
@@ -304,6 +310,10 @@ def report(
     notes = [CHECKPOINT_NOTE]
     if baseline:
         notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
+        notes.append(
+            f"{ENSEMBLE}: the mean of the CNN's and the baseline's probabilities, both fitted on each fold's training "
+            "side; it chose nothing, so it is as honest as its members."
+        )
     paths = write_cv_report(
         root,
         oof.drop(columns=["set"]),
@@ -320,6 +330,18 @@ def report(
     print(f"cv: temperature for predict --calibration in {paths['temperature']}")
     print(f"cv: report in {root / 'cv_report.md'}" + (f" (folds {missing} not finished)" if missing else ""))
     return root
+
+
+def members_mean(predictions: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
+    """A model of its own, :data:`ENSEMBLE`: per image, fold and set, the mean of ``members``' probabilities, for the
+    images every member predicted.
+    """
+    columns = [c for c in predictions.columns if c.startswith("p_")]
+    keys = ["image_id", "subject", "group", "fold", "set"]
+    part = predictions[predictions["model"].isin(members)]
+    complete = part.groupby(keys)["model"].transform("nunique") == len(members)
+    mean = part[complete].groupby(keys, as_index=False, sort=False)[columns].mean()
+    return mean.assign(model=ENSEMBLE)
 
 
 def _baseline(

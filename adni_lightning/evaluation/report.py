@@ -10,6 +10,7 @@ predictions frame, so the numbers in the text are the numbers in the CSVs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,10 @@ def _calibration_section(calibration: _Calibration, table: pd.DataFrame, missing
     return lines
 
 
+#: Line colours of the figures: matplotlib's own cycle without its red, which marks a partial report's caption.
+LINE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
 def reliability_figure(reliability: pd.DataFrame, classes: Sequence[ClassName], caption: str) -> Figure:
     """One reliability diagram per class (one vs rest): observed frequency against mean predicted probability per
     equal-count bin, a line per model and scaling; calibrated models lie on the diagonal.
@@ -405,9 +410,10 @@ def reliability_figure(reliability: pd.DataFrame, classes: Sequence[ClassName], 
         fig.suptitle(caption, color="firebrick", fontsize=9, wrap=True)
     for ax, name in zip(fig.subplots(1, len(classes), squeeze=False)[0], classes):
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        for (model, scaling), part in reliability[reliability["class"] == name].groupby(["model", "scaling"]):
+        series = reliability[reliability["class"] == name].groupby(["model", "scaling"])
+        for ((model, scaling), part), colour in zip(series, itertools.cycle(LINE_COLOURS)):
             label = model if scaling == UNSCALED else f"{model}, {scaling}"
-            ax.plot(part["mean_probability"], part["frequency"], marker="o", markersize=3, label=label)
+            ax.plot(part["mean_probability"], part["frequency"], marker="o", markersize=3, label=label, color=colour)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean predicted p({name})", ylabel="observed frequency", title=name)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

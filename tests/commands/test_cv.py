@@ -21,7 +21,7 @@ import yaml
 from matplotlib.image import imread
 
 from adni_lightning.atomic import WriteError
-from adni_lightning.commands.cv import OOF_FILE, CrossValidationError
+from adni_lightning.commands.cv import ENSEMBLE, OOF_FILE, CrossValidationError
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitError, SplitSpec, saved_form, split_subjects
 from adni_lightning.evaluation.calibration import (
@@ -99,6 +99,19 @@ def test_out_of_fold_predictions_cover_every_non_test_image_once(finished):
 
 
 PROBABILITIES = ["p_CN", "p_MCI", "p_AD"]
+
+
+def test_the_cnn_and_the_baseline_averaged_are_a_third_model_of_the_report(finished):
+    root = finished / "cv"
+    oof = pd.read_csv(root / "oof_predictions.csv", dtype={"image_id": str}).set_index(["model", "image_id"])
+    members = (oof.loc["cnn", PROBABILITIES] + oof.loc["baseline", PROBABILITIES]) / 2
+    ensemble = oof.loc[ENSEMBLE]
+    pd.testing.assert_frame_equal(ensemble.loc[members.index, PROBABILITIES], members)
+    assert (ensemble["fold"] == oof.loc["cnn"].loc[ensemble.index, "fold"]).all()  # same fold, same training side
+    text = (root / "cv_report.md").read_text()
+    assert f"## Model `{ENSEMBLE}`" in text and f"| `{ENSEMBLE}` − `baseline` | image |" in text
+    test = pd.read_csv(root / "test_metrics.csv")
+    assert f"{ENSEMBLE}-ensemble" in set(test["model"])  # on the test split too, the folds' mean
 
 
 def test_cv_saves_the_temperature_of_all_its_out_of_fold_predictions(finished, capsys):
@@ -330,7 +343,7 @@ def test_report_only_trains_nothing_and_marks_the_missing_folds_in_every_file(fi
     )
     note = "over the finished folds only: folds 1, 2 are not finished"
     metrics = pd.read_csv(root / "cv_metrics.csv", keep_default_na=False)
-    for model in ("cnn", "baseline"):
+    for model in ("cnn", "baseline", ENSEMBLE):
         rows = metrics[metrics["model"] == model]
         assert rows["fold"].tolist() == ["0", "1", "2", "mean", "sd"]
         assert rows["note"].tolist() == ["", "not finished", "not finished", note, note]
@@ -345,7 +358,7 @@ def test_report_only_trains_nothing_and_marks_the_missing_folds_in_every_file(fi
     assert "> **folds 1, 2 are not finished: these figures cover folds 0 only.**" in text
     assert _reddish_rows(root / "cv_report.png") > 5 and _reddish_rows(finished / "cv" / "cv_report.png") == 0
     calibration = pd.read_csv(root / "cv_calibration.csv")
-    assert set(calibration["model"]) == {"cnn", "baseline"} and set(calibration["note"]) == {note}
+    assert set(calibration["model"]) == {"cnn", "baseline", ENSEMBLE} and set(calibration["note"]) == {note}
     assert "Temperature scaling of `cnn` needs two finished folds to be cross-fitted: not shown." in text
     assert "the finished folds only: folds 1, 2 are not finished), is saved in `calibration.json`" in text
     fitted_on = json.loads((root / "calibration.json").read_text())["fitted_on"]

@@ -45,6 +45,7 @@ def test_adni_config_maps_adni_go2_groups_explicitly():
     assert ManifestSpec(**manifest).csv_file == Path("K1data/ADNI_1p5T_Filtered.csv")
 
 
+@pytest.mark.slow  # a training and seven commands (~30 s): the default suite stays under 10 minutes
 def test_a_config_saved_by_fit_print_config_is_accepted_by_every_command(cohort, tmp_path, capsys):
     """Users keep ``fit --print_config > run.yaml`` (with ckpt_path and weights_only): every command takes it."""
     from tests.helpers import tiny_args

@@ -15,7 +15,7 @@ from adni_lightning.arguments import CommandParser
 from adni_lightning.commands.options import command_parser, invoke
 
 #: Command names, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("synth", "inspect", "baseline", "cv", "interpret", "evaluate")
+COMMANDS: tuple[str, ...] = ("synth", "inspect", "baseline", "cv", "tune", "interpret", "evaluate")
 
 
 def _module(name: str) -> ModuleType:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +64,7 @@ class CrossValidationError(ProjectError, ValueError):
     """The cross-validation cannot run as asked (too many folds, a folder of another configuration, a leak)."""
 
 
-def _check_no_validation_choice(run: Run) -> None:
+def check_no_validation_choice(run: Run) -> None:
     """Refuse a configuration in which the held-out fold would steer training."""
     scheduler = run.config.get("model.lr_scheduler")
     if scheduler is not None and "ReduceLROnPlateau" in str(scheduler.get("class_path", "")):
@@ -140,14 +140,16 @@ def _check_threads(root: Path, folds: int) -> None:
             return
 
 
-def _run_fold(run: Run, root: Path, folds: int, fold: int, test: bool) -> None:
-    """Train (or resume) one fold, then write its out-of-fold (and test) predictions from the last epoch."""
+def run_fold(run: Run, root: Path, folds: int, fold: int, test: bool, split_file: Path | None = None) -> None:
+    """Train (or resume) one fold in ``root/fold_K`` on the k-fold split ``split_file`` (``root/split.csv`` by
+    default), then write its out-of-fold (and test) predictions from the last epoch.
+    """
     fold_dir = root / f"fold_{fold}"
     options = {
         "trainer.default_root_dir": fold_dir,
         "data.split.folds": folds,
         "data.split.fold": fold,
-        "data.split.file": root / SPLIT_FILE,
+        "data.split.file": split_file or root / SPLIT_FILE,
         "checkpoint.save_top_k": 0,  # no checkpoint is chosen by the held-out fold's score
     }
     fit = run.derive("fit", options)
@@ -246,7 +248,7 @@ def _run_once(
     """One cross-validation in ``root``: the split drawn once, the folds (skipping finished ones; none with
     ``report_only``), the baseline, the report.
     """
-    _check_no_validation_choice(run)
+    check_no_validation_choice(run)
     dm = run.datamodule
     path = root / SPLIT_FILE
     if report_only and not path.is_file():
@@ -262,7 +264,7 @@ def _run_once(
         if (root / f"fold_{fold}" / OOF_FILE).exists():
             log.info("cv: fold %d is finished (%s), skipped", fold, root / f"fold_{fold}" / OOF_FILE)
             continue
-        _run_fold(run, root, folds, fold, has_test)
+        run_fold(run, root, folds, fold, has_test)
     return report(root, manifest, split, dm.classes, folds, baseline, n_resamples, dm)
 
 
@@ -275,44 +277,51 @@ def report(
     baseline: bool,
     n_resamples: int,
     dm: ADNIDataModule,
+    arms: Mapping[str, Path] | None = None,
+    references: Sequence[str] = (),
+    notes: Sequence[str] = (CHECKPOINT_NOTE,),
 ) -> Path:
     """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report, with the
-    CNN's calibration and the temperature that ``predict --calibration`` applies (fitted on the finished folds).
+    first model's calibration and the temperature that ``predict --calibration`` applies (fitted on the finished
+    folds).
+
+    ``arms`` names each trained model and the folder of its ``fold_K`` runs (default ``{"cnn": root}``); a fold
+    counts as finished when every arm has finished it. The baseline, the mean of the first arm and the baseline,
+    and ``references`` are the models the others are compared with, pair by pair.
     """
-    frames, missing = [], []
-    for fold in range(folds):
-        path = root / f"fold_{fold}" / OOF_FILE
-        if not path.exists():
-            missing.append(fold)
-            continue
-        frames.append(
-            pd.read_csv(path, dtype={"image_id": str, "subject": str}).assign(fold=fold, model="cnn", set="oof")
+    arms = dict(arms or {"cnn": root})
+    first = next(iter(arms))
+    missing = [
+        k for k in range(folds) if not all((folder / f"fold_{k}" / OOF_FILE).exists() for folder in arms.values())
+    ]
+    done = sorted(set(range(folds)) - set(missing))
+    frames = [
+        pd.read_csv(folder / f"fold_{fold}" / name, dtype={"image_id": str, "subject": str}).assign(
+            fold=fold, model=model, set=side
         )
-        test_path = root / f"fold_{fold}" / TEST_FILE
-        if test_path.exists():
-            frames.append(
-                pd.read_csv(test_path, dtype={"image_id": str, "subject": str}).assign(
-                    fold=fold, model="cnn", set="test"
-                )
-            )
+        for fold in done
+        for model, folder in arms.items()
+        for side, name in (("oof", OOF_FILE), ("test", TEST_FILE))
+        if (folder / f"fold_{fold}" / name).exists()
+    ]
     if not frames:
         raise CrossValidationError(f"cv: no finished fold in {root}")
     predictions = pd.concat(frames, ignore_index=True)
     if baseline:
         predictions = pd.concat([predictions, _baseline(root, manifest, split, classes, dm)], ignore_index=True)
     predictions = predictions.drop(columns=["visit", "first_visit", "predicted", "split"], errors="ignore")
+    ensemble = ENSEMBLE if first == "cnn" else f"{first}+baseline"
     if baseline:
-        predictions = pd.concat([predictions, members_mean(predictions, ("cnn", "baseline"))], ignore_index=True)
+        predictions = pd.concat([predictions, members_mean(predictions, (first, "baseline"), ensemble)])
     visits = manifest[["image_id", "subject", "visit"]].assign(first_visit=first_visit_flags(manifest))
     predictions = predictions.merge(visits.drop(columns="subject"), on="image_id", how="left", validate="many_to_one")
-    done = sorted(set(range(folds)) - set(missing))
     oof = predictions[(predictions["set"] == "oof") & predictions["fold"].isin(done)]
-    notes = [CHECKPOINT_NOTE]
+    notes = list(notes)
     if baseline:
         notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
         notes.append(
-            f"{ENSEMBLE}: the mean of the CNN's and the baseline's probabilities, both fitted on each fold's training "
-            "side; it chose nothing, so it is as honest as its members."
+            f"{ensemble}: the mean of the `{first}` model's and the baseline's probabilities, both fitted on each "
+            "fold's training side; it chose nothing, so it is as honest as its members."
         )
     paths = write_cv_report(
         root,
@@ -322,7 +331,8 @@ def report(
         missing_folds=missing,
         notes=notes,
         n_resamples=n_resamples,
-        scaled_model="cnn",
+        scaled_model=first,
+        other_references=references,
     )
     test = predictions[predictions["set"] == "test"]
     if len(test):
@@ -332,16 +342,16 @@ def report(
     return root
 
 
-def members_mean(predictions: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
-    """A model of its own, :data:`ENSEMBLE`: per image, fold and set, the mean of ``members``' probabilities, for the
-    images every member predicted.
+def members_mean(predictions: pd.DataFrame, members: Sequence[str], name: str = ENSEMBLE) -> pd.DataFrame:
+    """A model of its own, ``name``: per image, fold and set, the mean of ``members``' probabilities, for the images
+    every member predicted.
     """
     columns = [c for c in predictions.columns if c.startswith("p_")]
     keys = ["image_id", "subject", "group", "fold", "set"]
     part = predictions[predictions["model"].isin(members)]
     complete = part.groupby(keys)["model"].transform("nunique") == len(members)
     mean = part[complete].groupby(keys, as_index=False, sort=False)[columns].mean()
-    return mean.assign(model=ENSEMBLE)
+    return mean.assign(model=name)
 
 
 def _baseline(

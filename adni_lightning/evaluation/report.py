@@ -431,18 +431,20 @@ def write_cv_report(
     n_resamples: int = 2000,
     seed: int = 0,
     scaled_model: str | None = None,
+    other_references: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md``, ``cv_report.png`` and the calibration
-    files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
+        files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
 
-    ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
-    in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
-    processes each leave whole files. The paired section compares every other model with
-    ``reference_model`` (a ValueError if it is given but absent). With ``scaled_model`` among the models, its
-    calibration is also shown after cross-fitted temperature scaling, and the temperature fitted on all its
-    out-of-fold predictions is saved in :data:`CALIBRATION_FILE`. Returns the paths by key ``metrics``,
-    ``predictions``, ``report``, ``figure``, ``calibration``, ``reliability``, ``reliability_figure`` (and
-    ``temperature``).
+        ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
+        in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
+        processes each leave whole files. The paired section compares every other model with
+        ``reference_model`` (a ValueError if it is given but absent), and a section per model of ``other_references``
+    compares the others with it. With ``scaled_model`` among the models, its
+        calibration is also shown after cross-fitted temperature scaling, and the temperature fitted on all its
+        out-of-fold predictions is saved in :data:`CALIBRATION_FILE`. Returns the paths by key ``metrics``,
+        ``predictions``, ``report``, ``figure``, ``calibration``, ``reliability``, ``reliability_figure`` (and
+        ``temperature``).
     """
     models = sorted(frame["model"].unique())
     if reference_model is not None and reference_model not in models:
@@ -489,8 +491,9 @@ def write_cv_report(
     ]
     for model in models:
         lines += _model_section(model, classes, folds, boot)
-    if reference_model is not None and len(models) > 1:
-        lines += _paired_section(frame, classes, reference_model, boot)
+    references = [r for r in (reference_model, *other_references) if r is not None and r in models]
+    for reference in references if len(models) > 1 else []:
+        lines += _paired_section(frame, classes, reference, boot)
     lines += _calibration_section(calibration, calibration_table, missing_folds)
     if notes:
         lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]

@@ -119,3 +119,14 @@ class Run:
     def dump(self) -> dict[str, Any]:
         """The parsed options as a plain mapping (what ``--print_config`` prints)."""
         return yaml.safe_load(self.cli.parser.dump(self.cli.config, skip_check=True))[self.subcommand]
+
+    def configuration(self) -> dict[str, Any]:
+        """:meth:`dump` less how one process starts (``ckpt_path``, ``weights_only``) and where it writes
+        (``trainer.default_root_dir``): what processes adding to the same results must agree on, and what a saved
+        config that others stack on should hold.
+        """
+        config = self.dump()
+        for key in ("ckpt_path", "weights_only"):
+            config.pop(key, None)
+        config.get("trainer", {}).pop("default_root_dir", None)
+        return config

@@ -28,7 +28,10 @@ SKIPPED = {
     "resume and evaluation are tested in tests/test_main.py",
     "python -m adni_lightning fit --config configs/adni.yaml --trainer.devices 4": "needs 4 GPUs and 2 nodes",
     "python -m adni_lightning inspect": "needs a real ADNI download; cv runs 5 trainings (tests/commands)",
-    "#SBATCH": "needs SLURM",
+    "#SBATCH --array=0-4": "needs SLURM",
+    "#SBATCH --array=0-3": "needs SLURM",
+    "python -m adni_lightning tune": "needs a real ADNI download; tests/commands/test_tune.py runs tune, "
+    "benchmarks/nested_tune.py the measured search",
     "make install TORCH_INDEX=": "installs the CUDA build of torch: a CUDA machine and its wheel index",
     "python -m adni_lightning interpret": "needs a finished run (tests/interpret)",
     "python -m adni_lightning evaluate": "needs a finished run and a second cohort (tests/commands/test_evaluate.py)",

@@ -78,11 +78,7 @@ def check_no_validation_choice(run: Run) -> None:
 
 def _config_record(run: Run, folds: int) -> dict:
     """What must be equal for two invocations to add folds to the same cross-validation."""
-    config = run.dump()
-    for key in ("ckpt_path", "weights_only"):  # how one process starts, not what the folds are
-        config.pop(key, None)
-    config.get("trainer", {}).pop("default_root_dir", None)
-    return {"folds": folds, "config": config}
+    return {"folds": folds, "config": run.configuration()}
 
 
 def _nothing_ran(missing: Path, root: Path) -> CrossValidationError:

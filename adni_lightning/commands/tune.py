@@ -85,7 +85,7 @@ def _threads(threads: int | None) -> int:
     ``taskset`` or SLURM's ``--cpus-per-task`` gives it).
     """
     given = len(os.sched_getaffinity(0))
-    count = threads or given
+    count = given if threads is None else threads
     if count < 1:
         raise OptionError(f"tune: --threads must be at least 1, got {count}")
     torch.set_num_threads(count)
@@ -119,12 +119,9 @@ def _check_space(run: Run, space: list[Dimension]) -> None:
 
 
 def _config_record(run: Run, space: list[Dimension], settings: dict[str, Any]) -> dict[str, Any]:
-    config = run.dump()
-    for key in ("ckpt_path", "weights_only"):
-        config.pop(key, None)
-    config.get("trainer", {}).pop("default_root_dir", None)
+    """What every worker on one folder must search: the settings, the space and the configuration."""
     dims = [{k: v for k, v in vars(d).items() if v not in (None, (), False)} for d in space]
-    return {"settings": settings, "space": json.loads(json.dumps(dims)), "config": config}
+    return {"settings": settings, "space": json.loads(json.dumps(dims)), "config": run.configuration()}
 
 
 def _check_same_search(root: Path, record: dict[str, Any]) -> None:
@@ -178,17 +175,18 @@ class _Objective:
         return score
 
 
+def _chosen_run(run: Run, choice: dict[str, Any], space: list[Dimension]) -> Run:
+    return run.derive("fit", {d.option: choice[d.option] for d in space})
+
+
 def _chosen(search: Search, space: list[Dimension]) -> dict[str, Any]:
     best = search.best()
     return {"trial": best.number, "score": best.value, **values(best.params, space)}
 
 
-def _save_choice(run: Run, choice: dict[str, Any], space: list[Dimension], path: Path) -> None:
+def _save_choice(chosen: Run, choice: dict[str, Any], path: Path) -> None:
     """The chosen configuration as a whole config file: ``fit --config path`` trains it."""
-    config = run.derive("fit", {d.option: choice[d.option] for d in space}).dump()
-    for key in ("ckpt_path", "weights_only"):
-        config.pop(key, None)
-    config.get("trainer", {}).pop("default_root_dir", None)
+    config = chosen.configuration()
     header = f"# tune: trial {choice['trial']}, inner score {choice['score']:.4f}: a choice, not an estimate\n"
     write_text(path, header + yaml.safe_dump(config, sort_keys=False), "--root")
 
@@ -368,7 +366,7 @@ def tune(
             search.run(objective, deadline, wait=True)
         if not outer_folds:
             choice = _chosen(searches[0][0], dims)
-            _save_choice(run, choice, dims, root / "best_config.yaml")
+            _save_choice(_chosen_run(run, choice, dims), choice, root / "best_config.yaml")
             write_text(root / "trials.csv", searches[0][0].study().trials_dataframe().to_csv(index=False), "--root")
             print(
                 f"tune: best trial {choice['trial']}, inner {metric} {choice['score']:.4f}: a choice made on these "
@@ -397,8 +395,9 @@ def _nested(
     for k, (search, _) in enumerate(searches):
         choice = _chosen(search, space)
         choices.append({"outer_fold": k, **choice})
-        _save_choice(run, choice, space, root / search.name / "chosen_config.yaml")
-        refits.append(run.derive("fit", {d.option: choice[d.option] for d in space}))
+        refits.append(_chosen_run(run, choice, space))
+        _save_choice(refits[-1], choice, root / search.name / "chosen_config.yaml")
+        write_text(root / search.name / "trials.csv", search.study().trials_dataframe().to_csv(index=False), "--root")
     for wait in (False, True):  # take the free refits; then wait for those other workers hold
         for k, chosen_run in enumerate(refits):
             _job(root, f"refit_{k}", wait, lambda r=chosen_run, k=k: _finish_fold(r, root, root, split, k))

@@ -113,3 +113,32 @@ def test_a_live_worker_on_another_process_is_alive_and_an_ended_one_is_not(tmp_p
         holder.kill()
         holder.wait()
         assert not me.alive(name) and me.peers_on_host() == 1
+
+
+def test_pruned_trials_count_and_any_optuna_storage_url_works(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+    assert storage == f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=storage, study_name="s", direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.report(x, 0)
+        if trial.number % 2:
+            raise optuna.TrialPruned()
+        return x
+
+    with Worker(tmp_path) as worker:
+        search = Search(
+            "s",
+            storage,
+            4,
+            tmp_path / "s.lock",
+            worker,
+            lambda n: optuna.samplers.RandomSampler(seed=n),
+            optuna.pruners.NopPruner(),
+        )
+        search.run(objective, float("inf"), wait=True)
+        best = search.best()
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED] * 2  # a pruned trial fills its slot
+    assert best.number in (0, 2)

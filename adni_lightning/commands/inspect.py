@@ -64,7 +64,9 @@ def _groups_section(volumes: pd.DataFrame, classes: Sequence[ClassName]) -> list
     return ["## Groups", "", *_table(header, rows)]
 
 
-def _task_section(task: str, volumes: pd.DataFrame, classes: Sequence[ClassName], excluded: Mapping[str, int]) -> list[str]:
+def _task_section(
+    task: str, volumes: pd.DataFrame, classes: Sequence[ClassName], excluded: Mapping[str, int]
+) -> list[str]:
     """Which task labels the images, and how many CSV rows it left out, by reason (``group_map``'s too)."""
     kept = ", ".join(f"{c} {int((volumes['group'] == c).sum())}" for c in classes)
     lines = ["## Task", "", f"data.task: {task}. Images per class: {kept}.", ""]
@@ -164,9 +166,7 @@ def describe_cohort(run: Run, out: Path | None = None, outlier_z: float = 4.0) -
     write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
     dm = run.datamodule
     excluded = dm.manifest().attrs.get("excluded", {})
-    report = cohort_report(
-        volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z, dm.task.contract(), excluded
-    )
+    report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z, dm.task.contract(), excluded)
     write_text(out / "cohort.md", report, "--out")
     print(f"wrote {out / 'volumes.csv'} and {out / 'cohort.md'} ({len(volumes)} images)")
     return out

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -205,7 +204,9 @@ def read_clinical(spec: ClinicalSpec, path: Path, extra: Sequence[str] = ()) -> 
     exam date that is not a date, a subject's visit on two rows.
     """
     if not path.is_file():
-        raise ClinicalError(f"clinical table not found: {path} (data.clinical.file; relative to data.manifest.data_dir)")
+        raise ClinicalError(
+            f"clinical table not found: {path} (data.clinical.file; relative to data.manifest.data_dir)"
+        )
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -219,7 +220,8 @@ def read_clinical(spec: ClinicalSpec, path: Path, extra: Sequence[str] = ()) -> 
             f"{path}: missing column(s) {', '.join(missing)} (the data.clinical.*_column or data.task.column options "
             f"name them); found {', '.join(table.columns)}"
         )
-    rows, seen = [], {}
+    rows: list[dict[str, object]] = []
+    seen: dict[tuple[str, str], int] = {}
     for line, (_, row) in enumerate(table.iterrows(), start=2):
         subject, code = row[spec.subject_column].strip(), row[spec.visit_column]
         visit = normalise_visit(code)
@@ -319,15 +321,21 @@ class TaskLabels:
         if task.label == "progression":
             history = progression_labels(history, task)
         else:
-            history = history.assign(**self._column_labels(history))
+            labels, reasons = self._column_labels(history)
+            history = history.assign(
+                label=pd.Series(labels, index=history.index, dtype=object),
+                reason=pd.Series(reasons, index=history.index, dtype=object),
+            )
         self.history = history
         self._by_visit = {(s, v): i for i, s, v in zip(history.index, history["subject"], history["visit"])}
         self._by_subject = {s: rows.index for s, rows in history.groupby("subject")}
 
-    def _column_labels(self, history: pd.DataFrame) -> dict[str, list[str | None]]:
+    def _column_labels(self, history: pd.DataFrame) -> tuple[list[str | None], list[str | None]]:
+        """Each visit's class by ``task.column`` and ``task.class_map``, or the reason it has none."""
         column = str(self.task.column)
         values = history["diagnosis"] if column == self.clinical.diagnosis_column else history[column]
-        labels, reasons = [], []
+        labels: list[str | None] = []
+        reasons: list[str | None] = []
         for value in values:
             value = value.strip() if isinstance(value, str) else None
             if not value:
@@ -339,7 +347,7 @@ class TaskLabels:
             else:
                 labels.append(self.task.class_map.get(value, value))
                 reasons.append(None)
-        return {"label": labels, "reason": reasons}
+        return labels, reasons
 
     def __str__(self) -> str:
         """The task as the manifest's log line of exclusions names it."""
@@ -404,8 +412,3 @@ class TaskLabels:
 def task_labels(clinical: ClinicalSpec, task: TaskSpec, manifest: ManifestSpec) -> TaskLabels | None:
     """The labeller of a task other than ``group`` (reads the clinical table), or ``None`` for ``group``."""
     return None if task.label == "group" else TaskLabels(clinical, task, manifest)
-
-
-def exclusion_counts(excluded: Mapping[str, int]) -> str:
-    """``40 × not MCI at this visit, 12 × insufficient follow-up``: most frequent first."""
-    return ", ".join(f"{n} × {reason}" for reason, n in Counter(excluded).most_common())

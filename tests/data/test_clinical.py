@@ -19,9 +19,12 @@ from adni_lightning.data.clinical import (
     progression_labels,
     task_labels,
 )
+from adni_lightning.data.contract import ContractError
 from adni_lightning.data.manifest import ManifestError, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitSpec, split_subjects
 from adni_lightning.errors import OptionError
+from adni_lightning.main import main
+from tests.helpers import tiny_args, trained_run
 
 CSV = "ADNI_1p5T_Filtered.csv"
 PROGRESSION = TaskSpec(label="progression")
@@ -224,8 +227,8 @@ def test_image_rows_that_join_no_visit_are_bad_rows(tmp_path):
     lines = str(refused.value).splitlines()
     table = tmp_path / "ADNIMERGE.csv"
     assert lines == [
-        f"{tmp_path / CSV}: 2 of 9 row(s) cannot be used (set on_bad_rows: skip to train without them): 2 × no clinical "
-        "row",
+        f"{tmp_path / CSV}: 2 of 9 row(s) cannot be used (set on_bad_rows: skip to train without them): "
+        "2 × no clinical row",
         "  no clinical row (2 row(s)):",
         f"    CSV row 9, image I8, file -: subject 002_S_0009 has no row in {table}",
         f"    CSV row 10, image I9, file -: subject 002_S_0002 has no visit m06 in {table}",
@@ -259,6 +262,12 @@ def test_a_column_task_reads_the_diagnosis_at_each_visit(tmp_path):
     assert _by_visit(manifest) == {("002_S_0004", "sc"): "CN", ("002_S_0005", "sc"): "AD"}
     assert manifest.attrs["excluded"] == {"DX MCI excluded by data.task.class_map": 5}
     assert list(manifest["target"]) == [0, 1]
+    with pytest.raises(ManifestError) as unmapped:
+        _manifest(tmp_path, TaskSpec(label="column", column="DX"), ("CN", "AD"))
+    assert str(unmapped.value).splitlines()[2] == (
+        "    CSV row 2, image I1, file -: DX 'MCI' is not one of the classes ['CN', 'AD'] (map it with "
+        "data.task.class_map)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -290,8 +299,8 @@ def test_a_missing_table_or_column_is_one_line(tmp_path):
     with pytest.raises(ClinicalError) as column:
         _manifest(root, diagnosis_column="DIAGNOSIS")
     assert str(column.value) == (
-        f"{root / 'ADNIMERGE.csv'}: missing column(s) DIAGNOSIS (the data.clinical.*_column or data.task.column options "
-        "name them); found PTID, VISCODE, EXAMDATE, DX"
+        f"{root / 'ADNIMERGE.csv'}: missing column(s) DIAGNOSIS (the data.clinical.*_column or data.task.column "
+        "options name them); found PTID, VISCODE, EXAMDATE, DX"
     )
 
 
@@ -325,3 +334,15 @@ def test_the_group_task_is_unchanged(tmp_path):
     manifest = build_manifest(spec)
     assert list(manifest["label"]) == [g for *_, g in IMAGES]
     assert manifest.attrs["excluded"] == {}
+
+
+def test_a_checkpoint_trained_for_another_task_is_refused_in_one_line(cohort_template, tmp_path):
+    trained = trained_run(tmp_path, cohort_template)  # the CSV's Group: CN, MCI, AD
+    task = ["--data.task.label", "column", "--data.task.column", "DX", "--data.clinical.file", "ADNIMERGE.csv"]
+    with pytest.raises(ContractError) as refused:
+        main(tiny_args("validate", trained["run"], trained["cohort"], "--ckpt_path", str(trained["ckpt"]), *task))
+    assert str(refused.value) == (
+        f"--ckpt_path {trained['ckpt']} does not fit this configuration: data.task: checkpoint group, config column "
+        "DX (class_map {})"
+    )
+    assert not (trained["cohort"] / "ADNIMERGE.csv").exists()  # refused before the cohort was read

@@ -324,6 +324,9 @@ def test_task_options_are_checked_at_build():
     assert str(mapped.value) == (
         "data.clinical.diagnosis_map maps onto ['Alzheimer']: its values must be CN, MCI, AD or null"
     )
+    with pytest.raises(OptionError) as window:
+        ClinicalSpec(date_window_days=-1)
+    assert str(window.value) == "data.clinical.date_window_days must be 0 or more, got -1"
     check_task(ClinicalSpec(), TaskSpec())  # the group task needs no table
 
 

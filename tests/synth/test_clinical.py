@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from adni_lightning import synth
+from adni_lightning.commands import synth as synth_command
 from adni_lightning.data.clinical import ClinicalSpec, TaskSpec, task_labels
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.synth.cohort import CLINICAL_VISITS
@@ -102,3 +103,12 @@ def test_the_synthetic_datamodule_writes_a_missing_table_into_its_cohort(cohort,
     )
     dm.prepare_cohort()
     assert (copy / synth.CLINICAL_NAME).read_bytes() == (cohort / synth.CLINICAL_NAME).read_bytes()
+
+
+def test_synth_writes_the_table_when_asked(tmp_path):
+    out = tmp_path / "cohort"
+    synth_command.main(["--out", str(out), "--subjects", "4", "--size", "8", "--clinical", "true", "--workers", "1"])
+    written = pd.read_csv(out / synth.CLINICAL_NAME)
+    pd.testing.assert_frame_equal(written, synth.clinical_table(synth.SyntheticCohort(subjects=4, size=8)))
+    assert list(written.columns) == ["RID", "PTID", "VISCODE", "EXAMDATE", "DX_bl", "DX", "AGE", "PTGENDER", "MMSE",
+                                     "CDRSB"]  # fmt: skip

@@ -340,12 +340,17 @@ def test_the_group_task_is_unchanged(tmp_path):
 
 
 def test_a_checkpoint_trained_for_another_task_is_refused_in_one_line(cohort_template, tmp_path):
-    trained = trained_run(tmp_path, cohort_template)  # the CSV's Group: CN, MCI, AD
-    task = ["--data.task.label", "column", "--data.task.column", "DX", "--data.clinical.file", "ADNIMERGE.csv"]
+    # the session cohort's own options, so that the table the synthetic DataModule writes is that cohort's
+    fixture = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--data.cohort.seed", "3"]
+    task = ["--data.task.label", "progression", "--data.clinical.file", "ADNIMERGE.csv"]
+    trained = trained_run(tmp_path, cohort_template, *fixture, *task, "--data.manifest.classes", "[sMCI, pMCI]")
+    split = pd.read_csv(trained["run"] / "split.csv")
+    assert set(split["group"]) == {"sMCI", "pMCI"} and set(split["split"]) == {"train", "val"}
+    validate = tiny_args("validate", trained["run"], trained["cohort"], "--ckpt_path", str(trained["ckpt"]), *fixture)
     with pytest.raises(ContractError) as refused:
-        main(tiny_args("validate", trained["run"], trained["cohort"], "--ckpt_path", str(trained["ckpt"]), *task))
+        main(validate)  # the default task: the CSV's Group, CN/MCI/AD
     assert str(refused.value) == (
-        f"--ckpt_path {trained['ckpt']} does not fit this configuration: data.task: checkpoint group, config column "
-        "DX (class_map {})"
+        f"--ckpt_path {trained['ckpt']} does not fit this configuration: data.task: checkpoint progression "
+        "(horizon_months 36, reverters exclude, stable false), config group; data.manifest.classes: checkpoint "
+        "['sMCI', 'pMCI'], config ['CN', 'MCI', 'AD']"
     )
-    assert not (trained["cohort"] / "ADNIMERGE.csv").exists()  # refused before the cohort was read

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from adni_lightning.cli import CONFIG_DIR
 from adni_lightning.commands.cv import CrossValidationError
@@ -72,3 +73,16 @@ def test_a_config_saved_by_fit_print_config_is_accepted_by_every_command(cohort,
     assert (tmp_path / "explained" / "images.csv").is_file()
     with pytest.raises(CrossValidationError, match="no fold of a cross-validation has run"):
         main(["cv", "--config", str(saved), "--folds", "2", "--report_only", "true", "--root", str(tmp_path / "none")])
+
+
+@pytest.mark.parametrize("task", ["ad_vs_cn", "smci_vs_pmci"])
+@pytest.mark.parametrize("base", ["synthetic", "adni"])
+def test_task_configs_stack_on_the_data_configs(base, task, capsys):
+    configs = ["--config", str(CONFIG_DIR / f"{base}.yaml"), "--config", str(CONFIG_DIR / "tasks" / f"{task}.yaml")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *configs, "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert printed["clinical"]["file"] == "ADNIMERGE.csv"
+    expected = {"ad_vs_cn": ("column", ["CN", "AD"]), "smci_vs_pmci": ("progression", ["sMCI", "pMCI"])}[task]
+    assert (printed["task"]["label"], printed["manifest"]["classes"]) == expected

@@ -58,7 +58,7 @@ def _check_preprocessing(contracts: list[dict], checkpoints: list[str], dm: ADNI
     taken (other tabular features; an ensemble member of another preprocessing); the classes are checked apart.
     """
     for path, trained in zip(checkpoints, contracts):
-        current = data_contract(trained["classes"], dm.preprocessing, dm.encoder, None)
+        current = data_contract(trained["classes"], dm.preprocessing, dm.encoder, None, task=dm.task.contract())
         differences = contract_differences(trained, current)
         if differences:
             raise EvaluationError(

@@ -8,7 +8,7 @@ occur, and which images have implausible volumes, so a failed segmentation is se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +64,18 @@ def _groups_section(volumes: pd.DataFrame, classes: Sequence[ClassName]) -> list
     return ["## Groups", "", *_table(header, rows)]
 
 
+def _task_section(
+    task: str, volumes: pd.DataFrame, classes: Sequence[ClassName], excluded: Mapping[str, int]
+) -> list[str]:
+    """Which task labels the images, and how many CSV rows it left out, by reason (``group_map``'s too)."""
+    kept = ", ".join(f"{c} {int((volumes['group'] == c).sum())}" for c in classes)
+    lines = ["## Task", "", f"data.task: {task}. Images per class: {kept}.", ""]
+    if not excluded:
+        return [*lines, "No CSV row excluded."]
+    rows = [[reason, n] for reason, n in sorted(excluded.items(), key=lambda item: (-item[1], item[0]))]
+    return [*lines, *_table(["excluded (reason)", "CSV rows"], rows)]
+
+
 def _visits_section(volumes: pd.DataFrame, classes: Sequence[ClassName]) -> list[str]:
     counts = pd.crosstab(volumes["visit"].replace("", "(none)"), volumes["group"])
     counts = counts.reindex(index=sorted(counts.index, key=visit_order), columns=list(classes), fill_value=0)
@@ -113,8 +125,15 @@ def _outliers_section(volumes: pd.DataFrame, threshold: float) -> list[str]:
     return lines + _table(["image_id", "subject", "group", "structure", "volume mm³", "z"], rows)
 
 
-def cohort_report(volumes: pd.DataFrame, classes: Sequence[ClassName], source: str, threshold: float) -> str:
-    """The text of ``cohort.md``."""
+def cohort_report(
+    volumes: pd.DataFrame,
+    classes: Sequence[ClassName],
+    source: str,
+    threshold: float,
+    task: str = "group",
+    excluded: Mapping[str, int] | None = None,
+) -> str:
+    """The text of ``cohort.md``; ``task`` and ``excluded`` (CSV rows left out, by reason) as the manifest says."""
     lines = [
         f"# Cohort: {source}",
         "",
@@ -124,6 +143,7 @@ def cohort_report(volumes: pd.DataFrame, classes: Sequence[ClassName], source: s
         "",
     ]
     for section in (
+        _task_section(task, volumes, classes, excluded or {}),
         _groups_section(volumes, classes),
         _visits_section(volumes, classes),
         _labels_section(volumes),
@@ -145,7 +165,8 @@ def describe_cohort(run: Run, out: Path | None = None, outlier_z: float = 4.0) -
     out = output_dir(out or run.root, "--out")
     write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
     dm = run.datamodule
-    report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z)
+    excluded = dm.manifest().attrs.get("excluded", {})
+    report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z, dm.task.contract(), excluded)
     write_text(out / "cohort.md", report, "--out")
     print(f"wrote {out / 'volumes.csv'} and {out / 'cohort.md'} ({len(volumes)} images)")
     return out

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypedDict
 import numpy as np
 import pandas as pd
 
+from adni_lightning.data.clinical import GROUP_TASK
 from adni_lightning.data.split import split_digest
 from adni_lightning.data.volumes import LABELLED, structure_columns
 from adni_lightning.errors import ProjectError
@@ -36,12 +37,15 @@ log = logging.getLogger(__name__)
 
 #: 1: classes, preprocessing (with its cache key), tabular statistics, the split's assignment and fingerprint.
 #: 2: adds the training side's :func:`cohort_summary` (``training_cohort``, compared by no check).
-CONTRACT_VERSION = 2
+#: 3: adds the task (``data.task``'s :meth:`~adni_lightning.data.clinical.TaskSpec.contract`); a checkpoint without it
+#: was trained for the default task, the CSV's Group.
+CONTRACT_VERSION = 3
 #: The contract's key of the training side's :func:`cohort_summary`.
 SUMMARY_KEY = "training_cohort"
 
 #: Contract field (dotted path) → the option that sets it, in the order differences are reported.
 FIELDS = {
+    "task": "data.task",
     "classes": "data.manifest.classes",
     "preprocessing.input_kind": "data.preprocessing.input_kind",
     "preprocessing.image_size": "data.preprocessing.image_size",
@@ -109,12 +113,14 @@ def data_contract(
     encoder: TabularEncoder,
     split: pd.DataFrame | None,
     summary: CohortSummary | None = None,
+    task: str = GROUP_TASK,
 ) -> dict[str, object]:
     """The contract of a configuration (plain values only, so a checkpoint loads with ``weights_only``); ``summary``
-    is the training side's :func:`cohort_summary`, when known.
+    is the training side's :func:`cohort_summary`, when known; ``task`` the task's one-line contract.
     """
     return {
         "version": CONTRACT_VERSION,
+        "task": task,
         "classes": list(classes),
         "preprocessing": preprocessing.contract(),
         "cache_key": preprocessing.key(),
@@ -150,6 +156,8 @@ def contract_differences(trained: Mapping[str, object], current: Mapping[str, ob
     differences = []
     for field, option in FIELDS.items():
         a, b = _get(trained, field), _get(current, field)
+        if field == "task" and a is _ABSENT:
+            a = GROUP_TASK  # written before the task was part of the contract: trained for the CSV's Group
         if field == "preprocessing.channels" and None in (a, b):
             continue  # intensity inputs have no channels: input_kind says so
         if a is not _ABSENT and b is not _ABSENT and a != b:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
+from adni_lightning.data.clinical import ClinicalSpec, TaskSpec, check_task, task_labels
 from adni_lightning.data.contract import CohortSummary, check_contract, cohort_summary, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
 from adni_lightning.data.labels import channel_lookup, hemisphere_swap
@@ -72,6 +73,8 @@ class ADNIDataModule(L.LightningDataModule):
         split: the subject-level split.
         loader: batch size and worker processes.
         tabular: covariates of the numeric branch beyond age and sex (ICV-normalised regional volumes).
+        clinical: a longitudinal clinical table beside the CSV (ADNIMERGE layout) and how images join it.
+        task: what class an image is: the CSV's Group (default), a clinical column, or progression.
         augment: training augmentations, applied on the device in this order (none by default).
         cache_dir: preprocessed volumes (default :meth:`default_cache_dir`: outside the data folder).
         predict_split: which images ``predict`` scores; ``all`` needs no split (a new cohort).
@@ -84,6 +87,8 @@ class ADNIDataModule(L.LightningDataModule):
         split: SplitSpec = SplitSpec(),
         loader: LoaderSpec = LoaderSpec(),
         tabular: TabularSpec = TabularSpec(),
+        clinical: ClinicalSpec = ClinicalSpec(),
+        task: TaskSpec = TaskSpec(),
         augment: list[Augmentation] | None = None,
         cache_dir: str | None = None,
         predict_split: PredictSplit = "all",
@@ -93,6 +98,9 @@ class ADNIDataModule(L.LightningDataModule):
         self.preprocessing = preprocessing
         self.split_spec = split
         self.loader = loader
+        self.clinical = clinical
+        self.task = task
+        check_task(clinical, task)
         self.augment = list(augment or [])
         self.predict_split = predict_split
         self.cache_dir = cache_dir
@@ -152,7 +160,8 @@ class ADNIDataModule(L.LightningDataModule):
         ``prepare_data`` on another rank or in an earlier run), so every process and run sees the same images.
         """
         if self._manifest is None:
-            rows = build_manifest(self.manifest_spec, self.report_dir)
+            labeller = task_labels(self.clinical, self.task, self.manifest_spec)
+            rows = build_manifest(self.manifest_spec, self.report_dir, labeller)
             self._sized = False
             self._manifest = self._less_faults(rows, self.cache.recorded_faults(zip(rows["image_id"], rows["path"])))
         return self._manifest
@@ -376,7 +385,9 @@ class ADNIDataModule(L.LightningDataModule):
         """
         spec = self.manifest_spec
         where = {"data_dir": str(spec.root.absolute()), "csv_path": str(spec.csv_file.absolute())}
-        contract = data_contract(self.classes, self.preprocessing, self.encoder, self.split, self.training_summary())
+        contract = data_contract(
+            self.classes, self.preprocessing, self.encoder, self.split, self.training_summary(), self.task.contract()
+        )
         return {**contract, **where}
 
     def training_summary(self) -> CohortSummary | None:
@@ -399,9 +410,12 @@ class ADNIDataModule(L.LightningDataModule):
         split; the others compare the split they would use (:meth:`planned_split`) with the training one.
         """
         self._find_recorded_data(state or {}, stage)
+        task = self.task.contract()
+        # Another task, classes or preprocessing is refused before the cohort is read: its labels may not even exist.
+        check_contract(state, data_contract(self.classes, self.preprocessing, self.encoder, None, task=task), source)
         split = None if stage == "predict" and self.predict_split == "all" else self.planned_split()
-        current = data_contract(self.classes, self.preprocessing, self.encoder, split)
-        check_contract(state, current, source, self.split_path if split is not None else None)
+        current = data_contract(self.classes, self.preprocessing, self.encoder, split, task=task)
+        check_contract(state, current, source, self.split_path if split is not None else None, quiet=True)
 
     def _find_recorded_data(self, state: dict[str, object], stage: str) -> None:
         """A command run with a checkpoint from another working directory, where a relative ``data_dir`` names

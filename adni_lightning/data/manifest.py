@@ -18,7 +18,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -256,16 +256,30 @@ def _find_file(line: int, image_id: str, candidates: Sequence[Path]) -> tuple[Pa
     return None, Problem(line, image_id, str(candidates[0]), f"file not found (looked for {tried})")
 
 
-def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[Record | None, Problem | None]:
-    """One CSV row → a manifest record, or the first reason it cannot be one (or neither: excluded)."""
+#: A task's labeller (:class:`~adni_lightning.data.clinical.TaskLabels`): a CSV row, its line and image id → its
+#: class, or ``None`` and a :class:`Problem` (a bad row) or the reason the task excludes it.
+Labeller = Callable[[pd.Series, int, str], tuple[ClassName | None, Problem | str | None]]
+
+#: The exclusion reason of a row whose group ``group_map`` maps to null.
+GROUP_MAP_EXCLUSION = "excluded by group_map"
+
+
+def _check_row(
+    spec: ManifestSpec, row: pd.Series, line: int, labeller: Labeller | None = None
+) -> tuple[Record | None, Problem | str | None]:
+    """One CSV row → a manifest record, or the first reason it cannot be one: a :class:`Problem` (a bad row) or the
+    reason it is excluded (``group_map``, or the task of ``labeller``).
+    """
     image_id = normalise_image_id(row["Image Data ID"])
     if image_id is None:
         return None, Problem(line, str(row["Image Data ID"]), "", "image id is not of the form I12345 or 12345")
     group = row["Group"]
     label = (spec.group_map or {}).get(group, group)
-    if group in (spec.group_map or {}) and label is None:
-        return None, None
-    if label not in spec.classes:
+    if labeller is not None:
+        label = group  # the task decides the class; the group only finds the file
+    elif group in (spec.group_map or {}) and label is None:
+        return None, GROUP_MAP_EXCLUSION
+    elif label not in spec.classes:
         return None, Problem(
             line,
             image_id,
@@ -293,6 +307,10 @@ def _check_row(spec: ManifestSpec, row: pd.Series, line: int) -> tuple[Record | 
             f"age {age:g} is outside the plausible range {low:g}–{high:g}",
             "age outside the plausible range",
         )
+    if labeller is not None:
+        label, outcome = labeller(row, line, image_id)
+        if label is None:
+            return None, outcome
     path, problem = _find_file(line, image_id, _candidate_paths(spec, row, image_id))
     if problem:
         return None, problem
@@ -447,42 +465,53 @@ def _enforce(
     return {p.row for p in problems}
 
 
-def build_manifest(spec: ManifestSpec, report_dir: str | Path | None = None) -> pd.DataFrame:
+def build_manifest(
+    spec: ManifestSpec, report_dir: str | Path | None = None, labeller: Labeller | None = None
+) -> pd.DataFrame:
     """Read, join and validate; return the manifest or raise :class:`ManifestError` (policy ``error``).
 
     ``report_dir``: where a report too long to show every bad row lists them all (:data:`BAD_ROWS_CSV`).
+    ``labeller``: the class of each row under a task other than the CSV's Group (``data.task``); its labels are per
+    visit, so a subject's images may carry different classes: each keeps its own (``mixed_groups`` is the group
+    task's) and the split stratifies by the subject's first image. The rows excluded, by reason, are the manifest's
+    ``attrs["excluded"]``.
     """
     table = _read_csv(spec)
     records: list[Record] = []
     problems: list[Problem] = []
-    excluded = 0
+    reasons: Counter[str] = Counter()
     for line, (_, row) in enumerate(table.iterrows(), start=2):  # the header is line 1; read_csv numbers rows 0…
-        record, problem = _check_row(spec, row, line)
-        if problem:
-            problems.append(problem)
+        record, outcome = _check_row(spec, row, line, labeller)
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
         elif record is None:
-            excluded += 1
+            reasons[str(outcome)] += 1
         else:
             records.append(record)
+    excluded = sum(reasons.values())
     problems += _duplicate_problems(records)
     flagged = {p.row for p in problems}
     problems += [p for p in _sex_problems(records) if p.row not in flagged]
     if spec.check_files:
         flagged = {p.row for p in problems}
         problems += _file_problems([r for r in records if r["row"] not in flagged])
-    if excluded:
+    if excluded and labeller is None:
         log.info("%s: %d row(s) excluded by group_map", spec.csv_file, excluded)
+    elif excluded:
+        counts = ", ".join(f"{n} × {reason}" for reason, n in reasons.most_common())
+        log.info("%s: %d row(s) excluded by %s: %s", spec.csv_file, excluded, labeller, counts)
     kept = len(table) - excluded
     bad_rows: set[int] = set()
     if problems:
         report = (report_dir, BAD_ROWS_CSV)
         bad_rows = _enforce(spec, problems, len(table), "row(s) cannot be used", report, kept)
         records = [r for r in records if r["row"] not in bad_rows]
-    records = _resolve_mixed_groups(spec, records)
+    if labeller is None:
+        records = _resolve_mixed_groups(spec, records)
     if not records:
         raise ManifestError(f"{spec.csv_file}: no usable rows")
     manifest = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
-    manifest.attrs.update(kept_rows=kept, skipped_rows=len(bad_rows))
+    manifest.attrs.update(kept_rows=kept, skipped_rows=len(bad_rows), excluded=dict(reasons.most_common()))
     return manifest
 
 
@@ -512,7 +541,8 @@ def exclude_images(
     kept = manifest[~manifest["row"].isin(bad_rows)].reset_index(drop=True)
     if kept.empty:
         raise ManifestError(f"{spec.csv_file}: no usable rows")
-    kept.attrs.update(kept_rows=kept_rows, skipped_rows=skipped + len(bad_rows))
+    excluded = manifest.attrs.get("excluded", {})
+    kept.attrs.update(kept_rows=kept_rows, skipped_rows=skipped + len(bad_rows), excluded=excluded)
     return kept
 
 

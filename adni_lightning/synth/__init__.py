@@ -4,6 +4,7 @@ This package sits above :mod:`adni_lightning.data`: it imports the data layer, n
 """
 
 from adni_lightning.synth.cohort import (
+    CLINICAL_NAME,
     CSV_COLUMNS,
     FILE_SUFFIX,
     GROUPS,
@@ -14,6 +15,7 @@ from adni_lightning.synth.cohort import (
     CohortFolderError,
     SyntheticCohort,
     check_cohort_folder,
+    clinical_table,
     conformed_affine,
     generate_cohort,
     render,
@@ -21,6 +23,7 @@ from adni_lightning.synth.cohort import (
 from adni_lightning.synth.datamodule import SyntheticDataModule
 
 __all__ = [
+    "CLINICAL_NAME",
     "CSV_COLUMNS",
     "FILE_SUFFIX",
     "GROUPS",
@@ -32,6 +35,7 @@ __all__ = [
     "SyntheticCohort",
     "SyntheticDataModule",
     "check_cohort_folder",
+    "clinical_table",
     "conformed_affine",
     "generate_cohort",
     "render",

@@ -73,6 +73,16 @@ _MALE = {"CN": 0.52, "MCI": 0.64, "AD": 0.53}
 _SEVERITY = {"CN": (2.0, 9.0), "MCI": (4.0, 5.0), "AD": (7.0, 3.0)}
 #: Yearly progression added at the m12 visit (CN stays put).
 _PROGRESSION = {"CN": (0.0, 0.01), "MCI": (0.02, 0.08), "AD": (0.03, 0.10)}
+#: The ADNIMERGE-like table of a cohort generated with ``clinical``, beside the image CSV.
+CLINICAL_NAME = "ADNIMERGE.csv"
+CLINICAL_COLUMNS = ("RID", "PTID", "VISCODE", "EXAMDATE", "DX_bl", "DX", "AGE", "PTGENDER", "MMSE", "CDRSB")
+#: Months of the clinical visits (bl, m06, m12, m24, m36) and the chance that each is a subject's last (dropouts).
+CLINICAL_VISITS = (0, 6, 12, 24, 36)
+_LAST_VISIT_P = (0.04, 0.04, 0.07, 0.10, 0.75)
+#: Share of MCI subjects that read CN at one visit (m06 or m12) before any conversion.
+_REVERTER_SHARE = 0.06
+#: The third seed word of a subject's clinical generator (the images use 1 and 2: baseline and follow-up).
+_CLINICAL_STREAM = 1000
 _DESCRIPTIONS = (
     "MPR; GradWarp; B1 Correction; N3; Scaled",
     "MPR-R; GradWarp; B1 Correction; N3; Scaled",
@@ -560,8 +570,8 @@ def _us_date(d: date) -> str:
     return f"{d.month}/{d.day}/{d.year}"
 
 
-def _plan(cohort: SyntheticCohort) -> tuple[list[ImageSpec], list[dict]]:
-    """Draw the cohort: image specs for the workers and the matching CSV rows."""
+def _plan(cohort: SyntheticCohort) -> tuple[list[ImageSpec], list[dict], list[_Subject]]:
+    """Draw the cohort: image specs for the workers, the matching CSV rows, and the people scanned."""
     subjects = cohort.subjects
     rng = np.random.default_rng(cohort.seed)
     groups = _groups(subjects, rng)
@@ -599,7 +609,74 @@ def _plan(cohort: SyntheticCohort) -> tuple[list[ImageSpec], list[dict]]:
                 "Downloaded": downloaded,
             }
         )
-    return specs, rows
+    return specs, rows, people
+
+
+def _clinical_visits(person: _Subject, cohort: SyntheticCohort, scans: dict[int, date]) -> list[dict]:
+    """One subject's rows of the clinical table: visits from baseline to a drawn last one (never before its last
+    scan), the diagnosis from the subject's conversion times, MMSE and CDR-SB from its severity at each visit.
+
+    Conversion comes sooner with a higher baseline severity: MCI → AD after ``exp(N(log 3 − 4·(s − 0.44), 0.45))``
+    years, CN → MCI after ``exp(N(log 12 − 5·(s − 0.18), 0.5))`` years (the groups' mean severities), so about half
+    the MCI subjects convert within three years and few CN subjects do. A few MCI subjects read CN at one visit before
+    any conversion (reverters). Its own generator leaves every draw of the images as it was.
+    """
+    rng = np.random.default_rng([cohort.seed, person.index, _CLINICAL_STREAM])
+    last = int(rng.choice(len(CLINICAL_VISITS), p=_LAST_VISIT_P))
+    last = max(last, max(CLINICAL_VISITS.index(12 * v) for v in scans))
+    to_mci = to_ad = np.inf
+    if person.group == "CN":
+        to_mci = 12 * float(np.exp(rng.normal(np.log(12.0) - 5.0 * (person.severity - 0.18), 0.5)))
+    elif person.group == "MCI":
+        to_ad = 12 * float(np.exp(rng.normal(np.log(3.0) - 4.0 * (person.severity - 0.44), 0.45)))
+    reverts_at = CLINICAL_VISITS[int(rng.integers(1, 3))] if rng.random() < _REVERTER_SHARE else None
+    rate = sum(_PROGRESSION[person.group]) / 2
+    rows = []
+    for months in CLINICAL_VISITS[: last + 1]:
+        if person.group == "AD" or months >= to_ad:
+            diagnosis = "Dementia"
+        elif person.group == "MCI":
+            diagnosis = "CN" if months == reverts_at and months < to_ad else "MCI"
+        else:
+            diagnosis = "MCI" if months >= to_mci else "CN"
+        severity = min(1.0, person.severity + rate * months / 12)
+        planned = person.first_scan + timedelta(days=round(months * 30.44))
+        scanned = scans.get(months // 12) if months % 12 == 0 else None
+        exam = (scanned or planned) + timedelta(days=int(rng.integers(-14, 15)))
+        rows.append(
+            {
+                "RID": int(person.subject[-4:]),
+                "PTID": person.subject,
+                "VISCODE": "bl" if months == 0 else f"m{months:02d}",
+                "EXAMDATE": exam.isoformat(),
+                "DX_bl": {"CN": "CN", "MCI": "LMCI", "AD": "AD"}[person.group],
+                "DX": diagnosis,
+                "AGE": person.age,
+                "PTGENDER": "Male" if person.sex == "M" else "Female",
+                "MMSE": int(np.clip(round(31.5 - 13 * severity + rng.normal(0, 1.2)), 0, 30)),
+                "CDRSB": float(np.clip(round(2 * (9 * severity - 2 + rng.normal(0, 0.6))) / 2, 0, 18)),
+            }
+        )
+    return rows
+
+
+def clinical_table(cohort: SyntheticCohort) -> pd.DataFrame:
+    """The cohort's ADNIMERGE-like table (:data:`CLINICAL_NAME`), drawn without rendering an image: the same people
+    and scan dates as :func:`generate_cohort` writes, so every image joins its visit (``sc`` → ``bl``, ``m12``).
+    """
+    _, rows, people = _plan(cohort)
+    scans: dict[str, dict[int, date]] = {}
+    for row in rows:
+        visit = 0 if row["Visit"] == "sc" else int(row["Visit"][1:]) // 12
+        month, day, year = (int(x) for x in row["Acq Date"].split("/"))
+        scans.setdefault(row["Subject"], {})[visit] = date(year, month, day)
+    visits = [row for person in people for row in _clinical_visits(person, cohort, scans[person.subject])]
+    return pd.DataFrame(visits, columns=list(CLINICAL_COLUMNS)).sort_values(["PTID"], kind="stable", ignore_index=True)
+
+
+def write_clinical_table(path: Path, cohort: SyntheticCohort) -> None:
+    """Write :func:`clinical_table` at ``path`` (for a cohort generated without it, or with it)."""
+    clinical_table(cohort).to_csv(path, index=False, lineterminator="\n")
 
 
 def _truth_row(spec: ImageSpec, counts: dict[str, int]) -> dict:
@@ -652,6 +729,8 @@ class SyntheticCohort:
         missing_labels: label ids the segmentation does not produce, relabelled as the tissue round them: ids of
             structures without a disease effect, such as 31/63 (choroid plexus) and 77 (WM hypointensities); an id
             that cannot be left out is refused with the list.
+        clinical: also write an ADNIMERGE-like table of visits bl to m36 (:data:`CLINICAL_NAME`): the diagnosis
+            at each visit (conversion sooner with a higher severity), MMSE and CDR-SB, for the tasks of ``data.task``.
     """
 
     subjects: int = 200
@@ -664,6 +743,7 @@ class SyntheticCohort:
     head_scale: float = 1.0
     cortex_thickening: int = 0
     missing_labels: tuple[int, ...] = ()
+    clinical: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.subjects < 10_000 or self.size < 8 or not 0 <= self.second_visit_fraction <= 1:
@@ -742,7 +822,7 @@ def generate_cohort(out: str | Path, *, workers: int | None = None, **params: An
     for group in GROUPS:
         (out / group).mkdir(parents=True, exist_ok=True)
     (out / MARKER_NAME).write_text("written by adni_lightning's synthetic cohort generator\n")
-    specs, rows = _plan(cohort)
+    specs, rows, _ = _plan(cohort)
     counts = _render_all(specs, cohort.size, out, workers or os.cpu_count() or 1)
     pd.DataFrame([_truth_row(s, c) for s, c in zip(specs, counts)]).to_csv(
         out / TRUTH_NAME, index=False, lineterminator="\n"
@@ -750,5 +830,7 @@ def generate_cohort(out: str | Path, *, workers: int | None = None, **params: An
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS)).sort_values("Subject", kind="stable", ignore_index=True)
     if cohort.bare_ids:
         table["Image Data ID"] = table["Image Data ID"].str.removeprefix("I")
+    if cohort.clinical:
+        write_clinical_table(out / CLINICAL_NAME, cohort)
     table.to_csv(out / CSV_NAME, index=False, quoting=csv.QUOTE_ALL, lineterminator="\n")
     return table

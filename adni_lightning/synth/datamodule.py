@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from adni_lightning.data.datamodule import ADNIDataModule
-from adni_lightning.synth.cohort import MARKER_NAME, SyntheticCohort, check_cohort_folder, generate_cohort
+from adni_lightning.synth.cohort import (
+    MARKER_NAME,
+    SyntheticCohort,
+    check_cohort_folder,
+    generate_cohort,
+    write_clinical_table,
+)
 
 
 class SyntheticDataModule(ADNIDataModule):
@@ -35,9 +41,15 @@ class SyntheticDataModule(ADNIDataModule):
         return root / ".cache" if not root.exists() or (root / MARKER_NAME).is_file() else super().default_cache_dir()
 
     def prepare_cohort(self) -> None:
-        """Generate the cohort unless its CSV exists, only into a new folder or an earlier synthetic cohort's."""
+        """Generate the cohort unless its CSV exists, only into a new folder or an earlier synthetic cohort's; and
+        the clinical table that ``data.clinical.file`` names, when it is missing from a synthetic cohort (its
+        visits are drawn from the cohort's options, without rendering an image).
+        """
         spec = self.manifest_spec
         if not spec.csv_file.exists():
             context, advice = f"{spec.csv_file} not found, and ", ", or use an ADNIDataModule config for real data"
             check_cohort_folder(spec.root, "data.manifest.data_dir", context, advice)
             generate_cohort(spec.root, workers=max(1, self.num_workers), **asdict(self.cohort))
+        table = self.clinical.path(spec)
+        if table is not None and not table.exists() and (spec.root / MARKER_NAME).is_file():
+            write_clinical_table(table, self.cohort)

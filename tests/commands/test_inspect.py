@@ -97,3 +97,26 @@ def test_bad_options_exit_with_usage(tmp_path: Path):
     with pytest.raises(SystemExit) as exit_:
         main(["inspect", "--outlier_z", "many"])
     assert exit_.value.code != 0
+
+
+def test_the_report_counts_a_tasks_classes_and_exclusions_by_reason(cohort, tmp_path):
+    from adni_lightning.data.clinical import ClinicalSpec, TaskSpec, task_labels
+    from adni_lightning.synth import CLINICAL_NAME
+
+    task = ["--data.task.label", "progression", "--data.clinical.file", CLINICAL_NAME]
+    fixture = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--data.cohort.seed", "3"]
+    out = tmp_path / "inspect"
+    main(tiny_args("inspect", tmp_path / "run", cohort, "--out", str(out), *task, *fixture,
+                   "--data.manifest.classes", "[sMCI, pMCI]"))  # fmt: skip
+    assert (cohort / CLINICAL_NAME).is_file()  # the synthetic DataModule wrote the table its cohort lacked
+    spec = ManifestSpec(data_dir=cohort, classes=("sMCI", "pMCI"))
+    manifest = build_manifest(spec, None, task_labels(ClinicalSpec(file=CLINICAL_NAME), TaskSpec("progression"), spec))
+    excluded = manifest.attrs["excluded"]
+    report = (out / "cohort.md").read_text()
+    counts = manifest["label"].value_counts()
+    assert (
+        "data.task: progression (horizon_months 36, reverters exclude, stable false). Images per class: "
+        f"sMCI {counts.get('sMCI', 0)}, pMCI {counts.get('pMCI', 0)}." in report
+    )
+    assert f"| not MCI at this visit | {excluded['not MCI at this visit']} |" in report
+    assert sum(excluded.values()) + len(manifest) == len(pd.read_csv(cohort / "ADNI_1p5T_Filtered.csv"))

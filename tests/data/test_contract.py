@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from adni_lightning.data.clinical import TaskSpec
 from adni_lightning.data.contract import SUMMARY_KEY, ContractError, check_contract, cohort_summary, data_contract
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.tabular import TabularEncoder
@@ -114,3 +115,26 @@ def test_the_training_summary_is_stored_but_never_compared():
     check_contract(trained, {**_contract(), SUMMARY_KEY: other}, "model.ckpt")
     old = {key: value for key, value in trained.items() if key != SUMMARY_KEY}
     check_contract(old, _contract(), "old.ckpt")
+
+
+def test_a_checkpoint_trained_for_another_task_is_refused_in_one_line():
+    progression = TaskSpec(label="progression").contract()
+    trained = data_contract(
+        ("sMCI", "pMCI"), Preprocessing(), TabularEncoder().fit([70.0, 80.0]), SPLIT, task=progression
+    )
+    check_contract(trained, {**trained}, "model.ckpt")
+    shorter = TaskSpec(label="progression", horizon_months=24).contract()
+    assert _refusal(trained, {**trained, "task": shorter}) == (
+        "model.ckpt does not fit this configuration: data.task: checkpoint progression (horizon_months 36, reverters "
+        "exclude, stable false), config progression (horizon_months 24, reverters exclude, stable false)"
+    )
+    # a checkpoint written before the task was in the contract was trained for the CSV's Group
+    old = {key: value for key, value in _contract().items() if key != "task"}
+    check_contract(old, _contract(), "old.ckpt")
+    column = TaskSpec(label="column", column="DX", class_map={"MCI": None}).contract()
+    message = _refusal(old, {**_contract(classes=("CN", "AD")), "task": column})
+    assert message == (
+        "model.ckpt does not fit this configuration: data.task: checkpoint group, config column DX (class_map "
+        "{'MCI': None}); data.manifest.classes: checkpoint ['CN', 'MCI', 'AD'], config ['CN', 'AD']"
+    )
+    assert "\n" not in message

@@ -28,6 +28,8 @@ SKIPPED = {
     "resume and evaluation are tested in tests/test_main.py",
     "python -m adni_lightning fit --config configs/adni.yaml --trainer.devices 4": "needs 4 GPUs and 2 nodes",
     "python -m adni_lightning inspect": "needs a real ADNI download; cv runs 5 trainings (tests/commands)",
+    "python -m adni_lightning fit --config configs/adni.yaml --config configs/tasks": "needs a real ADNI download "
+    "and its ADNIMERGE.csv (benchmarks/tasks.py runs the tasks on the synthetic cohort)",
     "#SBATCH --array=0-4": "needs SLURM",
     "#SBATCH --array=0-3": "needs SLURM",
     "python -m adni_lightning tune": "needs a real ADNI download; tests/commands/test_tune.py runs tune, "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from adni_lightning.study import FOLDER, RETRY_OF, WORKER, Search, Worker, open_storage
@@ -42,6 +43,12 @@ with Worker(root) as worker:
 
 def _worker(root: Path, trials: int, seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(root), str(trials), str(seconds)])
+
+
+def _search(root: Path, storage: BaseStorage | str, trials: int, worker: Worker) -> Search:
+    """The test's study ``s`` in ``root``: random points seeded by trial number, no pruning."""
+    sampler = lambda n: optuna.samplers.RandomSampler(seed=n)  # noqa: E731
+    return Search("s", storage, trials, root / "s.lock", worker, sampler, optuna.pruners.NopPruner())
 
 
 def _trials(root: Path) -> list[optuna.trial.FrozenTrial]:
@@ -76,15 +83,7 @@ def test_a_killed_worker_loses_only_its_running_trial(tmp_path):
         return trial.suggest_float("x", 0.0, 1.0)
 
     with Worker(tmp_path) as worker:
-        search = Search(
-            "s",
-            storage,
-            3,
-            tmp_path / "s.lock",
-            worker,
-            lambda n: optuna.samplers.RandomSampler(seed=n),
-            optuna.pruners.NopPruner(),
-        )
+        search = _search(tmp_path, storage, 3, worker)
         search.run(objective, float("inf"), wait=True)
     trials = _trials(tmp_path)
     assert [t.state for t in trials] == [TrialState.FAIL, *[TrialState.COMPLETE] * 3]
@@ -128,15 +127,7 @@ def test_pruned_trials_count_and_any_optuna_storage_url_works(tmp_path):
         return x
 
     with Worker(tmp_path) as worker:
-        search = Search(
-            "s",
-            storage,
-            4,
-            tmp_path / "s.lock",
-            worker,
-            lambda n: optuna.samplers.RandomSampler(seed=n),
-            optuna.pruners.NopPruner(),
-        )
+        search = _search(tmp_path, storage, 4, worker)
         search.run(objective, float("inf"), wait=True)
         best = search.best()
     states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]

@@ -62,6 +62,7 @@ def _study(root: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=open_storage(None, root)).trials
 
 
+@pytest.mark.slow
 def test_a_search_keeps_its_choice_and_refuses_another_search_in_its_folder(cohort, tmp_path):
     main(tune_args(tmp_path, cohort, "--trials", "2"))
     root = tmp_path / "tune"

@@ -1,0 +1,41 @@
+"""A task's model goes through the commands after ``fit`` as the default's does: they read only each image's class."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from adni_lightning.cli import CONFIG_DIR
+from adni_lightning.main import main
+from tests.helpers import TINY_CONFIGS
+
+#: The session cohort's own generator options, so that the clinical table the synthetic DataModule writes is its.
+FIXTURE = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--data.cohort.seed", "3"]
+AD_VS_CN = ["--config", str(CONFIG_DIR / "tasks" / "ad_vs_cn.yaml")]
+
+
+@pytest.mark.slow
+def test_an_ad_vs_cn_model_predicts_and_is_interpreted_with_its_own_classes(cohort_template, tmp_path):
+    pytest.importorskip("captum")
+    cohort, root = tmp_path / "K1data", tmp_path / "run"
+    shutil.copytree(cohort_template, cohort)
+
+    def args(command: str, *extra: str) -> list[str]:  # the task config first: its run folder is overridden
+        where = ["--trainer.default_root_dir", str(root), "--data.manifest.data_dir", str(cohort)]
+        where += ["--data.cache_dir", str(tmp_path / "cache")]
+        return [command, *TINY_CONFIGS, *AD_VS_CN, *where, *FIXTURE, *extra]
+
+    main(args("fit", "--trainer.max_epochs", "1"))
+    ckpt = str(root / "checkpoints" / "last.ckpt")
+    split = pd.read_csv(root / "split.csv")
+    assert set(split["group"]) == {"CN", "AD"}  # MCI visits left out, stratified by the visit's diagnosis
+    main(args("predict", "--ckpt_path", ckpt))
+    predictions = pd.read_csv(root / "predictions.csv", dtype={"image_id": str})
+    assert [c for c in predictions.columns if c.startswith("p_")] == ["p_CN", "p_AD"]
+    assert set(predictions["image_id"]) == set(split["image_id"])
+    assert predictions[["p_CN", "p_AD"]].sum(axis=1).round(5).eq(1).all()
+    main(args("interpret", "--ckpt_path", ckpt, "--ig_steps", "2", "--bootstrap", "20", "--max_images", "2"))
+    images = pd.read_csv(root / "interpret" / "images.csv")
+    assert len(images) == 2 and set(images["group"]) <= {"CN", "AD"}

@@ -101,8 +101,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--bootstrap", type=int, default=2000)
     args = parser.parse_args()
-    Run().cohort()
-    Run().datamodule.fill_cache()  # the cohort and its cache exist before any clock starts
+    default = Run()
+    default.cohort()
+    default.datamodule.fill_cache()  # the cohort and its cache exist before any clock starts
     cores = len(os.sched_getaffinity(0))
     print(
         f"embedded synthetic config (200 subjects, 48³ inputs), {args.epochs} epochs, {args.trials} trials per "

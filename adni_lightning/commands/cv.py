@@ -96,15 +96,21 @@ def _check_same_config(root: Path, record: dict, report_only: bool) -> None:
     path = root / CONFIG_FILE
     if report_only and not path.is_file():
         raise _nothing_ran(path, root)
-    if not report_only and write_once(path, yaml.safe_dump(record, sort_keys=True).encode(), "--root"):
-        return
-    saved = yaml.safe_load(path.read_text())
-    if saved != record:
-        differing = sorted(_differences(saved, record))
+    differing = record_differences(path, record, save=not report_only)
+    if differing:
         raise CrossValidationError(
             f"cv: {root} holds folds run with another configuration ({', '.join(differing[:6])} differ); "
             "use another --root, or delete it"
         )
+
+
+def record_differences(path: Path, record: dict, save: bool = True) -> list[str]:
+    """The dotted keys in which the record saved at ``path`` differs from ``record``; with ``save``, ``record`` is
+    saved there first unless one is (whole and once: of concurrent processes, the first to get there writes it).
+    """
+    if save and write_once(path, yaml.safe_dump(record, sort_keys=True).encode(), "--root"):
+        return []
+    return sorted(_differences(yaml.safe_load(path.read_text()), record))
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:

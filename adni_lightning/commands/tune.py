@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import yaml
 
-from adni_lightning.atomic import output_dir, write_once, write_text
+from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.cli import CONFIG_DIR
 from adni_lightning.commands.cv import (
     CHECKPOINT_NOTE,
@@ -48,6 +48,7 @@ from adni_lightning.commands.cv import (
     SPLIT_FILE,
     CrossValidationError,
     check_no_validation_choice,
+    record_differences,
     report,
     run_fold,
 )
@@ -127,13 +128,11 @@ def _config_record(run: Run, space: list[Dimension], settings: dict[str, Any]) -
 def _check_same_search(root: Path, record: dict[str, Any]) -> None:
     """Save what the workers in ``root`` search once; refuse a worker that would search something else."""
     path = root / CONFIG_FILE
-    if write_once(path, yaml.safe_dump(record, sort_keys=True).encode(), "--root"):
-        return
-    saved = yaml.safe_load(path.read_text())
-    if saved != record:
-        differing = [k for k in ("settings", "space", "config") if saved.get(k) != record.get(k)]
+    differing = {key.split(".")[0] for key in record_differences(path, record)}
+    if differing:
+        parts = [k for k in ("settings", "space", "config") if k in differing]
         raise TuneError(
-            f"tune: {root} holds a search with another {' and '.join(differing)} ({path}); a worker must run the "
+            f"tune: {root} holds a search with another {' and '.join(parts)} ({path}); a worker must run the "
             "same command: use another --root, or delete it"
         )
 
@@ -192,17 +191,17 @@ def _save_choice(chosen: Run, choice: dict[str, Any], path: Path) -> None:
     write_text(path, header + yaml.safe_dump(config, sort_keys=False), "--root")
 
 
-def _finish_fold(run: Run, root: Path, folder: Path, split: pd.DataFrame, fold: int) -> None:
+def _finish_fold(run: Run, root: Path, folder: Path, split: pd.DataFrame, folds: int, fold: int) -> None:
     """Outer fold ``fold`` of ``run`` in ``folder``, on the outer split of ``root``, unless it has finished."""
     if not (folder / f"fold_{fold}" / OOF_FILE).exists():
         test = bool((split["split"] == "test").any())
-        run_fold(run, folder, int(split["fold"].max()) + 1, fold, test, root / SPLIT_FILE)
+        run_fold(run, folder, folds, fold, test, root / SPLIT_FILE)
 
 
 def _defaults(run: Run, root: Path, split: pd.DataFrame, folds: int, wait: bool) -> None:
     """The default configuration on the outer folds: the free folds (``wait``: and then those others hold)."""
     for k in range(folds):
-        _job(root, f"default_{k}", wait, lambda k=k: _finish_fold(run, root, root / DEFAULT_ARM, split, k))
+        _job(root, f"default_{k}", wait, lambda k=k: _finish_fold(run, root, root / DEFAULT_ARM, split, folds, k))
 
 
 def _job(root: Path, name: str, wait: bool, work: Any) -> None:
@@ -296,9 +295,9 @@ def tune(
         threads: torch threads of this worker (default: the cores it may run on).
         bootstrap: bootstrap resamples (over subjects) for the nested report's CIs.
     """
-    names = metric_names(run.datamodule.classes)
-    if metric not in names:
-        raise TuneError(f"tune: --metric {metric} is not one of {names}")
+    metrics = metric_names(run.datamodule.classes)
+    if metric not in metrics:
+        raise TuneError(f"tune: --metric {metric} is not one of {metrics}")
     if trials < 1 or inner_folds < 2 or (outer_folds is not None and outer_folds < 2):
         raise TuneError(
             f"tune: need --trials ≥ 1, --inner_folds ≥ 2 and --outer_folds ≥ 2, got {trials}, {inner_folds}, "
@@ -325,11 +324,12 @@ def tune(
     manifest = dm.fill_cache()
     deadline = time.monotonic() + (timeout if timeout is not None else math.inf)
     with Worker(root) as worker:
-        if worker.peers_on_host() * count > (os.cpu_count() or 1):
+        peers = worker.peers_on_host()
+        if peers * count > (os.cpu_count() or 1):
             log.warning(
                 "tune: %d workers on this machine with %d thread(s) each share %d cores: give each its own cores "
                 "(--threads, taskset -c, srun --cpus-per-task)",
-                worker.peers_on_host(),
+                peers,
                 count,
                 os.cpu_count(),
             )
@@ -337,17 +337,17 @@ def tune(
         if outer_folds:
             split = cross_validation_split(manifest, dm.split_spec, outer_folds, root / SPLIT_FILE, dm.classes)
             dealt = split["fold"] >= 0
-            names_ = [f"outer_{k}" for k in range(outer_folds)]
-            for k, name in enumerate(names_):
+            search_names = [f"outer_{k}" for k in range(outer_folds)]
+            for k, name in enumerate(search_names):
                 subjects = set(split.loc[dealt & (split["fold"] != k), "subject"])
                 _inner_split(run, manifest, subjects, inner_folds, output_dir(root / name, "--root") / INNER_SPLIT)
         else:
-            names_ = ["search"]
+            search_names = ["search"]
             inner = output_dir(root / "search", "--root") / INNER_SPLIT
             cross_validation_split(manifest, dm.split_spec, inner_folds, inner, dm.classes)
         storage_ = open_storage(storage, root)
         searches = []
-        for name in names_:
+        for name in search_names:
             optuna.create_study(storage=storage_, study_name=name, direction="maximize", load_if_exists=True)
             search = Search(
                 name,
@@ -401,7 +401,7 @@ def _nested(
         write_text(root / search.name / "trials.csv", search.study().trials_dataframe().to_csv(index=False), "--root")
     for wait in (False, True):  # take the free refits; then wait for those other workers hold
         for k, chosen_run in enumerate(refits):
-            _job(root, f"refit_{k}", wait, lambda r=chosen_run, k=k: _finish_fold(r, root, root, split, k))
+            _job(root, f"refit_{k}", wait, lambda r=chosen_run, k=k: _finish_fold(r, root, root, split, folds, k))
     _defaults(run, root, split, folds, wait=True)
     chosen = pd.DataFrame(choices)
     _write_tune_report(root, chosen, space, settings)

@@ -434,17 +434,16 @@ def write_cv_report(
     other_references: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md``, ``cv_report.png`` and the calibration
-        files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
+    files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
 
-        ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
-        in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
-        processes each leave whole files. The paired section compares every other model with
-        ``reference_model`` (a ValueError if it is given but absent), and a section per model of ``other_references``
-    compares the others with it. With ``scaled_model`` among the models, its
-        calibration is also shown after cross-fitted temperature scaling, and the temperature fitted on all its
-        out-of-fold predictions is saved in :data:`CALIBRATION_FILE`. Returns the paths by key ``metrics``,
-        ``predictions``, ``report``, ``figure``, ``calibration``, ``reliability``, ``reliability_figure`` (and
-        ``temperature``).
+    ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
+    in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
+    processes each leave whole files. The paired section compares every other model with ``reference_model`` (a
+    ValueError if it is given but absent), and a section per model of ``other_references`` compares the others
+    with it. With ``scaled_model`` among the models, its calibration is also shown after cross-fitted temperature
+    scaling, and the temperature fitted on all its out-of-fold predictions is saved in :data:`CALIBRATION_FILE`.
+    Returns the paths by key ``metrics``, ``predictions``, ``report``, ``figure``, ``calibration``,
+    ``reliability``, ``reliability_figure`` (and ``temperature``).
     """
     models = sorted(frame["model"].unique())
     if reference_model is not None and reference_model not in models:

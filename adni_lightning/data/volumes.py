@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from adni_lightning.data.labels import DKT_PARCELS, FREESURFER_LUT, compact_lookup, label_ids
+from adni_lightning.data.labels import FASTSURFER_DEEP, FREESURFER_LUT, compact_lookup, label_ids
 from adni_lightning.data.preprocess import UnknownLabelError
 from adni_lightning.vocabulary import LabelId
 
@@ -45,43 +45,7 @@ ID_COLUMNS = ("image_id", "subject", "group", "age", "sex", "visit")
 
 #: Ids FastSurfer writes into ``aparc.DKTatlas+aseg.deep.mgz`` (background excluded); one missing from an
 #: image suggests a failed or different segmentation.
-FASTSURFER_DEEP_LABELS: tuple[LabelId, ...] = label_ids(
-    2,
-    4,
-    5,
-    7,
-    8,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    24,
-    26,
-    28,
-    31,
-    41,
-    43,
-    44,
-    46,
-    47,
-    49,
-    50,
-    51,
-    52,
-    53,
-    54,
-    58,
-    60,
-    63,
-    77,
-    *(1000 + p for p in DKT_PARCELS),
-    *(2000 + p for p in DKT_PARCELS),
-)
+FASTSURFER_DEEP_LABELS: tuple[LabelId, ...] = tuple(label for label in FASTSURFER_DEEP if label != 0)
 
 
 #: Why a label map without a labelled voxel is refused: it holds no brain, and no head size to normalise by.

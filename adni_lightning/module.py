@@ -117,7 +117,8 @@ class ADNIClassifier(L.LightningModule):
             )
         if deep_weight_decay is not None and not deep_weight_decay >= 0:
             raise OptionError(
-                f"model.deep_weight_decay {deep_weight_decay}: it must be 0 or more (null: the optimizer's weight decay)"
+                f"model.deep_weight_decay {deep_weight_decay}: it must be 0 or more "
+                "(null: the optimizer's weight decay)"
             )
         self.net = FUSIONS[fusion](image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
         if channels_last:
@@ -282,7 +283,7 @@ class ADNIClassifier(L.LightningModule):
         decay = self.hparams["deep_weight_decay"]
         if decay is None:
             return self.parameters()
-        wide = {id(p) for p in self.net.wide.parameters()}
+        wide = {id(p) for p in self.net.get_submodule("wide").parameters()}
         return [
             {"params": [p for p in self.parameters() if id(p) in wide]},
             {"params": [p for p in self.parameters() if id(p) not in wide], "weight_decay": decay},

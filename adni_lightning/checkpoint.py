@@ -30,6 +30,7 @@ from adni_lightning.errors import ProjectError
 #: Hyper-parameters that fix the network's shapes and the meaning of its outputs.
 MODEL_KEYS = (
     "image_encoder",
+    "fusion",
     "tabular_dim",
     "in_channels",
     "num_classes",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -23,15 +23,17 @@ from torchmetrics.classification import (
 
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.preprocess import InputKind
-from adni_lightning.errors import ProjectError
+from adni_lightning.errors import OptionError, ProjectError
 from adni_lightning.figures import confusion_figure, mid_slices
-from adni_lightning.models import FusionNet, ResNet3d
+from adni_lightning.models import FusionNet, ResNet3d, WideAndDeepNet
 from adni_lightning.schedules import CosineToMaxEpochs
 from adni_lightning.seeding import derived_seed, run_seed
 from adni_lightning.vocabulary import ClassName
 
 #: Checkpoint key of the DataModule's state, whatever the DataModule's class.
 DATA_STATE_KEY = "data"
+#: The network of each ``model.fusion``.
+FUSIONS: dict[str, type[FusionNet | WideAndDeepNet]] = {"concat": FusionNet, "wide_deep": WideAndDeepNet}
 
 
 class NonFiniteLossError(ProjectError, FloatingPointError):
@@ -58,7 +60,16 @@ class ADNIClassifier(L.LightningModule):
             :class:`~adni_lightning.models.ResNet3d`, :class:`~adni_lightning.models.SeedCNN`, ...).
         in_channels, num_classes, num_tabular_features, class_names, input_kind: linked from the DataModule by
             the CLI (``input_kind`` decides how volumes are drawn: FreeSurfer colours or grey).
-        tabular_dim, dropout: numeric branch width and dropout before the classifier.
+        tabular_dim, dropout: numeric branch width and dropout before the classifier (with ``wide_deep``: of the
+            deep branch).
+        fusion: ``concat`` classifies the image features concatenated with the embedded tabular features
+            (:class:`~adni_lightning.models.FusionNet`). ``wide_deep`` adds that network, its last layer started at
+            zero, to a linear model of the tabular features (:class:`~adni_lightning.models.WideAndDeepNet`): on a
+            small cohort the image branch can swamp a few informative numeric features (age, sex, volumes); starting
+            exactly at the linear model, the image must earn any correction it makes.
+        deep_weight_decay: with ``wide_deep``, the weight decay of the deep branch (image encoder, tabular branch,
+            classifier), while the wide layer keeps the optimizer's settings: a stronger decay holds the deep
+            correction near zero where the data do not pull it away. Null: the optimizer's for every parameter.
         optimizer, lr_scheduler: built on the parameters / optimizer (LightningCLI dependency injection).
         class_weighted_loss: weight cross-entropy by inverse class frequency of the training split.
         scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
@@ -81,6 +92,8 @@ class ADNIClassifier(L.LightningModule):
         input_kind: InputKind = "labelmap",
         tabular_dim: int = 64,
         dropout: float = 0.3,
+        fusion: Literal["concat", "wide_deep"] = "concat",
+        deep_weight_decay: float | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_weighted_loss: bool = False,
@@ -97,7 +110,17 @@ class ADNIClassifier(L.LightningModule):
         self.class_names = list(class_names or [ClassName(f"class{i}") for i in range(num_classes)])
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
-        self.net = FusionNet(image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
+        if deep_weight_decay is not None and fusion != "wide_deep":
+            raise OptionError(
+                f"model.deep_weight_decay {deep_weight_decay} applies to the deep branch of model.fusion wide_deep, "
+                f"and model.fusion is {fusion}: set model.fusion wide_deep, or leave model.deep_weight_decay null"
+            )
+        if deep_weight_decay is not None and not deep_weight_decay >= 0:
+            raise OptionError(
+                f"model.deep_weight_decay {deep_weight_decay}: it must be 0 or more "
+                "(null: the optimizer's weight decay)"
+            )
+        self.net = FUSIONS[fusion](image_encoder(in_channels), num_tabular_features, num_classes, tabular_dim, dropout)
         if channels_last:
             self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stub omits it
         if compile:
@@ -253,8 +276,21 @@ class ADNIClassifier(L.LightningModule):
         ]:
             writer.add_image(f"val/volumes/{image_id}_{group}", mid_slices(volume[0], labelmap), self.global_step)
 
+    def _parameter_groups(self) -> Any:
+        """Every parameter with the optimizer's settings or, with ``deep_weight_decay``, two groups: the wide layer
+        with the optimizer's settings, everything else (the deep branch) with that weight decay.
+        """
+        decay = self.hparams["deep_weight_decay"]
+        if decay is None:
+            return self.parameters()
+        wide = {id(p) for p in self.net.get_submodule("wide").parameters()}
+        return [
+            {"params": [p for p in self.parameters() if id(p) in wide]},
+            {"params": [p for p in self.parameters() if id(p) not in wide], "weight_decay": decay},
+        ]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self._parameter_groups())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

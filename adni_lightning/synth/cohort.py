@@ -213,6 +213,7 @@ class ImageSpec:
     wmh: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, z, radius) mm
     cortex_thickening: int = 0  # voxels of white matter the segmentation calls cortex
     missing_labels: tuple[int, ...] = ()  # ids the segmentation does not produce
+    effect_scale: float = 1.0  # factor on the disease effects (volume changes per severity, cortical thinning)
 
 
 # --- geometry ----------------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def _ellipsoid_q(
 # --- drawing -----------------------------------------------------------------------------------------------
 def _parcel_thickness(spec: ImageSpec) -> np.ndarray:
     """Cortical thickness per surface parcel: thinner with disease, temporal lobe first."""
-    return spec.cortex_mm * (1.0 - _CORTEX_THINNING * spec.severity * _WEIGHTS)
+    return spec.cortex_mm * (1.0 - _CORTEX_THINNING * spec.effect_scale * spec.severity * _WEIGHTS)
 
 
 def _nearest_parcel(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -513,13 +514,15 @@ def _draw_subject(cohort: SyntheticCohort, index: int, subject: str, group: str,
 
 
 def _volume_factors(
-    severity: float, age: int, jitter: dict[str, tuple[float, float]]
+    severity: float, age: int, jitter: dict[str, tuple[float, float]], effect_scale: float = 1.0
 ) -> dict[str, tuple[float, float]]:
-    """Disease × age × individual volume factor per structure and side."""
+    """Disease × age × individual volume factor per structure and side; ``effect_scale`` scales the change per
+    unit severity (exactly: at 1.0 every factor keeps its bits), never the age effect.
+    """
     decades = (age - 75) / 10
     factors = {}
     for name, (per_severity, per_decade, _) in _EFFECTS.items():
-        base = max(0.2, (1 + per_severity * severity) * (1 + per_decade * decades))
+        base = max(0.2, (1 + per_severity * effect_scale * severity) * (1 + per_decade * decades))
         factors[name] = (base * jitter[name][0], base * jitter[name][1])
     return factors
 
@@ -557,11 +560,12 @@ def _image_spec(subject: _Subject, cohort: SyntheticCohort, visit: int, image_id
         head_scale=subject.head_scale,
         rotation_deg=_xyz(rng.uniform(-4, 4, 3)),
         translation_mm=_xyz(rng.uniform(-3, 3, 3)),
-        volumes=_volume_factors(severity, age, subject.jitter),
+        volumes=_volume_factors(severity, age, subject.jitter, cohort.effect_scale),
         cortex_mm=subject.cortex_mm * (1 - 0.02 * decades),
         wmh=wmh,
         cortex_thickening=cohort.cortex_thickening,
         missing_labels=cohort.missing_labels,
+        effect_scale=cohort.effect_scale,
     )
 
 
@@ -731,6 +735,11 @@ class SyntheticCohort:
             that cannot be left out is refused with the list.
         clinical: also write an ADNIMERGE-like table of visits bl to m36 (:data:`CLINICAL_NAME`): the diagnosis
             at each visit (conversion sooner with a higher severity), MMSE and CDR-SB, for the tasks of ``data.task``.
+        effect_scale: factor on the disease signal in the images, from 0 to 2: the volume change per unit severity of
+            hippocampus, amygdala and ventricles and the cortical thinning; 0 leaves severity out of the images, 0.5
+            halves its effects. The same seed draws the same people, severities, poses and clinical table (age
+            effects and the WM hypointensities' count stay), so a cohort with a weaker or stronger signal is a
+            controlled second cohort.
     """
 
     subjects: int = 200
@@ -744,6 +753,7 @@ class SyntheticCohort:
     cortex_thickening: int = 0
     missing_labels: tuple[int, ...] = ()
     clinical: bool = False
+    effect_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.subjects < 10_000 or self.size < 8 or not 0 <= self.second_visit_fraction <= 1:
@@ -757,6 +767,7 @@ class SyntheticCohort:
             "age_shift": (abs(self.age_shift) <= 20, "from -20 to 20 (years)"),
             "head_scale": (0.5 <= self.head_scale <= 1.25, "from 0.5 to 1.25 (a larger head leaves the 256 mm view)"),
             "cortex_thickening": (self.cortex_thickening >= 0, "0 or more (voxels)"),
+            "effect_scale": (0 <= self.effect_scale <= 2, "from 0 to 2 (0: no disease signal in the images)"),
             "missing_labels": (
                 set(self.missing_labels) <= set(MISSABLE_LABELS),
                 f"ids among {list(MISSABLE_LABELS)} (the structures without a disease effect)",

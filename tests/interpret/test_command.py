@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 
+from adni_lightning.cli import DEFAULT_CONFIG
 from adni_lightning.commands import parser
 from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError
 from adni_lightning.data.contract import ContractError
@@ -20,7 +22,7 @@ from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.interpret.callback import Interpreter
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
-from tests.helpers import tiny_args
+from tests.helpers import tiny_args, trained_run
 
 pytest.importorskip("captum")
 
@@ -214,3 +216,22 @@ def test_missing_captum_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     with pytest.raises(ImportError, match=r"pip install 'adni_lightning\[interpret\]'"):
         captum_attr()
+
+
+def test_a_wide_and_deep_run_trains_saves_and_is_interpreted(tmp_path, cohort_template, capsys):
+    """``--model.fusion wide_deep``: a run trains, its checkpoint rebuilds the network, IG and occlusion run on it."""
+    wide_deep = ("--model.fusion", "wide_deep", "--model.deep_weight_decay", "0.5")
+    run = trained_run(tmp_path, cohort_template, *wide_deep)
+    checkpoint = torch.load(run["ckpt"], map_location="cpu", weights_only=True)
+    assert (checkpoint["hyper_parameters"]["fusion"], checkpoint["hyper_parameters"]["deep_weight_decay"]) == (
+        "wide_deep",
+        0.5,
+    )
+    assert checkpoint["state_dict"]["net.deep.classifier.weight"].abs().sum() > 0  # the deep branch moved off zero
+    decay = yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["optimizer"]["init_args"]["weight_decay"]
+    assert [group["weight_decay"] for group in checkpoint["optimizer_states"][0]["param_groups"]] == [decay, 0.5]
+    main(interpret_args(run, "--max_images", "2", *wide_deep))
+    images = pd.read_csv(run["run"] / "interpret" / "images.csv", dtype={"image_id": str})
+    assert len(images) == 2 and (images["occlusion_s"] > 0).all() and (images["ig_s"] > 0).all()
+    assert (images["ig_convergence_delta"].abs() < 0.5).all()
+    assert "interpret: 2 val image(s) explained" in capsys.readouterr().out

@@ -1,4 +1,6 @@
-"""FusionNet and TabularNet: shapes, gradient flow, use of the tabular input, dropout."""
+"""FusionNet and TabularNet: shapes, gradient flow, use of the tabular input, dropout; WideAndDeepNet starts at its
+linear model and moves away from it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import torch
 from torch import nn
 
 from adni_lightning.errors import OptionError
-from adni_lightning.models import FusionNet, ResNet3d, SeedCNN, TabularNet
+from adni_lightning.models import FusionNet, ResNet3d, SeedCNN, TabularNet, WideAndDeepNet
 
 
 def make_fusion(encoder: str, in_channels: int = 2, dropout: float = 0.3) -> FusionNet:
@@ -85,3 +87,34 @@ def test_encoder_weights_are_kept() -> None:
 def test_encoder_without_out_features_rejected() -> None:
     with pytest.raises(OptionError, match="out_features"):
         FusionNet(nn.Conv3d(1, 1, 3), num_tabular_features=2, num_classes=3)
+
+
+def make_wide_deep(seed: int = 0) -> WideAndDeepNet:
+    torch.manual_seed(seed)
+    return WideAndDeepNet(ResNet3d(2, widths=(8, 16), blocks=(1, 1)), num_tabular_features=5, num_classes=3)
+
+
+def test_wide_and_deep_starts_exactly_at_its_linear_model() -> None:
+    model = make_wide_deep()
+    image, tabular = torch.randn(4, 2, 16, 16, 16), torch.randn(4, 5)
+    for mode in (model.eval, model.train):  # dropout or not: the deep branch adds exactly nothing
+        mode()
+        with torch.no_grad():
+            assert torch.equal(model.deep(image, tabular), torch.zeros(4, 3))
+            assert torch.equal(model(image, tabular), model.wide(tabular))
+            assert not torch.equal(model(image, tabular), model(image, tabular.flip(0)))  # the linear model is live
+    assert model.wide.weight.abs().sum() > 0
+
+
+def test_one_step_moves_the_deep_branch_away_from_zero() -> None:
+    model = make_wide_deep()
+    image, tabular, label = torch.randn(4, 2, 16, 16, 16), torch.randn(4, 5), torch.tensor([0, 1, 2, 0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(model(image, tabular), label).backward()
+    assert model.deep.classifier.weight.grad.abs().sum() > 0 and model.wide.weight.grad.abs().sum() > 0
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        deep = model.deep(image, tabular)
+    assert deep.abs().min() > 0
+    assert not torch.allclose(deep[0], deep[1])  # it depends on the input, not only on a bias

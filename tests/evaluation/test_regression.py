@@ -75,7 +75,10 @@ def test_metrics_equal_sklearn_and_scipy() -> None:
         y = rng.normal(70, 8, n)
         p = 0.6 * y + rng.normal(28, 4, n)
         expected = sklearn_metrics(y, p)
-        for got in (regression_metrics(y, p), {k: v[0] for k, v in weighted_regression_metrics(y, p, [np.ones(n)]).items()}):
+        for got in (
+            regression_metrics(y, p),
+            {k: v[0] for k, v in weighted_regression_metrics(y, p, [np.ones(n)]).items()},
+        ):
             assert got.keys() == expected.keys()
             for name in REGRESSION:
                 assert got[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-12), (n, name)
@@ -254,7 +257,9 @@ def test_regression_report_files(regression_report: tuple[pd.DataFrame, dict]) -
     assert metrics["fold"].astype(str).tolist() == ["0", "1", "2", "3", "mean", "sd"] * 2
     expected = fold_table(frame, ())
     finished = metrics[metrics["note"].isna() | (metrics["note"] == "")]
-    assert finished["mae"].tolist() == pytest.approx(expected[expected["fold"].astype(str).str.isdigit()]["mae"].tolist())
+    assert finished["mae"].tolist() == pytest.approx(
+        expected[expected["fold"].astype(str).str.isdigit()]["mae"].tolist()
+    )
     assert metrics.loc[metrics["fold"].astype(str) == "3", "note"].eq("not finished").all()
     image = imread(paths["scatter"])
     assert image.shape[0] > 300 and image.shape[1] > 600  # two panels

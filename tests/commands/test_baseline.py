@@ -186,11 +186,8 @@ def test_the_score_baseline_recovers_a_linear_score():
     assert list(predictions.columns) == expected and (predictions["model"] == "baseline").all()
     oof = predictions[predictions["set"] == "oof"]
     assert sorted(oof["image_id"]) == sorted(split.loc[split["split"] != "test", "image_id"])
-    assert (
-        oof.set_index("image_id")["target"]
-        .sort_index()
-        .equals(volumes.set_index("image_id")["group"][oof["image_id"]].sort_index())
-    )
+    truth = volumes.set_index("image_id")["group"]
+    assert oof.set_index("image_id")["target"].sort_index().equals(truth[oof["image_id"]].sort_index())
     test = predictions[predictions["set"] == "test"]
     assert len(test) == 3 * (split["split"] == "test").sum()
     for part in (oof, test):

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from adni_lightning.data.volumes import LABELLED, structure_columns
+from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.metrics import PREDICTION, TRUTH
 from adni_lightning.vocabulary import ClassName
 
@@ -31,6 +32,12 @@ MODEL_NAME = "baseline"
 #: Ridge penalties the inner cross-validation chooses from (on standardised features), and its fold count.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 INNER_FOLDS = 5
+
+
+class BaselineError(ProjectError, ValueError):
+    """The score baseline cannot be fitted on this cohort or split (a target that is no number, too few subjects)."""
+
+
 _MONTH = re.compile(r"^m(\d+)$")
 #: Visit codes of the first scans, in time order: screening (MRI), then baseline.
 _FIRST_CODES = {"sc": 0, "scmri": 1, "bl": 2}
@@ -160,15 +167,22 @@ def score_baseline_predictions(volumes: pd.DataFrame, split: pd.DataFrame, drop_
     target = pd.to_numeric(rows[TRUTH], errors="coerce").to_numpy(float)
     bad = rows.loc[~np.isfinite(target), "image_id"].tolist()
     if bad:
-        raise ValueError(f"image(s) {', '.join(bad[:5])}: the score target is not a finite number")
+        raise BaselineError(
+            f"baseline: {len(bad)} image(s) have a score that is not a finite number (e.g. {', '.join(bad[:5])}): "
+            "leave them out of the task (data.task: their clinical value is missing)"
+        )
     x = features(rows).drop(columns=["age"] if drop_age else [])
     parts = []
     for fold in folds:
         train = (~held_out & (rows["fold"] != fold)).to_numpy()
         subjects = rows.loc[train, "subject"]
-        if subjects.nunique() < 2:
-            raise ValueError(f"fold {fold}: {subjects.nunique()} training subject(s), the inner folds need 2")
-        model = make_regressor(subjects.nunique()).fit(x[train], target[train], groups=subjects.to_numpy())
+        n_subjects = subjects.nunique()
+        if n_subjects < 2:
+            raise BaselineError(
+                f"baseline: fold {fold} trains on {n_subjects} subject(s); choosing the ridge penalty holds out "
+                "subjects of the training side, so it needs at least 2: add subjects or use fewer --folds"
+            )
+        model = make_regressor(n_subjects).fit(x[train], target[train], groups=subjects.to_numpy())
         for name, mask in (("oof", ~held_out & (rows["fold"] == fold)), ("test", held_out)):
             part = rows.loc[mask, ["image_id", "subject", "group", "visit", "first_visit"]].assign(fold=fold, set=name)
             prediction = model.predict(x[mask]) if mask.any() else np.empty(0)

@@ -19,6 +19,7 @@ from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, saved_form, split_subjects
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.evaluation.baseline import (
+    BaselineError,
     baseline_predictions,
     describe,
     is_age,
@@ -232,3 +233,24 @@ def test_write_baseline_follows_the_task(tmp_path):
     assert {"target", "prediction"} <= set(written.columns) and not any(c.startswith("p_") for c in written.columns)
     np.testing.assert_allclose(written["prediction"], predictions.loc[predictions["set"] == "oof", "prediction"])
     assert (tmp_path / "baseline" / "test_predictions.csv").is_file()
+
+
+def test_the_score_baseline_refuses_a_missing_score_and_a_fold_of_one_training_subject():
+    volumes, split = score_volumes()
+    volumes.loc[[3, 5], "group"] = np.nan
+    with pytest.raises(BaselineError) as refused:
+        score_baseline_predictions(volumes, split, drop_age=False)
+    images = ", ".join(volumes.loc[[3, 5], "image_id"])
+    assert str(refused.value) == (
+        f"baseline: 2 image(s) have a score that is not a finite number (e.g. {images}): leave them out of the task "
+        "(data.task: their clinical value is missing)"
+    )
+    volumes, split = score_volumes(n_subjects=8)  # subjects 6 and 7: one per fold of 2 folds
+    fold = split["fold"].where(split["fold"] < 0, split["subject"].map({"S06": 0, "S07": 1}))
+    two_folds = split.assign(fold=fold.astype(int))
+    with pytest.raises(BaselineError) as refused:
+        score_baseline_predictions(volumes, two_folds, drop_age=False)
+    assert str(refused.value) == (
+        "baseline: fold 0 trains on 1 subject(s); choosing the ridge penalty holds out subjects of the training side, "
+        "so it needs at least 2: add subjects or use fewer --folds"
+    )

@@ -11,7 +11,8 @@ chosen by validation score, and schedules or callbacks that react to validation 
 the held-out fold never chooses anything. Finished folds are skipped, an interrupted one resumes from its
 ``last.ckpt``, and the report covers whatever folds are complete, naming the others. Beside the CNN the report
 scores the regional-volume baseline on the same folds and their mean (``cnn+baseline``), each with CIs and the
-paired difference against the baseline. ``--report_only`` never
+paired difference against the baseline. A score task (MMSE, CDR-SB, age: folds that predict a ``prediction``, no
+``p_`` columns) is reported with regression metrics, a ridge baseline and no calibration. ``--report_only`` never
 trains: it writes the report of the folds that exist (the last step of a SLURM array of ``--fold K`` jobs).
 
 Files shared by the folds (``split.csv``/``split.json``, ``cv_config.yaml``, the report) are written whole under a
@@ -39,8 +40,16 @@ from adni_lightning.data.split import cross_validation_split
 from adni_lightning.data.volumes import regional_volumes
 from adni_lightning.environment import FILENAME as ENVIRONMENT_FILE
 from adni_lightning.errors import ProjectError
-from adni_lightning.evaluation.baseline import first_visit_flags
-from adni_lightning.evaluation.metrics import bootstrap_ci, frame_metrics, prob_columns
+from adni_lightning.evaluation.baseline import describe, first_visit_flags
+from adni_lightning.evaluation.metrics import (
+    PREDICTION,
+    REGRESSION,
+    TRUTH,
+    bootstrap_ci,
+    frame_metrics,
+    is_regression,
+    prob_columns,
+)
 from adni_lightning.evaluation.report import mark_missing, write_cv_report
 from adni_lightning.prediction_writer import PredictionWriter
 from adni_lightning.run import Run
@@ -196,7 +205,7 @@ def cross_validate(
         fold: run only this fold, then report what is complete.
         report_only: train nothing: write the report of the folds that have finished (after a SLURM array of
             --fold K).
-        no_baseline: skip the regional-volume logistic regression.
+        no_baseline: skip the regional-volume baseline (logistic regression; ridge regression for a score task).
         bootstrap: bootstrap resamples (over subjects) for the CIs.
         repeats: repeat the whole CV with split seeds seed, seed+1, ... (repeat_R/).
     """
@@ -285,7 +294,7 @@ def report(
 ) -> Path:
     """Merge the finished folds (and the baseline on the same folds) into ``cv_metrics.csv`` and the report, with the
     first model's calibration and the temperature that ``predict --calibration`` applies (fitted on the finished
-    folds).
+    folds); folds that predict a score (``dm.task`` a score task) get the regression report, without calibration.
 
     ``arms`` names each trained model and the folder of its ``fold_K`` runs (default ``{"cnn": root}``); a fold
     counts as finished when every arm has finished it. The baseline, the mean of the first arm and the baseline,
@@ -319,10 +328,12 @@ def report(
     predictions = predictions.merge(visits.drop(columns="subject"), on="image_id", how="left", validate="many_to_one")
     oof = predictions[(predictions["set"] == "oof") & predictions["fold"].isin(done)]
     notes = list(notes)
+    task = getattr(dm, "task", None)
     if baseline:
-        notes.append("baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds.")
+        outputs = "predictions" if is_regression(predictions) else "probabilities"
+        notes.append(describe(task))
         notes.append(
-            f"{ensemble}: the mean of the `{first}` model's and the baseline's probabilities, both fitted on each "
+            f"{ensemble}: the mean of the `{first}` model's and the baseline's {outputs}, both fitted on each "
             "fold's training side; it chose nothing, so it is as honest as its members."
         )
     paths = write_cv_report(
@@ -335,22 +346,29 @@ def report(
         n_resamples=n_resamples,
         scaled_model=first,
         other_references=references,
+        target=str(getattr(task, "column", None) or "score"),
     )
     test = predictions[predictions["set"] == "test"]
     if len(test):
         _test_report(root, test, classes, n_resamples, missing)
-    print(f"cv: temperature for predict --calibration in {paths['temperature']}")
+    if "temperature" in paths:
+        print(f"cv: temperature for predict --calibration in {paths['temperature']}")
     print(f"cv: report in {root / 'cv_report.md'}" + (f" (folds {missing} not finished)" if missing else ""))
     return root
 
 
 def members_mean(predictions: pd.DataFrame, members: Sequence[str], name: str = ENSEMBLE) -> pd.DataFrame:
-    """A model of its own, ``name``: per image, fold and set, the mean of ``members``' probabilities, for the images
-    every member predicted.
+    """A model of its own, ``name``: per image, fold and set, the mean of ``members``' probabilities (of a regression
+    frame: of their predictions, with the first member's target and group), for the images every member predicted.
     """
+    part = predictions[predictions["model"].isin(members)]
+    if is_regression(predictions):
+        keys = ["image_id", "subject", "fold", "set"]
+        complete = part.groupby(keys)["model"].transform("nunique") == len(members)
+        means = {"group": "first", TRUTH: "first", PREDICTION: "mean"}
+        return part[complete].groupby(keys, as_index=False, sort=False).agg(means).assign(model=name)
     columns = [c for c in predictions.columns if c.startswith("p_")]
     keys = ["image_id", "subject", "group", "fold", "set"]
-    part = predictions[predictions["model"].isin(members)]
     complete = part.groupby(keys)["model"].transform("nunique") == len(members)
     mean = part[complete].groupby(keys, as_index=False, sort=False)[columns].mean()
     return mean.assign(model=name)
@@ -359,17 +377,20 @@ def members_mean(predictions: pd.DataFrame, members: Sequence[str], name: str = 
 def _baseline(
     root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: Sequence[ClassName], dm: ADNIDataModule
 ) -> pd.DataFrame:
-    return write_baseline(root, regional_volumes(manifest, dm.cache), split, classes, dm.split_spec.seed)
+    volumes = regional_volumes(manifest, dm.cache)
+    return write_baseline(root, volumes, split, classes, dm.split_spec.seed, getattr(dm, "task", None))
 
 
 def _test_report(
     root: Path, test: pd.DataFrame, classes: Sequence[ClassName], n_resamples: int, missing: Sequence[int]
 ) -> None:
-    """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble); missing
-    folds are marked as in ``cv_metrics.csv``.
+    """The held-out test split: every fold model alone, and their averaged probabilities (the ensemble; of a
+    regression frame: their averaged predictions); missing folds are marked as in ``cv_metrics.csv``.
     """
-    columns = prob_columns(classes)
-    keys = ["image_id", "subject", "group", "visit", "first_visit"]
+    regression = is_regression(test)
+    columns = [PREDICTION] if regression else prob_columns(classes)
+    keys = ["image_id", "subject", "group", "visit", "first_visit", *([TRUTH] if regression else [])]
+    intervals_of = REGRESSION if regression else ("bacc", "auroc")
     rows: list[dict[str, object]] = []
     for model, frame in test.groupby("model"):
         ensemble = frame.groupby(keys, as_index=False)[columns].mean().assign(model=f"{model}-ensemble")
@@ -380,10 +401,7 @@ def _test_report(
                 "model": f"{model}-ensemble",
                 "fold": "all",
                 **frame_metrics(ensemble, classes),
-                **{
-                    f"{m}_ci": f"[{intervals[m]['ci_low']:.3f}, {intervals[m]['ci_high']:.3f}]"
-                    for m in ("bacc", "auroc")
-                },
+                **{f"{m}_ci": f"[{intervals[m]['ci_low']:.3f}, {intervals[m]['ci_high']:.3f}]" for m in intervals_of},
             }
         )
         for fold, part in frame.groupby("fold"):

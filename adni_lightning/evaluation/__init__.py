@@ -1,4 +1,6 @@
-"""Statistics and reports of cross-validated evaluation: pooled OOF metrics with subject-bootstrap CIs."""
+"""Statistics and reports of cross-validated evaluation: pooled OOF metrics with subject-bootstrap CIs, for
+classification and for score regression.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from adni_lightning.evaluation.metrics import (
     fold_table,
     frame_metrics,
     interval_table,
+    is_regression,
     metric_names,
     paired_difference,
     paired_parts,
     prob_columns,
+    regression_metrics,
     subject_level,
+    weighted_regression_metrics,
 )
 from adni_lightning.evaluation.report import write_cv_report
 
@@ -28,10 +33,13 @@ __all__ = [
     "fold_table",
     "frame_metrics",
     "interval_table",
+    "is_regression",
     "metric_names",
     "paired_difference",
     "paired_parts",
     "prob_columns",
+    "regression_metrics",
     "subject_level",
+    "weighted_regression_metrics",
     "write_cv_report",
 ]

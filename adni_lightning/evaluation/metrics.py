@@ -8,7 +8,10 @@ too narrow. Metrics come from scikit-learn; the confusion-matrix metrics are als
 resamples at once, so that 2000 resamples take seconds (AUROC, which needs sklearn per resample, dominates).
 
 A predictions frame has one row per image: ``image_id, subject, group, fold, model`` (``visit`` and
-``first_visit`` optional) and a ``p_<class>`` probability column per class.
+``first_visit`` optional) and a ``p_<class>`` probability column per class. A regression model's frame (a clinical
+score such as MMSE, or age) has ``target`` (the true score) and ``prediction`` instead of the ``p_`` columns: the
+functions below tell the two apart by those columns (:func:`is_regression`) and score it with MAE, RMSE, R² and
+Pearson r, bootstrapped over subjects in the same way (a subject drawn twice weighs its images twice).
 """
 
 from __future__ import annotations
@@ -26,13 +29,20 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     matthews_corrcoef,
+    mean_absolute_error,
+    r2_score,
     roc_auc_score,
+    root_mean_squared_error,
 )
 
 from adni_lightning.vocabulary import ClassName
 
 HEADLINE = ("bacc", "acc", "f1", "auroc", "mcc")
 PER_CLASS = ("sens", "spec", "ppv", "npv")
+#: The metrics of a regression frame, in order: errors in the score's units (lower is better), then agreement.
+REGRESSION = ("mae", "rmse", "r2", "r")
+#: The columns of a regression frame that the metrics read.
+TRUTH, PREDICTION = "target", "prediction"
 _CHUNK = 256  # resamples per block: bounds the (resamples × images) weight matrix
 
 
@@ -133,6 +143,69 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
     return out
 
 
+def is_regression(frame: pd.DataFrame) -> bool:
+    """A regression model's predictions frame: a ``prediction`` column and no ``p_<class>`` column."""
+    return PREDICTION in frame.columns and not any(str(c).startswith("p_") for c in frame.columns)
+
+
+def weighted_regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`REGRESSION` metrics with a weight per image, vectorised over the leading axes of ``weights`` ``(..., n)``.
+
+    A weight of c counts the image c times, so a row of subject-bootstrap counts (:func:`resample_counts`) gives the
+    metrics of that resample without building it. Equal to sklearn's (weighted) MAE, RMSE and R² and to the weighted
+    Pearson r; R² is NaN where the weighted truth is constant, r where either side is (sklearn would return 0 or 1).
+    """
+    y, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    w = np.asarray(weights, float)
+    # Centred first (R² and r do not move): the squares below then lose nothing to large scores such as ages.
+    error, y, p = y - p, y - y.mean(), p - p.mean()
+    total = w.sum(axis=-1)
+    drawn = w > 0
+
+    def spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Deviation from the weighted mean, and whether ``x`` takes one value only among the drawn images."""
+        constant = np.where(drawn, x, -np.inf).max(axis=-1) == np.where(drawn, x, np.inf).min(axis=-1)
+        return x - _ratio((w * x).sum(axis=-1), total)[..., None], constant
+
+    (dy, y_constant), (dp, p_constant) = spread(y), spread(p)
+    squares = (w * error**2).sum(axis=-1)
+    ss_y, ss_p, cross = ((w * a * b).sum(axis=-1) for a, b in ((dy, dy), (dp, dp), (dy, dp)))
+    return {
+        "mae": _ratio((w * np.abs(error)).sum(axis=-1), total),
+        "rmse": np.sqrt(_ratio(squares, total)),
+        "r2": np.where(y_constant, np.nan, 1 - _ratio(squares, ss_y)),
+        "r": np.where(y_constant | p_constant, np.nan, _ratio(cross, np.sqrt(ss_y * ss_p))),
+    }
+
+
+def regression_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray | None = None
+) -> dict[str, float]:
+    """MAE, RMSE and R² (sklearn, with ``sample_weight``) and Pearson r (weighted as the others).
+
+    R² is NaN where the truth is constant and r where either side is: undefined, not sklearn's 0 or 1 (which the
+    bootstrap could not tell from a real value). No warning is printed.
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape or len(y_true) == 0:
+        raise ValueError(f"need n > 0 targets and as many predictions, got {y_true.shape} and {y_pred.shape}")
+    if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
+        raise ValueError("targets and predictions must be finite")
+    weights = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight, float)
+    c = np.cov(y_true, y_pred, aweights=weights, bias=True)
+    constant = np.ptp(y_true[weights > 0]) == 0
+    r = float("nan") if constant or np.ptp(y_pred[weights > 0]) == 0 else float(c[0, 1] / np.sqrt(c[0, 0] * c[1, 1]))
+    with warnings.catch_warnings():  # R² of fewer than two images: undefined, and NaN already says so
+        warnings.simplefilter("ignore", sklearn.exceptions.UndefinedMetricWarning)
+        r2 = float("nan") if constant else float(r2_score(y_true, y_pred, sample_weight=weights))
+    return {
+        "mae": float(mean_absolute_error(y_true, y_pred, sample_weight=weights)),
+        "rmse": float(root_mean_squared_error(y_true, y_pred, sample_weight=weights)),
+        "r2": r2,
+        "r": r,
+    }
+
+
 def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -154,7 +227,13 @@ def _single_model(frame: pd.DataFrame) -> None:
 
 
 def frame_metrics(frame: pd.DataFrame, classes: Sequence[ClassName]) -> dict[str, float]:
-    """:func:`classification_metrics` of one model's predictions frame, pooled over its rows."""
+    """:func:`classification_metrics` (:func:`regression_metrics` for a regression frame) of one model's predictions
+    frame, pooled over its rows.
+    """
+    if is_regression(frame):
+        _require(frame, [TRUTH, PREDICTION])
+        _single_model(frame)
+        return regression_metrics(frame[TRUTH].to_numpy(float), frame[PREDICTION].to_numpy(float))
     _require(frame, ["group", *prob_columns(classes)])
     _single_model(frame)
     return classification_metrics(_labels(frame, classes), frame[prob_columns(classes)].to_numpy(float), classes)
@@ -173,14 +252,15 @@ def first_visits(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def subject_level(frame: pd.DataFrame, classes: Sequence[ClassName]) -> pd.DataFrame:
-    """One row per (model, subject): the mean probability over the subject's images.
+    """One row per (model, subject): the mean probability over the subject's images (of a regression frame: the
+    mean prediction and the mean target).
 
     ``group`` and ``fold`` are those of the subject's first-visit image (the first row in frame order when no
     image, or every image, is flagged ``first_visit``), so that a diagnosis changing across visits resolves to
     the baseline one. ``image_id`` is the subject (the row stands for all its images); ``n_images`` counts them.
     The result is again a predictions frame.
     """
-    probs = prob_columns(classes)
+    probs = [TRUTH, PREDICTION] if is_regression(frame) else prob_columns(classes)
     _require(frame, ["model", "subject", "group", "fold", *probs])
     keys = ["model", "subject"]
     head = frame.assign(_later=~_is_first(frame)).sort_values("_later", kind="stable").drop_duplicates(keys)
@@ -210,22 +290,33 @@ def bootstrap_samples(
     Resample ``r`` takes the subjects ``np.random.default_rng(seed).integers(0, S, (n_resamples, S))[r]`` (indices
     into the ``S`` sorted subjects), drawn with replacement, with all the images of each: a subject drawn twice
     counts its images twice. Two frames with the same subjects therefore get the same resamples, which is what
-    makes :func:`paired_difference` paired. A metric undefined in a resample is NaN there.
+    makes :func:`paired_difference` paired. A metric undefined in a resample is NaN there. A regression frame's
+    resamples are scored by :func:`weighted_regression_metrics`, each image weighted by its copies.
     """
-    probs = prob_columns(classes)
-    _require(frame, ["subject", "group", *probs])
+    regression = is_regression(frame)
+    columns = [TRUTH, PREDICTION] if regression else ["group", *prob_columns(classes)]
+    _require(frame, ["subject", *columns])
     _single_model(frame)
-    names = metric_names(classes) if metrics is None else list(metrics)
-    unknown = sorted(set(names) - set(metric_names(classes)))
+    known = list(REGRESSION) if regression else metric_names(classes)
+    names = known if metrics is None else list(metrics)
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {metric_names(classes)}")
-    k = len(classes)
-    y, proba = _labels(frame, classes), frame[probs].to_numpy(float)
+        raise ValueError(f"unknown metrics {unknown}; known: {known}")
     subject, subjects = pd.factorize(frame["subject"], sort=True)
-    cell = np.eye(k * k)[y * k + proba.argmax(axis=1)]  # one-hot confusion-matrix cell of each image
     draws = np.random.default_rng(seed).integers(0, len(subjects), size=(n_resamples, len(subjects)))
-    images = np.arange(len(frame))
     out = {name: np.empty(n_resamples) for name in names}
+    if regression:
+        truth, prediction = frame[TRUTH].to_numpy(float), frame[PREDICTION].to_numpy(float)
+        for start in range(0, n_resamples, _CHUNK):
+            copies = resample_counts(draws[start : start + _CHUNK], len(subjects))[:, subject]
+            values = weighted_regression_metrics(truth, prediction, copies)
+            for name in names:
+                out[name][start : start + len(copies)] = values[name]
+        return pd.DataFrame(out)
+    k = len(classes)
+    y, proba = _labels(frame, classes), frame[prob_columns(classes)].to_numpy(float)
+    cell = np.eye(k * k)[y * k + proba.argmax(axis=1)]  # one-hot confusion-matrix cell of each image
+    images = np.arange(len(frame))
     for start in range(0, n_resamples, _CHUNK):
         copies = resample_counts(draws[start : start + _CHUNK], len(subjects))[:, subject]  # (block, images)
         block = slice(start, start + len(copies))
@@ -279,7 +370,9 @@ def bootstrap_ci(
 
 
 def paired_parts(frame: pd.DataFrame, model_a: str, model_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two models' rows, aligned by ``image_id``; a ValueError unless they cover the same images."""
+    """The two models' rows, aligned by ``image_id``; a ValueError unless they cover the same images (and, for a
+    regression frame, give them the same target, to float32 precision: a network's target went through float32).
+    """
     _require(frame, ["model", "image_id", "subject", "group"])
     a, b = (frame[frame["model"] == m].sort_values("image_id").reset_index(drop=True) for m in (model_a, model_b))
     ids_a, ids_b = set(a["image_id"]), set(b["image_id"])
@@ -289,9 +382,12 @@ def paired_parts(frame: pd.DataFrame, model_a: str, model_b: str) -> tuple[pd.Da
             f"({len(ids_a)} images), {model_b!r} has {len(b)} rows ({len(ids_b)} images), "
             f"{len(ids_a & ids_b)} images in common"
         )
-    for column in ("subject", "group"):
+    regression = is_regression(frame)
+    for column in ("subject",) if regression else ("subject", "group"):
         if not a[column].equals(b[column]):
             raise ValueError(f"{model_a!r} and {model_b!r} disagree on the {column} of some images")
+    if regression and not np.allclose(a[TRUTH].to_numpy(float), b[TRUTH].to_numpy(float), rtol=1e-6, atol=1e-6):
+        raise ValueError(f"{model_a!r} and {model_b!r} disagree on the {TRUTH} of some images")
     return a, b
 
 

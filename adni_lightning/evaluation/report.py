@@ -5,7 +5,9 @@ that respects repeated visits of one subject, figures at subject level and at fi
 twice), a paired comparison with the baseline, per-class rates, the sample size, and an honest note when
 folds are missing; and whether the probabilities can be taken at their word (calibration, with a temperature
 fitted honestly, i.e. cross-fitted over the folds). :func:`write_cv_report` writes all of it from one out-of-fold
-predictions frame, so the numbers in the text are the numbers in the CSVs.
+predictions frame, so the numbers in the text are the numbers in the CSVs. A regression frame (a clinical score or
+age: ``target`` and ``prediction`` columns) gets the same report with MAE, RMSE, R² and Pearson r, a
+predicted-vs-true scatter in place of the confusion matrices, and no calibration (there are no probabilities).
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ from adni_lightning.evaluation.calibration import (
 from adni_lightning.evaluation.metrics import (
     HEADLINE,
     PER_CLASS,
+    PREDICTION,
+    REGRESSION,
+    TRUTH,
     bootstrap_samples,
     first_visits,
     fold_table,
     frame_metrics,
     interval_table,
+    is_regression,
     paired_difference,
     paired_parts,
     prob_columns,
@@ -62,7 +68,20 @@ NAMES = {
     "spec": "specificity",
     "ppv": "PPV",
     "npv": "NPV",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "r2": "R²",
+    "r": "Pearson r",
 }
+#: What a paired difference of each regression metric means, by its sign.
+REGRESSION_SIGNS = (
+    "Δ MAE and Δ RMSE below 0: the model errs less than the reference (better); Δ R² and Δ r above 0: it explains "
+    "more of the score (better)."
+)
+NO_CALIBRATION = (
+    "No calibration section and no temperature: they concern class probabilities, and a regression model predicts "
+    "a score."
+)
 #: The ``scaling`` of a row of the calibration files: the model's own probabilities, or cross-fitted temperatures.
 UNSCALED, SCALED = "none", "temperature (cross-fitted)"
 CALIBRATION_METRICS = ("ece", "brier", "nll")
@@ -208,14 +227,18 @@ def _model_section(
     ]
 
 
-def _paired_section(frame: pd.DataFrame, classes: Sequence[ClassName], reference: str, boot: _Bootstraps) -> list[str]:
-    lines = [
-        f"## Paired differences vs `{reference}`",
-        "",
-        "Difference model − reference; each resample draws the same subjects for both models.",
-        "",
-    ]
-    metrics, rows = ["bacc", "auroc"], []
+def _paired_section(
+    frame: pd.DataFrame,
+    classes: Sequence[ClassName],
+    reference: str,
+    boot: _Bootstraps,
+    metrics: Sequence[str] = ("bacc", "auroc"),
+    titles: Sequence[str] = ("Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"),
+    signs: str = "",
+) -> list[str]:
+    explained = "Difference model − reference; each resample draws the same subjects for both models."
+    lines = [f"## Paired differences vs `{reference}`", "", f"{explained} {signs}".rstrip(), ""]
+    metrics, rows = list(metrics), []
     for model in sorted(set(frame["model"]) - {reference}):
         pair = frame[frame["model"].isin([model, reference])]
         shared = set.intersection(*(set(part["image_id"]) for _, part in pair.groupby("model")))
@@ -237,9 +260,7 @@ def _paired_section(frame: pd.DataFrame, classes: Sequence[ClassName], reference
             [f"`{model}` − `{reference}`", level, *(interval(diffs[level], m, boot.n_resamples) for m in metrics)]
             for level in LEVELS
         ]
-    return lines + markdown_table(
-        ["comparison", "level", "Δ balanced accuracy [95% CI]", "Δ macro AUROC [95% CI]"], rows
-    )
+    return lines + markdown_table(["comparison", "level", *titles], rows)
 
 
 def _truth(part: pd.DataFrame, classes: Sequence[ClassName]) -> np.ndarray:
@@ -432,9 +453,12 @@ def write_cv_report(
     seed: int = 0,
     scaled_model: str | None = None,
     other_references: Sequence[str] = (),
+    target: str = "score",
 ) -> dict[str, Path]:
     """Write ``cv_metrics.csv``, ``oof_predictions.csv``, ``cv_report.md``, ``cv_report.png`` and the calibration
-    files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``.
+    files ``cv_calibration.csv``, ``cv_reliability.csv``, ``cv_reliability.png`` to ``out_dir``; for a regression
+    frame (:func:`~adni_lightning.evaluation.metrics.is_regression`) the first three and ``cv_scatter.png``, with
+    ``target`` naming the score (``classes`` and ``scaled_model`` are not used).
 
     ``cv_metrics.csv`` is the image-level :func:`fold_table`, each missing fold marked (:func:`mark_missing`), as
     in the report's banner and the figures' captions. Each file is written atomically: concurrent ``cv --fold K``
@@ -448,6 +472,10 @@ def write_cv_report(
     models = sorted(frame["model"].unique())
     if reference_model is not None and reference_model not in models:
         raise ValueError(f"reference model {reference_model!r} is not among the models {models}")
+    if is_regression(frame):
+        return _write_regression_report(
+            out_dir, frame, reference_model, missing_folds, notes, n_resamples, seed, other_references, target
+        )
     out_dir = output_dir(out_dir, OPTION)
     paths = {
         "metrics": out_dir / "cv_metrics.csv",
@@ -501,4 +529,123 @@ def write_cv_report(
         _confusion_figure(frame, classes, models, caption).savefig(tmp, format="png")
     with atomic_path(paths["reliability_figure"], OPTION) as tmp:
         reliability_figure(reliability, classes, caption).savefig(tmp, format="png")
+    return paths
+
+
+def _regression_data_section(frame: pd.DataFrame, models: Sequence[str], target: str) -> list[str]:
+    rows = []
+    for model in models:
+        part = frame[frame["model"] == model]
+        truth = part[TRUTH]
+        rows.append(
+            [
+                f"`{model}`",
+                _numbers(sorted(part["fold"].unique())),
+                str(len(part)),
+                str(part["subject"].nunique()),
+                str(len(first_visits(part))),
+                f"{fmt(truth.mean())} ± {fmt(truth.std(ddof=1))} ({fmt(truth.min())} to {fmt(truth.max())})",
+            ]
+        )
+    header = ["model", "folds", "images", "subjects", "first visits", f"{target}: mean ± sd (range)"]
+    return ["## Data", "", *markdown_table(header, rows)]
+
+
+def _regression_model_section(model: str, folds: dict[str, pd.DataFrame], boot: _Bootstraps) -> list[str]:
+    folds = {level: table[table["model"] == model] for level, table in folds.items()}
+    cis = {level: boot.ci(level, model) for level in LEVELS}
+    header = [
+        "metric",
+        *(f"{level}: {kind}" for level in LEVELS for kind in ("mean ± sd over folds", "pooled OOF [95% CI]")),
+    ]
+    rows = [
+        [
+            NAMES[m],
+            *(
+                cell
+                for level in LEVELS
+                for cell in (_mean_sd(folds[level], m), interval(cis[level], m, boot.n_resamples))
+            ),
+        ]
+        for m in REGRESSION
+    ]
+    return [f"## Model `{model}`", "", *markdown_table(header, rows)]
+
+
+def scatter_figure(frame: pd.DataFrame, models: Sequence[str], target: str, caption: str) -> Figure:
+    """Predicted against true score of every out-of-fold image, one panel per model, on shared axes with the
+    identity line (a perfect model lies on it); each title gives the pooled MAE and r.
+    """
+    fig = Figure(figsize=(3.6 * len(models), 3.8 + 0.4 * bool(caption)), dpi=100)
+    if caption:
+        fig.suptitle(caption, color="firebrick", fontsize=9, wrap=True)
+    values = frame[[TRUTH, PREDICTION]].to_numpy(float)
+    low, high = values.min(), values.max()
+    margin = 0.05 * (high - low) or 1.0
+    limits = (low - margin, high + margin)
+    for ax, model, colour in zip(fig.subplots(1, len(models), squeeze=False)[0], models, itertools.cycle(LINE_COLOURS)):
+        part = frame[frame["model"] == model]
+        figures = frame_metrics(part, ())
+        ax.plot(limits, limits, color="grey", linestyle=":", linewidth=1)
+        ax.scatter(part[TRUTH], part[PREDICTION], s=8, alpha=0.6, color=colour)
+        ax.set(xlim=limits, ylim=limits, xlabel=f"true {target}", ylabel=f"predicted {target}", aspect="equal")
+        ax.set_title(f"{model}: MAE {fmt(figures['mae'])}, r {fmt(figures['r'])} ({len(part)} images)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _write_regression_report(
+    out_dir: Path,
+    frame: pd.DataFrame,
+    reference_model: str | None,
+    missing_folds: Sequence[int],
+    notes: Sequence[str],
+    n_resamples: int,
+    seed: int,
+    other_references: Sequence[str],
+    target: str,
+) -> dict[str, Path]:
+    """:func:`write_cv_report` of a regression frame."""
+    models = sorted(frame["model"].unique())
+    out_dir = output_dir(out_dir, OPTION)
+    paths = {
+        "metrics": out_dir / "cv_metrics.csv",
+        "predictions": out_dir / "oof_predictions.csv",
+        "report": out_dir / "cv_report.md",
+        "scatter": out_dir / "cv_scatter.png",
+    }
+    levels = _levels(frame, ())
+    folds = {level: fold_table(part, ()) for level, part in levels.items()}
+    boot = _Bootstraps(levels, (), n_resamples, seed)
+    write_text(paths["metrics"], mark_missing(folds["image"], missing_folds).to_csv(index=False), OPTION)
+    write_text(paths["predictions"], frame.to_csv(index=False), OPTION)
+
+    lines = ["# Cross-validated evaluation", ""]
+    caption = f"{missing_text(missing_folds)}: these figures cover {_covered(frame)}" if missing_folds else ""
+    if caption:
+        lines += [f"> **{caption}.**", ""]
+    lines += [
+        (
+            f"Regression of {target}. MAE and RMSE are in the units of {target} (lower is better); R² is the "
+            "fraction of the variance of the true scores explained (1 is perfect, 0 is predicting their mean); r is "
+            f"Pearson's correlation of prediction and truth. Confidence intervals are {n_resamples}-resample "
+            f"percentile bootstrap intervals over subjects (seed {seed}): each resample draws subjects with "
+            "replacement and keeps all images of each drawn subject. Resamples where a metric is undefined (R² or r "
+            "of a constant score) are left out and their count shown. mean ± sd is over folds (sd with ddof=1). "
+            "Levels: every image; subject (mean prediction and mean true score over a subject's images); first "
+            "visits only. Predicted against true: `cv_scatter.png`."
+        ),
+        "",
+        *_regression_data_section(frame, models, target),
+    ]
+    for model in models:
+        lines += _regression_model_section(model, folds, boot)
+    references = [r for r in (reference_model, *other_references) if r is not None and r in models]
+    titles = [f"Δ {NAMES[m]} [95% CI]" for m in REGRESSION]
+    for reference in references if len(models) > 1 else []:
+        lines += _paired_section(frame, (), reference, boot, REGRESSION, titles, REGRESSION_SIGNS)
+    lines += ["## Notes", "", *(f"- {note}" for note in (*notes, NO_CALIBRATION)), ""]
+    write_text(paths["report"], "\n".join(lines), OPTION)
+    with atomic_path(paths["scatter"], OPTION) as tmp:
+        scatter_figure(frame, models, target, caption).savefig(tmp, format="png")
     return paths

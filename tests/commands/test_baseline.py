@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,12 +12,20 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from adni_lightning.atomic import WriteError
+from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.data.cache import VolumeCache
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, saved_form, split_subjects
 from adni_lightning.data.volumes import regional_volumes
-from adni_lightning.evaluation.baseline import baseline_predictions, visit_order
+from adni_lightning.evaluation.baseline import (
+    BaselineError,
+    baseline_predictions,
+    describe,
+    is_age,
+    score_baseline_predictions,
+    visit_order,
+)
 from adni_lightning.main import main
 from tests.helpers import tiny_args
 
@@ -143,3 +152,105 @@ def test_too_many_folds_names_the_subjects_per_group(cohort, tmp_path):
     with pytest.raises(ValueError, match="non-test subjects per group: CN 8, MCI 10, AD 6"):
         main(_run(cohort, tmp_path, "--folds", "7"))
     assert not (tmp_path / "run" / "cv" / "split.csv").exists()
+
+
+STRUCTURES = ["Left-Hippocampus", "Right-Hippocampus", "Left-Lateral-Ventricle", "Right-Amygdala"]
+
+
+def score_volumes(n_subjects: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Volumes whose score (the ``group`` column: the manifest's label of a score task) is a known linear function
+    of the left hippocampus fraction, 1–2 visits per subject; and a 3-fold split with a test side.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        for visit in ["sc", "m12"][: 1 + s % 2]:
+            labelled = rng.normal(1.4e6, 1e5)
+            fractions = rng.uniform([0.0025, 0.0025, 0.005, 0.001], [0.0035, 0.0035, 0.03, 0.002])
+            row = {"image_id": f"I{s:02d}{visit}", "subject": f"S{s:02d}", "age": rng.uniform(60, 90)}
+            row.update(sex="F" if s % 3 else "M", visit=visit, LabelledVolume=labelled)
+            row.update(dict(zip(STRUCTURES, fractions * labelled)))
+            row["group"] = 5.0 + 8000.0 * fractions[0]  # the score: a known line of one normalised volume
+            rows.append(row)
+    volumes = pd.DataFrame(rows)
+    fold_of = {f"S{s:02d}": (s % 3 if s >= 6 else -1) for s in range(n_subjects)}
+    split = volumes[["image_id", "subject", "group"]].assign(
+        split=volumes["subject"].map(lambda s: "test" if fold_of[s] < 0 else "cv"), fold=volumes["subject"].map(fold_of)
+    )
+    return volumes, split
+
+
+def test_the_score_baseline_recovers_a_linear_score():
+    volumes, split = score_volumes()
+    predictions = score_baseline_predictions(volumes, split, drop_age=False)
+    expected = ["image_id", "subject", "group", "visit", "first_visit", "fold", "set", "model", "target", "prediction"]
+    assert list(predictions.columns) == expected and (predictions["model"] == "baseline").all()
+    oof = predictions[predictions["set"] == "oof"]
+    assert sorted(oof["image_id"]) == sorted(split.loc[split["split"] != "test", "image_id"])
+    truth = volumes.set_index("image_id")["group"]
+    assert oof.set_index("image_id")["target"].sort_index().equals(truth[oof["image_id"]].sort_index())
+    test = predictions[predictions["set"] == "test"]
+    assert len(test) == 3 * (split["split"] == "test").sum()
+    for part in (oof, test):
+        np.testing.assert_allclose(part["prediction"], part["target"], atol=0.05)  # targets span 25 to 33
+
+
+def test_the_held_out_fold_chooses_nothing_in_the_score_baseline():
+    volumes, split = score_volumes()
+    before = score_baseline_predictions(volumes, split, drop_age=False).set_index(["set", "fold", "image_id"])
+    fold_1 = volumes["image_id"].isin(split.loc[(split["fold"] == 1), "image_id"])
+    permuted = volumes.copy()
+    permuted.loc[fold_1, "group"] = np.random.default_rng(1).permutation(permuted.loc[fold_1, "group"].to_numpy())
+    after = score_baseline_predictions(permuted, split, drop_age=False).set_index(["set", "fold", "image_id"])
+    assert not after.loc[("oof", 1), "target"].equals(before.loc[("oof", 1), "target"])
+    pd.testing.assert_series_equal(after.loc[("oof", 1), "prediction"], before.loc[("oof", 1), "prediction"])
+    pd.testing.assert_series_equal(after.loc[("test", 1), "prediction"], before.loc[("test", 1), "prediction"])
+    for fold in (0, 2):  # their models trained on fold 1's permuted scores
+        change = np.abs(after.loc[("oof", fold), "prediction"] - before.loc[("oof", fold), "prediction"]).max()
+        assert change > 1e-3
+
+
+def test_brain_age_leaves_age_out_of_the_features():
+    volumes, split = score_volumes()
+    volumes["group"] = volumes["age"]  # brain age: the target is the age
+    other_ages = volumes.assign(age=np.random.default_rng(2).uniform(60, 90, len(volumes)))
+    with_age = [score_baseline_predictions(v, split, drop_age=False)["prediction"] for v in (volumes, other_ages)]
+    without = [score_baseline_predictions(v, split, drop_age=True)["prediction"] for v in (volumes, other_ages)]
+    assert np.abs(with_age[0] - with_age[1]).max() > 1.0  # the age feature predicted the age
+    pd.testing.assert_series_equal(without[0], without[1])
+    assert is_age("Age") and is_age(" AGE") and not is_age("MMSE") and not is_age(None)
+    assert "age left out: it is the target" in describe(SimpleNamespace(regression=True, column="Age"))
+    assert "ridge regression of MMSE on ICV-normalised regional volumes + age + sex" in describe(
+        SimpleNamespace(regression=True, column="MMSE")
+    )
+    assert describe(None).startswith("baseline: logistic regression")
+
+
+def test_write_baseline_follows_the_task(tmp_path):
+    volumes, split = score_volumes()
+    predictions = write_baseline(tmp_path, volumes, split, [], 0, SimpleNamespace(regression=True, column="CDRSB"))
+    written = pd.read_csv(tmp_path / "baseline" / "oof_predictions.csv", dtype={"image_id": str})
+    assert {"target", "prediction"} <= set(written.columns) and not any(c.startswith("p_") for c in written.columns)
+    np.testing.assert_allclose(written["prediction"], predictions.loc[predictions["set"] == "oof", "prediction"])
+    assert (tmp_path / "baseline" / "test_predictions.csv").is_file()
+
+
+def test_the_score_baseline_refuses_a_missing_score_and_a_fold_of_one_training_subject():
+    volumes, split = score_volumes()
+    volumes.loc[[3, 5], "group"] = np.nan
+    with pytest.raises(BaselineError) as refused:
+        score_baseline_predictions(volumes, split, drop_age=False)
+    images = ", ".join(volumes.loc[[3, 5], "image_id"])
+    assert str(refused.value) == (
+        f"baseline: 2 image(s) have a score that is not a finite number (e.g. {images}): leave them out of the task "
+        "(data.task: their clinical value is missing)"
+    )
+    volumes, split = score_volumes(n_subjects=8)  # subjects 6 and 7: one per fold of 2 folds
+    fold = split["fold"].where(split["fold"] < 0, split["subject"].map({"S06": 0, "S07": 1}))
+    two_folds = split.assign(fold=fold.astype(int))
+    with pytest.raises(BaselineError) as refused:
+        score_baseline_predictions(volumes, two_folds, drop_age=False)
+    assert str(refused.value) == (
+        "baseline: fold 0 trains on 1 subject(s); choosing the ridge penalty holds out subjects of the training side, "
+        "so it needs at least 2: add subjects or use fewer --folds"
+    )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,8 @@ import yaml
 from matplotlib.image import imread
 
 from adni_lightning.atomic import WriteError
-from adni_lightning.commands.cv import ENSEMBLE, OOF_FILE, CrossValidationError
+from adni_lightning.commands import cv as cv_command
+from adni_lightning.commands.cv import ENSEMBLE, OOF_FILE, CrossValidationError, report
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitError, SplitSpec, saved_form, split_subjects
 from adni_lightning.evaluation.calibration import (
@@ -31,6 +33,7 @@ from adni_lightning.evaluation.calibration import (
     scale_temperature,
 )
 from adni_lightning.main import main
+from tests.commands.test_baseline import score_volumes
 from tests.helpers import TINY_CONFIGS, tiny_args
 
 
@@ -499,3 +502,61 @@ def test_baseline_needs_two_folds(cohort, tmp_path):
     with pytest.raises(SplitError, match=re.escape("--folds 1: cross-validation needs at least 2 folds")):
         main(tiny_args("baseline", tmp_path / "run", cohort, "--folds", "1", "--root", str(tmp_path / "cv")))
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_score_task_gets_the_regression_report_with_the_ridge_baseline(tmp_path, monkeypatch, capsys):
+    """Folds that predict a score (no ``p_`` columns): regression metrics for the CNN, the ridge baseline on the same
+    folds and their mean, paired differences, the test split, a scatter, and no calibration.
+    """
+    volumes, split = score_volumes()
+    rng = np.random.default_rng(0)
+    volumes["group"] += rng.normal(0, 1, len(volumes))  # a part of the score that the volumes do not show
+    monkeypatch.setattr(cv_command, "regional_volumes", lambda manifest, cache: volumes)
+    dm = SimpleNamespace(task=SimpleNamespace(regression=True, column="MMSE"), cache=None, split_spec=SplitSpec())
+    score = volumes.set_index("image_id")["group"]
+    columns = ["image_id", "subject", "group", "split"]
+    for fold in range(3):
+        for side, name, rows in (
+            ("val", OOF_FILE, split[split["fold"] == fold]),
+            ("test", "test_predictions.csv", split[split["split"] == "test"]),
+        ):
+            truth = score[rows["image_id"]].to_numpy()
+            frame = rows[columns].assign(
+                group="MCI", split=side, target=truth, prediction=truth + rng.normal(0, 0.1, len(truth))
+            )
+            (tmp_path / f"fold_{fold}").mkdir(exist_ok=True)
+            frame.to_csv(tmp_path / f"fold_{fold}" / name, index=False)
+    manifest = volumes[["image_id", "subject", "visit"]]
+    report(tmp_path, manifest, split, [], 3, True, 40, dm)
+
+    assert "temperature" not in capsys.readouterr().out
+    assert not (tmp_path / "calibration.json").exists() and not (tmp_path / "cv_calibration.csv").exists()
+    assert (tmp_path / "cv_scatter.png").is_file()
+    metrics = pd.read_csv(tmp_path / "cv_metrics.csv")
+    assert sorted(metrics["model"].unique()) == ["baseline", "cnn", ENSEMBLE]
+    assert ["mae", "rmse", "r2", "r"] == [c for c in metrics.columns if c in ("mae", "rmse", "r2", "r")]
+    oof = pd.read_csv(tmp_path / "oof_predictions.csv", dtype={"image_id": str}).set_index(["model", "image_id"])
+    members = (oof.loc["cnn", "prediction"] + oof.loc["baseline", "prediction"]) / 2
+    pd.testing.assert_series_equal(oof.loc[ENSEMBLE, "prediction"].loc[members.index], members)
+    assert len(members) == (split["split"] != "test").sum()
+    text = (tmp_path / "cv_report.md").read_text()
+    assert "Regression of MMSE." in text and f"## Model `{ENSEMBLE}`" in text
+    assert "| `cnn` − `baseline` | image |" in text and f"| `{ENSEMBLE}` − `baseline` | image |" in text
+    assert "- baseline: ridge regression of MMSE on ICV-normalised regional volumes + age + sex" in text
+    assert f"- {ENSEMBLE}: the mean of the `cnn` model's and the baseline's predictions" in text
+    assert "- No calibration section and no temperature" in text and "## Calibration" not in text
+    cnn_mae = metrics.loc[(metrics["model"] == "cnn") & (metrics["fold"] == "mean"), "mae"].item()
+    baseline_mae = metrics.loc[(metrics["model"] == "baseline") & (metrics["fold"] == "mean"), "mae"].item()
+    assert cnn_mae < 0.2 < 0.5 < baseline_mae  # the CNN's predictions are the truth plus a little noise
+
+    test = pd.read_csv(tmp_path / "test_metrics.csv")
+    models = ["baseline", "cnn", ENSEMBLE]
+    assert sorted(test["model"].unique()) == sorted([*models, *(f"{m}-ensemble" for m in models)])
+    cnn_test = (
+        pd.concat([pd.read_csv(tmp_path / f"fold_{k}" / "test_predictions.csv") for k in range(3)])
+        .groupby("image_id")[["target", "prediction"]]
+        .mean()
+    )
+    row = test[test["model"] == "cnn-ensemble"].iloc[0]
+    assert row["mae"] == pytest.approx(np.abs(cnn_test["prediction"] - cnn_test["target"]).mean(), abs=1e-4)
+    assert {"mae_ci", "rmse_ci", "r2_ci", "r_ci"} <= set(test.columns)

@@ -72,8 +72,8 @@ class Record(TypedDict):
     image_id: str
     subject: str
     group: str
-    label: ClassName
-    target: ClassIndex
+    label: ClassName | float
+    target: ClassIndex | float
     sex: str
     age: float
     visit: str
@@ -257,8 +257,9 @@ def _find_file(line: int, image_id: str, candidates: Sequence[Path]) -> tuple[Pa
 
 
 #: A task's labeller (:class:`~adni_lightning.data.clinical.TaskLabels`): a CSV row, its line and image id → its
-#: class, or ``None`` and a :class:`Problem` (a bad row) or the reason the task excludes it.
-Labeller = Callable[[pd.Series, int, str], tuple[ClassName | None, Problem | str | None]]
+#: class (or, for a score task, its score: a float), or ``None`` and a :class:`Problem` (a bad row) or the reason the
+#: task excludes it.
+Labeller = Callable[[pd.Series, int, str], tuple[ClassName | float | None, Problem | str | None]]
 
 #: The exclusion reason of a row whose group ``group_map`` maps to null.
 GROUP_MAP_EXCLUSION = "excluded by group_map"
@@ -320,7 +321,8 @@ def _check_row(
         "subject": subject,
         "group": group,
         "label": label,
-        "target": ClassIndex(spec.classes.index(label)),
+        # a score task's target is its score; a class's, its index in the classes
+        "target": label if isinstance(label, float) else ClassIndex(spec.classes.index(label)),
         "sex": sex,
         "age": age,
         "visit": row.get("Visit", ""),

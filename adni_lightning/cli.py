@@ -434,9 +434,10 @@ class ADNILightningCLI(LightningCLI):
             trainer_callbacks(self.trainer).append(PredictionWriter())
         calibration = self.config[self.subcommand].get("calibration")
         if calibration is not None and self.datamodule.task.regression:
+            task = self.datamodule.task.contract()
             raise OptionError(
-                f"--calibration {calibration} scales class probabilities, and data.task {self.datamodule.task.contract()} "
-                "predicts a value, which has none: drop --calibration"
+                f"--calibration {calibration} scales class probabilities, and data.task {task} predicts a value, which "
+                "has none: drop --calibration"
             )
         if calibration is not None:
             temperature = load_temperature(calibration, self.datamodule.classes)

@@ -3,8 +3,9 @@
 One predict run is built and checked for the first checkpoint; every other member is checked against the same
 configuration (data contract, model shapes) and scored by the same trainer over the same data, with its own
 weights and its own training split's age and volume statistics (restored from its checkpoint). ``predictions.csv``
-holds each image's mean probability (a score task's: its mean predicted score) and the number of members; with ``--calibration`` each member is scaled before
-the mean, as the temperature was fitted on single fold models' predictions.
+holds each image's mean probability (a score task's: its mean predicted score) and the number of members; with
+``--calibration`` each member is scaled before the mean, as the temperature was fitted on single fold models'
+predictions.
 """
 
 from __future__ import annotations

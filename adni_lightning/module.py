@@ -39,7 +39,11 @@ DATA_STATE_KEY = "data"
 
 #: A regression's loss on the standardised score.
 RegressionLoss = Literal["mse", "mae", "huber"]
-_REGRESSION_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+_REGRESSION_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": F.mse_loss,
+    "mae": F.l1_loss,
+    "huber": F.huber_loss,
+}
 
 
 class NonFiniteLossError(ProjectError, FloatingPointError):
@@ -96,6 +100,9 @@ class ADNIClassifier(L.LightningModule):
 
     #: Cross-entropy weight per class index (ones unless ``class_weighted_loss``), a buffer registered in ``__init__``.
     class_weights: torch.Tensor
+    #: A regression's training-split score mean and standard deviation (buffers registered in ``__init__``).
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from adni_lightning.atomic import write_text

@@ -22,7 +22,7 @@ from adni_lightning.errors import OptionError
 from adni_lightning.main import main
 from adni_lightning.models import ResNet3d
 from adni_lightning.module import ADNIClassifier
-from tests.helpers import TINY_CONFIGS, tiny_args
+from tests.helpers import TINY_CONFIGS
 
 #: The session cohort's own generator options, so that the clinical table the synthetic DataModule writes is its.
 FIXTURE = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--data.cohort.seed", "3"]
@@ -65,7 +65,10 @@ def test_a_score_model_trains_on_the_standardised_score_and_logs_its_metrics(sco
     checkpoint = read_checkpoint(score_runs["ckpt"])
     hparams = checkpoint["hyper_parameters"]
     assert (hparams["objective"], hparams["num_classes"], hparams["class_names"], hparams["loss"]) == (
-        "regression", 1, ["MMSE"], "mse"
+        "regression",
+        1,
+        ["MMSE"],
+        "mse",
     )
     assert checkpoint["data"]["task"] == "score MMSE"
     # the training split's statistics, kept with the weights
@@ -93,7 +96,8 @@ def test_predictions_are_in_the_scores_units(score_runs):
     predictions = pd.read_csv(run / "predictions.csv", dtype={"image_id": str})
     assert list(predictions.columns) == PREDICTION_COLUMNS
     csv = pd.read_csv(cohort / "ADNI_1p5T_Filtered.csv", dtype=str)
-    visits = {f"I{i.lstrip('I')}": (s, str(normalise_visit(v))) for i, s, v in zip(csv["Image Data ID"], csv["Subject"], csv["Visit"])}  # fmt: skip
+    rows = zip(csv["Image Data ID"], csv["Subject"], csv["Visit"])
+    visits = {f"I{i.lstrip('I')}": (s, str(normalise_visit(v))) for i, s, v in rows}
     truth = _mmse(cohort)
     assert [truth[visits[i]] for i in predictions["image_id"]] == predictions["target"].tolist()
     assert set(predictions["group"]) <= {"CN", "MCI", "AD"}  # the CSV's Group
@@ -107,7 +111,9 @@ def test_predictions_are_in_the_scores_units(score_runs):
 def test_predict_with_several_score_checkpoints_averages_their_predictions(score_runs, tmp_path):
     base = score_runs["base"]
     scoring = tmp_path / "scoring"
-    main(_args("predict", scoring, score_runs["cohort"], "--ckpt_path", str(base / "run*" / "checkpoints" / "last.ckpt")))
+    main(
+        _args("predict", scoring, score_runs["cohort"], "--ckpt_path", str(base / "run*" / "checkpoints" / "last.ckpt"))
+    )
     ensemble = pd.read_csv(scoring / "predictions.csv").set_index("image_id")
     assert list(ensemble.columns) == [*PREDICTION_COLUMNS[1:], "members"] and (ensemble["members"] == 2).all()
     members = [pd.read_csv(base / f"run{seed}" / "predictions.csv").set_index("image_id") for seed in (1, 2)]
@@ -155,7 +161,9 @@ def test_brain_age_predicts_the_age_without_age_as_an_input(cohort_template, tmp
     root = tmp_path / "run"
     main(_args("fit", root, cohort, "--trainer.max_epochs", "1", *age, task=[]))
     checkpoint = read_checkpoint(root / "checkpoints" / "last.ckpt")
-    volumes = len(yaml.safe_load((CONFIG_DIR / "synthetic.yaml").read_text())["data"]["init_args"]["tabular"]["volumes"])
+    volumes = len(
+        yaml.safe_load((CONFIG_DIR / "synthetic.yaml").read_text())["data"]["init_args"]["tabular"]["volumes"]
+    )
     assert checkpoint["hyper_parameters"]["num_tabular_features"] == 2 + volumes  # sex and volumes; no age
     assert checkpoint["state_dict"]["net.tabular_net.fc.weight"].shape[1] == 2 + volumes
     assert checkpoint["data"]["task"] == "score Age"
@@ -184,6 +192,9 @@ def test_the_regression_losses_are_taken_on_the_standardised_score():
         "model.loss huber is a regression loss, and this task is a classification (cross-entropy): drop model.loss, "
         "or set data.task.label score"
     )
+    with pytest.raises(OptionError) as outputs:
+        ADNIClassifier(objective="regression")
+    assert str(outputs.value) == "model.objective regression predicts one score, not 3 outputs"
     with pytest.raises(OptionError) as weighted:
         ADNIClassifier(num_classes=1, objective="regression", class_weighted_loss=True)
     assert str(weighted.value) == "model.class_weighted_loss weights classes: a regression has none (drop the option)"

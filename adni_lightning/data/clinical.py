@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import pandas as pd
 
@@ -445,7 +445,7 @@ class TaskLabels:
             return None, problem
         label, reason = self.history.at[index, "label"], self.history.at[index, "reason"]
         if self.task.regression:
-            return (None, str(reason)) if reason is not None else (float(label), None)
+            return (None, str(reason)) if reason is not None else (float(cast(float, label)), None)
         if not isinstance(label, str):
             return None, str(reason)
         if label not in self.classes:
@@ -469,9 +469,7 @@ def age_score(row: pd.Series, line: int, image_id: str) -> tuple[float, None]:
     return float(row["Age"]), None
 
 
-def task_labels(
-    clinical: ClinicalSpec, task: TaskSpec, manifest: ManifestSpec
-) -> TaskLabels | Labeller | None:
+def task_labels(clinical: ClinicalSpec, task: TaskSpec, manifest: ManifestSpec) -> TaskLabels | Labeller | None:
     """The labeller of a task other than ``group`` (reads the clinical table; brain age reads the image CSV's age), or
     ``None`` for ``group``.
     """

@@ -302,7 +302,9 @@ class ADNIDataModule(L.LightningDataModule):
         if self.task.regression:
             scores = rows.groupby("split")["label"].describe()[["count", "mean", "std", "min", "max"]]
             subjects = rows.groupby("split")["subject"].nunique()
-            log.info("subject-level split (%s per image; subjects):\n%s\n%s", self.task.column, scores, subjects.to_dict())
+            log.info(
+                "subject-level split (%s per image; subjects):\n%s\n%s", self.task.column, scores, subjects.to_dict()
+            )
             return
         table = (
             rows.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=self.classes, fill_value=0)

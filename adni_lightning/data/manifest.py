@@ -550,7 +550,7 @@ def exclude_images(
 
 def _resolve_mixed_groups(spec: ManifestSpec, records: list[Record]) -> list[Record]:
     """Report subjects whose rows carry different classes and apply ``spec.mixed_groups`` to them."""
-    rows: dict[str, dict[ClassName, list[int]]] = {}
+    rows: dict[str, dict[ClassName | float, list[int]]] = {}
     for r in records:
         rows.setdefault(r["subject"], {}).setdefault(r["label"], []).append(r["row"])
     mixed = {subject: labels for subject, labels in rows.items() if len(labels) > 1}

@@ -31,6 +31,7 @@ import pandas as pd
 
 from adni_lightning.atomic import write_once
 from adni_lightning.errors import ProjectError
+from adni_lightning.vocabulary import ClassName
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ KFOLD_FREE = ("val_fraction", "fold")
 
 
 #: The strata of a score task's split, lowest scores first: quintiles of the subjects ranked by score.
-SCORE_STRATA = ("q1", "q2", "q3", "q4", "q5")
+SCORE_STRATA = tuple(ClassName(f"q{k}") for k in range(1, 6))
 
 
 def score_strata(scores: pd.Series) -> pd.Series:

@@ -16,7 +16,7 @@ Captum is an optional dependency (``pip install adni_lightning[interpret]``), im
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -44,6 +44,22 @@ class ProbabilityModel(nn.Module):
         return self.model(image, tabular.expand(len(image), -1)).float().softmax(dim=1)
 
 
+class Regressor(Protocol):
+    """A score task's model (``ADNIClassifier`` with ``objective: regression``): outputs, and them in the score's
+    units.
+    """
+
+    def __call__(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor: ...
+
+    def in_units(self, outputs: torch.Tensor) -> torch.Tensor: ...
+
+
+def predicted_score(model: nn.Module, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+    """A score task's ``(B, 1)`` predicted score, in its units."""
+    regressor = cast(Regressor, model)
+    return regressor.in_units(regressor(image, tabular).float())[:, None]
+
+
 class ScoreModel(nn.Module):
     """A score task's predicted score, in its units, as a ``(B, 1)`` function of the network input, for Captum."""
 
@@ -52,8 +68,7 @@ class ScoreModel(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(image, tabular.expand(len(image), -1)).float()
-        return self.model.in_units(outputs)[:, None]
+        return predicted_score(self.model, image, tabular.expand(len(image), -1))
 
 
 def integrated_gradients(

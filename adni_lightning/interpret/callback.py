@@ -38,7 +38,7 @@ from adni_lightning.data.batch import Batch
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup, label_id
 from adni_lightning.errors import ProjectError
-from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
+from adni_lightning.interpret.attribution import captum_attr, integrated_gradients, predicted_score
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
 from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
@@ -81,8 +81,10 @@ def _predictor(
     """
 
     def predict(volumes: torch.Tensor) -> torch.Tensor:
-        outputs = model(to_input(volumes), tabular.expand(len(volumes), -1)).float()
-        return model.in_units(outputs)[:, None] if score else outputs.softmax(dim=1)
+        covariates = tabular.expand(len(volumes), -1)
+        if score:
+            return predicted_score(model, to_input(volumes), covariates)
+        return model(to_input(volumes), covariates).float().softmax(dim=1)
 
     return predict
 
@@ -226,8 +228,8 @@ class Interpreter(Callback):
     def _occlusion_rows(
         self, row: dict[str, Any], volume: torch.Tensor, predict: Predictor, classes: Sequence[ClassName]
     ) -> list[dict[str, Any]]:
-        """``structure_importance.csv`` rows of one image: each visible structure present × each class (``predicted``: the
-        predicted class, or a score task's predicted score).
+        """``structure_importance.csv`` rows of one image: each visible structure present × each class (``predicted``:
+        the predicted class, or a score task's predicted score).
         """
         assert self._table is not None
         labels = present_structures(volume, self._table)

@@ -1,4 +1,4 @@
-"""Score tasks (regression): targets from a clinical column or the age, exclusions by reason, target-stratified split."""
+"""Score tasks (regression): targets from a clinical column or the age, exclusions by reason, the split by score."""
 
 from __future__ import annotations
 
@@ -113,7 +113,11 @@ def test_the_split_is_subject_grouped_and_stratified_by_score_bins():
     subjects = [f"{i:03d}_S_{i:04d}" for i in range(50)]
     rows = [(s, v, float(rng.integers(15, 31))) for s in subjects for v in range(1 + int(rng.integers(0, 3)))]
     manifest = pd.DataFrame(
-        {"image_id": [f"I{i}" for i in range(len(rows))], "subject": [r[0] for r in rows], "label": [r[2] for r in rows]}
+        {
+            "image_id": [f"I{i}" for i in range(len(rows))],
+            "subject": [r[0] for r in rows],
+            "label": [r[2] for r in rows],
+        }
     )
     split = split_subjects(manifest, SplitSpec(val_fraction=0.2, seed=1))
     check_no_leak(split)

@@ -18,6 +18,7 @@ from adni_lightning.checkpoint import read_checkpoint
 from adni_lightning.cli import CONFIG_DIR
 from adni_lightning.data.clinical import normalise_visit
 from adni_lightning.data.contract import ContractError
+from adni_lightning.data.split import SCORE_STRATA
 from adni_lightning.errors import OptionError
 from adni_lightning.main import main
 from adni_lightning.models import ResNet3d
@@ -71,6 +72,8 @@ def test_a_score_model_trains_on_the_standardised_score_and_logs_its_metrics(sco
         "mse",
     )
     assert checkpoint["data"]["task"] == "score MMSE"
+    images = checkpoint["data"]["training_cohort"]["images"]  # counted by score stratum
+    assert list(images) == list(SCORE_STRATA) and sum(images.values()) == (split["split"] == "train").sum()
     # the training split's statistics, kept with the weights
     predictions = pd.read_csv(run / "predictions.csv")
     train = predictions.loc[predictions["split"] == "train", "target"].to_numpy()

@@ -421,13 +421,16 @@ class ADNIDataModule(L.LightningDataModule):
 
     def training_summary(self) -> CohortSummary | None:
         """The training side's :func:`~adni_lightning.data.contract.cohort_summary` (computed once per split), for
-        ``evaluate`` to set another cohort beside it; ``None`` without a split.
+        ``evaluate`` to set another cohort beside it; ``None`` without a split. A score task's images are counted by
+        their score stratum (the split's ``group``).
         """
         if self.split is None:
             return None
         if self._training_summary is None:
             manifest = self.manifest()
             train = manifest[manifest["image_id"].isin(self.split.loc[self.split["split"] == "train", "image_id"])]
+            if self.task.regression:
+                train = train.assign(label=train["image_id"].map(self.split.set_index("image_id")["group"]))
             volumes = regional_volumes(train, self.cache) if self.preprocessing.labelmap else None
             self._training_summary = cohort_summary(train, self.classes, volumes)
         return self._training_summary

@@ -476,7 +476,8 @@ def build_manifest(
     ``labeller``: the class of each row under a task other than the CSV's Group (``data.task``); its labels are per
     visit, so a subject's images may carry different classes: each keeps its own (``mixed_groups`` is the group
     task's) and the split stratifies by the subject's first image. The rows excluded, by reason, are the manifest's
-    ``attrs["excluded"]``.
+    ``attrs["excluded"]``. A score task's labeller gives a float: ``label`` and ``target`` then hold the score (a float
+    column, which is how :func:`~adni_lightning.data.split.split_subjects` knows to stratify by score).
     """
     table = _read_csv(spec)
     records: list[Record] = []

@@ -261,7 +261,7 @@ class ADNIClassifier(L.LightningModule):
             self.val_metrics.update(logits.softmax(dim=1), batch["label"])
             self.val_confusion.update(logits, batch["label"])
         shown = "val/mae" if self.regression else "val/bacc"
-        for name, metric in self.val_metrics.items():  # the bar shows loss and val/bacc; the rest is in TensorBoard
+        for name, metric in self.val_metrics.items():  # the bar shows loss and val/bacc (mae); the rest: TensorBoard
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == shown)
         if batch_idx == 0:
             self._log_volumes(batch)

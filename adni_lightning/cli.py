@@ -45,6 +45,7 @@ from adni_lightning.checkpoint import (
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.split import SplitError
 from adni_lightning.environment import EnvironmentRecord
+from adni_lightning.errors import OptionError
 from adni_lightning.evaluation.calibration import CALIBRATION_FILE, load_temperature
 from adni_lightning.module import DATA_STATE_KEY, ADNIClassifier
 from adni_lightning.prediction_writer import PredictionWriter
@@ -74,6 +75,25 @@ CHECKPOINT_DEFAULTS = {
     "last_checkpoint.filename": ModelCheckpoint.CHECKPOINT_NAME_LAST,
     "last_checkpoint.enable_version_counter": False,
 }
+#: The best checkpoint of a score task (a regression, which has no balanced accuracy): the lowest validation MAE.
+#: They replace those of :data:`CHECKPOINT_DEFAULTS` that the config leaves at their defaults.
+REGRESSION_CHECKPOINT = {
+    "monitor": "val/mae",
+    "mode": "min",
+    "filename": "best-epoch{epoch:03d}-mae{val/mae:.3f}",
+}
+
+
+def _follow_task(config: Namespace) -> None:
+    """Make the best checkpoint follow a score task: :data:`REGRESSION_CHECKPOINT` for each option still at its
+    classification default (whatever the config set stays).
+    """
+    task = (config.data.get("init_args") or Namespace()).get("task")
+    if task is None or task.get("label") != "score":
+        return
+    for key, value in REGRESSION_CHECKPOINT.items():
+        if config.checkpoint[key] == CHECKPOINT_DEFAULTS[f"checkpoint.{key}"]:
+            config.checkpoint[key] = value
 
 
 def last_file(dirpath: str | Path) -> Path:
@@ -155,7 +175,8 @@ class ADNILightningCLI(LightningCLI):
             ("data.num_tabular_features", "model.num_tabular_features"),
             ("data.in_channels", "model.in_channels"),
             ("data.input_kind", "model.input_kind"),
-            ("data.classes", "model.class_names"),
+            ("data.output_names", "model.class_names"),
+            ("data.objective", "model.objective"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -187,6 +208,7 @@ class ADNILightningCLI(LightningCLI):
         differs from the config; a ``fit`` resume refuses another preprocessing instead (:meth:`check_checkpoint`).
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _follow_task(config)
         root = Path(config.trainer.default_root_dir or ".")
         for key in ("checkpoint", "last_checkpoint"):
             if config[key].dirpath is None:
@@ -411,6 +433,12 @@ class ADNILightningCLI(LightningCLI):
         if not any(isinstance(c, PredictionWriter) for c in trainer_callbacks(self.trainer)):
             trainer_callbacks(self.trainer).append(PredictionWriter())
         calibration = self.config[self.subcommand].get("calibration")
+        if calibration is not None and self.datamodule.task.regression:
+            task = self.datamodule.task.contract()
+            raise OptionError(
+                f"--calibration {calibration} scales class probabilities, and data.task {task} predicts a value, which "
+                "has none: drop --calibration"
+            )
         if calibration is not None:
             temperature = load_temperature(calibration, self.datamodule.classes)
             for writer in (c for c in trainer_callbacks(self.trainer) if isinstance(c, PredictionWriter)):

@@ -3,8 +3,9 @@
 One predict run is built and checked for the first checkpoint; every other member is checked against the same
 configuration (data contract, model shapes) and scored by the same trainer over the same data, with its own
 weights and its own training split's age and volume statistics (restored from its checkpoint). ``predictions.csv``
-holds each image's mean probability and the number of members; with ``--calibration`` each member is scaled before
-the mean, as the temperature was fitted on single fold models' predictions.
+holds each image's mean probability (a score task's: its mean predicted score) and the number of members; with
+``--calibration`` each member is scaled before the mean, as the temperature was fitted on single fold models'
+predictions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import lightning as L
 import pandas as pd
 
 from adni_lightning.cli import model_checkpoints
-from adni_lightning.prediction_writer import PredictionWriter, write_predictions
+from adni_lightning.prediction_writer import SCORE_COLUMN, PredictionWriter, write_predictions
 from adni_lightning.run import Run
 
 
@@ -31,11 +32,12 @@ class MemberMean(PredictionWriter):
         self.members.append(self.member_frame(pl_module))
 
     def mean(self) -> pd.DataFrame:
-        """Each image's mean probabilities over the members, and how many members there were."""
+        """Each image's mean probabilities (or predicted score) over the members, and how many members there were."""
         merged = pd.concat(self.members, ignore_index=True)
-        probabilities = [c for c in merged.columns if c.startswith("p_")]
-        keys = [c for c in merged.columns if c not in probabilities]
-        mean = merged.groupby(keys, sort=False, as_index=False)[probabilities].mean()
+        averaged = [c for c in merged.columns if c.startswith("p_") or c == SCORE_COLUMN]
+        keys = [c for c in merged.columns if c not in averaged]
+        # dropna=False: an image whose true score is unknown (an empty target) keeps its row
+        mean = merged.groupby(keys, sort=False, as_index=False, dropna=False)[averaged].mean()
         return mean.assign(members=len(self.members))
 
 

@@ -1,4 +1,6 @@
-"""Pictures for TensorBoard: label-map slices in FreeSurfer colours and the confusion matrix."""
+"""Pictures for TensorBoard: label-map slices in FreeSurfer colours, the confusion matrix, and a score task's predicted
+against true scores.
+"""
 
 from __future__ import annotations
 
@@ -51,5 +53,24 @@ def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str]) -> Figure
     """The confusion matrix of a validation or test epoch, for TensorBoard."""
     fig = Figure(figsize=(3.6, 3.2), dpi=100)  # no pyplot: leaves the user's backend (e.g. inline) alone
     draw_confusion(fig.subplots(), matrix.detach().cpu().numpy(), class_names)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_figure(true: np.ndarray, predicted: np.ndarray, score: str) -> Figure:
+    """A score task's predictions against the true scores of a validation or test epoch, with the identity line and
+    the epoch's MAE and Pearson's r in the title, for TensorBoard.
+    """
+    true, predicted = np.asarray(true, dtype=float), np.asarray(predicted, dtype=float)
+    fig = Figure(figsize=(3.6, 3.4), dpi=100)
+    ax = fig.subplots()
+    ax.scatter(true, predicted, s=10, alpha=0.6)
+    low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+    spread = len(true) > 1 and true.std() > 0 and predicted.std() > 0
+    r = f", r {np.corrcoef(true, predicted)[0, 1]:.2f}" if spread else ""
+    ax.set_title(f"{score}: MAE {np.abs(predicted - true).mean():.2f}{r} (n {len(true)})", fontsize=9)
+    ax.set_xlabel(f"true {score}")
+    ax.set_ylabel(f"predicted {score}")
     fig.tight_layout()
     return fig

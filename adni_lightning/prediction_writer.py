@@ -3,6 +3,10 @@
 Per image: image_id, subject, group, split (the image's side in the run's split, ``-`` if none), p_<class>…,
 ``temperature`` (only with ``predict --calibration``), predicted. Per subject: the mean probability over the
 subject's images and the class it predicts, since a subject's scans are not independent and may disagree.
+
+A score task (a regression) writes ``target`` (the true score, empty when unknown) and ``prediction`` (in the score's
+units) instead of the probabilities and the class, and ``group`` is the image CSV's Group; per subject, the mean
+target and prediction over its images.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from adni_lightning.atomic import write_text
@@ -22,6 +25,8 @@ from adni_lightning.vocabulary import ClassName
 
 #: The option that moves the prediction files (they are written into the run's root folder).
 OPTION = "--trainer.default_root_dir"
+#: A score task's predicted value, in the score's units (beside ``target``, the true score).
+SCORE_COLUMN = "prediction"
 
 
 def _class_names(pl_module: L.LightningModule) -> list[ClassName]:
@@ -34,6 +39,14 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
     """Write the per-image table to ``path`` and the per-subject table beside it, each atomically (a later ``cv``
     run takes a fold's ``predictions.csv`` as finished); return the latter's path.
     """
+    subject_path = path.with_name(f"{path.stem}_by_subject{path.suffix}")
+    if SCORE_COLUMN in frame.columns:
+        write_text(path, frame.to_csv(index=False, float_format="%.6f"), OPTION)
+        by_subject = frame.groupby(["subject", "group"], sort=True, as_index=False).agg(
+            images=("image_id", "size"), target=("target", "mean"), prediction=(SCORE_COLUMN, "mean")
+        )
+        write_text(subject_path, by_subject.to_csv(index=False, float_format="%.6f"), OPTION)
+        return subject_path
     probabilities = [c for c in frame.columns if c.startswith("p_")]
     frame = frame.assign(predicted=frame[probabilities].idxmax(axis=1).str[2:])
     write_text(path, frame.to_csv(index=False, float_format="%.6f"), OPTION)
@@ -42,7 +55,6 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
         images=("image_id", "size"), **{c: (c, "mean") for c in probabilities}, **scaled
     )
     by_subject["predicted"] = by_subject[probabilities].idxmax(axis=1).str[2:]
-    subject_path = path.with_name(f"{path.stem}_by_subject{path.suffix}")
     write_text(subject_path, by_subject.to_csv(index=False, float_format="%.6f"), OPTION)
     return subject_path
 
@@ -80,11 +92,14 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        probabilities: torch.Tensor = prediction["probabilities"]
+        regression = SCORE_COLUMN in prediction
         names = _class_names(pl_module)
         for i, image_id in enumerate(prediction["image_id"]):
             row = {"image_id": image_id, **{key: prediction[key][i] for key in ("subject", "group", "split")}}
-            row.update({f"p_{name}": float(p) for name, p in zip(names, probabilities[i])})
+            if regression:
+                row.update(target=float(prediction["target"][i]), prediction=float(prediction[SCORE_COLUMN][i]))
+            else:
+                row.update({f"p_{name}": float(p) for name, p in zip(names, prediction["probabilities"][i])})
             self._rows.append(row)
 
     def member_frame(self, pl_module: L.LightningModule) -> pd.DataFrame:

@@ -21,6 +21,11 @@ read with the checkpoint's, one console line per option, as ``predict`` does). E
   network resolution (``mean_attribution_<class>.nii.gz`` over ``reference_<class>.nii.gz``, and
   ``mean_attribution_<class>.png``).
 
+A score task's model (``data.task.label score``, a regression) is explained with its one output, ``score``: ``delta_p``
+is the change of the predicted score (in its units, e.g. MMSE points) when the structure is removed, IG attributes
+the predicted score, and the mean map (``mean_attribution_score.nii.gz``) is over every image explained; ``images.csv``
+gives each image's ``target`` and ``prediction`` in place of the probabilities.
+
 ``images.csv`` lists each image's probabilities, IG's convergence delta and the seconds each method took;
 ``predictions.csv`` and ``predictions_by_subject.csv`` are ``predict``'s, for the images scored. The figures also go
 to ``DIR/tensorboard`` (never the training run's own event folder). ``--max_images N`` scores only the batches that

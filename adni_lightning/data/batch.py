@@ -24,7 +24,7 @@ class Item(TypedDict):
 
     volume: np.ndarray
     tabular: np.ndarray
-    label: int
+    label: int | float
     image_id: str
     subject: str
     group: str
@@ -39,9 +39,9 @@ class Batch(TypedDict, total=False):
     ``image``: ``(B, C, D, H, W)`` float32 network input made from ``volume`` on the device (one-hot
     structure channels for label maps). Added by ``on_after_batch_transfer``.
     ``tabular``: ``(B, F)`` float32 covariates (standardised age, sex one-hot).
-    ``label``: ``(B,)`` int64 class index.
-    ``image_id``, ``subject``, ``group``, ``split``: per-image strings (group: the class name; split: train,
-    val, test or ``-`` when predicting a cohort without a split).
+    ``label``: ``(B,)`` int64 class index; for a score task (a regression) the float32 score, in its units.
+    ``image_id``, ``subject``, ``group``, ``split``: per-image strings (group: the class name, for a score task the
+    image CSV's Group; split: train, val, test or ``-`` when predicting a cohort without a split).
     """
 
     volume: torch.Tensor

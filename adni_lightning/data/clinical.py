@@ -1,10 +1,11 @@
-"""A longitudinal clinical table beside the image CSV, and the classification task that labels each image from it.
+"""A longitudinal clinical table beside the image CSV, and the task that labels each image from it.
 
 The IDA CSV's ``Group`` is the diagnosis at enrolment; the field's other questions need the diagnosis at each visit
 (AD vs CN at the scan) or the visits after it (stable vs progressive MCI). Those come from a table in the ADNIMERGE
 layout, one row per subject visit (``data.clinical``: :class:`ClinicalSpec`). The task (``data.task``:
 :class:`TaskSpec`) says how an image gets its class: the CSV's Group (the default, as before), a clinical column at
-the image's visit through a class map, or progression.
+the image's visit through a class map, or progression; or, for a regression, its score: a numeric clinical column at
+the image's visit (MMSE, CDR-SB) or the image CSV's age (brain age).
 
 Progression labels are derived per clinical visit from the subject's whole history (:func:`progression_labels`),
 before any image is joined, kept or split: dropping images or drawing another split cannot change a label (ClinicaDL
@@ -18,16 +19,17 @@ one) stops the run naming its row: a label derived from a history with a row sil
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import pandas as pd
 
-from adni_lightning.data.manifest import ManifestError, ManifestSpec, Problem
+from adni_lightning.data.manifest import Labeller, ManifestError, ManifestSpec, Problem
 from adni_lightning.errors import OptionError
 from adni_lightning.vocabulary import ClassName
 
@@ -42,7 +44,7 @@ BASELINE_CODES = frozenset({"bl", "sc", "scmri", "init", "screening", "baseline"
 _MONTH_CODE = re.compile(r"^m0*(\d+)$")
 _DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y")
 
-TaskLabel = Literal["group", "column", "progression"]
+TaskLabel = Literal["group", "column", "progression", "score"]
 Reverters = Literal["exclude", "smci"]
 Join = Literal["visit", "date"]
 
@@ -53,6 +55,9 @@ NOT_MCI = "not MCI at this visit"
 SHORT_FOLLOW_UP = "insufficient follow-up"
 REVERTER = "reverter"
 NOT_STABLE = "not stable within the horizon"
+
+#: The score of ``data.task.column`` that the image CSV holds (the age at the scan: brain age), not the clinical table.
+AGE_SCORE = "Age"
 
 
 class ClinicalError(ManifestError):
@@ -141,8 +146,11 @@ class TaskSpec:
         label: ``group``: the image CSV's Group through ``data.manifest.group_map`` (no clinical table needed);
             ``column``: the clinical ``column`` at the image's visit through ``class_map``; ``progression``: at an
             MCI visit, ``pMCI`` if the subject is AD at a later visit within ``horizon_months``, ``sMCI`` if followed
-            for at least ``horizon_months`` without AD within them (see :func:`progression_labels`).
-        column: with ``label: column``, the clinical column read (the diagnosis column is read through
+            for at least ``horizon_months`` without AD within them (see :func:`progression_labels`); ``score``: a
+            regression of the number in ``column`` at the image's visit (an empty or non-numeric cell excludes the
+            image, counted by reason); ``column: Age`` is the image CSV's age (brain age: no clinical table needed,
+            and age is then no input of the numeric branch).
+        column: with ``label: column`` or ``score``, the clinical column read (the diagnosis column is read through
             ``data.clinical.diagnosis_map``: ``CN``, ``MCI``, ``AD``).
         class_map: with ``label: column``, a value → its class, or null to exclude it (reported); a value neither
             mapped nor a class is a bad row.
@@ -164,11 +172,33 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.label == "column" and not self.column:
             raise OptionError("data.task.label column needs data.task.column: the clinical column that gives the class")
+        if self.label == "score" and not self.column:
+            raise OptionError(
+                "data.task.label score needs data.task.column: the clinical column of the score (e.g. MMSE, CDRSB), or "
+                f"{AGE_SCORE} for brain age"
+            )
         if self.horizon_months < 1:
             raise OptionError(f"data.task.horizon_months must be at least 1, got {self.horizon_months}")
 
+    @property
+    def regression(self) -> bool:
+        """Whether the task predicts a number (``score``) rather than a class."""
+        return self.label == "score"
+
+    @property
+    def predicts_age(self) -> bool:
+        """Brain age: the target is the image CSV's age, which must then not be an input."""
+        return self.regression and self.column == AGE_SCORE
+
+    @property
+    def needs_table(self) -> bool:
+        """Whether the labels come from the clinical table (every task but the CSV's Group and brain age)."""
+        return self.label != "group" and not self.predicts_age
+
     def contract(self) -> str:
         """The task in a checkpoint's data contract: what decides the labels, in one comparable line."""
+        if self.regression:
+            return f"score {self.column}"
         if self.label == "column":
             return f"column {self.column} (class_map {dict(self.class_map)})"
         if self.label == "progression":
@@ -185,7 +215,7 @@ GROUP_TASK = TaskSpec().contract()
 
 def check_task(clinical: ClinicalSpec, task: TaskSpec) -> None:
     """Refuse a task that needs the clinical table when none is configured (at build, before any file is read)."""
-    if task.label != "group" and clinical.file is None:
+    if task.needs_table and clinical.file is None:
         raise OptionError(
             f"data.task.label {task.label} needs a clinical table: set data.clinical.file (e.g. ADNIMERGE.csv, "
             "beside the image CSV)"
@@ -315,13 +345,13 @@ class TaskLabels:
         assert path is not None  # check_task
         self.clinical, self.task, self.path = clinical, task, path
         self.classes = tuple(manifest.classes)
-        column = task.column if task.label == "column" else None
+        column = task.column if task.label in ("column", "score") else None
         extra = [column] if column and column != clinical.diagnosis_column else []
         history = read_clinical(clinical, path, extra)
         if task.label == "progression":
             history = progression_labels(history, task)
         else:
-            labels, reasons = self._column_labels(history)
+            labels, reasons = self._score_labels(history) if task.regression else self._column_labels(history)
             history = history.assign(
                 label=pd.Series(labels, index=history.index, dtype=object),
                 reason=pd.Series(reasons, index=history.index, dtype=object),
@@ -348,6 +378,25 @@ class TaskLabels:
                 labels.append(self.task.class_map.get(value, value))
                 reasons.append(None)
         return labels, reasons
+
+    def _score_labels(self, history: pd.DataFrame) -> tuple[list[float | None], list[str | None]]:
+        """Each visit's score in ``task.column``, or the reason it has none (empty, or not a finite number)."""
+        column = str(self.task.column)
+        scores: list[float | None] = []
+        reasons: list[str | None] = []
+        for value in history[column]:
+            text = value.strip() if isinstance(value, str) else ""
+            score = pd.to_numeric(text, errors="coerce") if text else None
+            if not text:
+                scores.append(None)
+                reasons.append(f"no {column} at this visit")
+            elif score is None or not math.isfinite(score):
+                scores.append(None)
+                reasons.append(f"{column} not a number at this visit")
+            else:
+                scores.append(float(score))
+                reasons.append(None)
+        return scores, reasons
 
     def __str__(self) -> str:
         """The task as the manifest's log line of exclusions names it."""
@@ -385,14 +434,18 @@ class TaskLabels:
             return None, Problem(line, image_id, "", reason, NO_CLINICAL_ROW)
         return int(nearest), None
 
-    def __call__(self, row: pd.Series, line: int, image_id: str) -> tuple[ClassName | None, Problem | str | None]:
-        """(class, None) for a kept row; (None, Problem) for a row that joins no clinical row (a bad row);
+    def __call__(
+        self, row: pd.Series, line: int, image_id: str
+    ) -> tuple[ClassName | float | None, Problem | str | None]:
+        """(class or score, None) for a kept row; (None, Problem) for a row that joins no clinical row (a bad row);
         (None, reason) for a row the task excludes; the class of a column task not among the classes is a bad row.
         """
         index, problem = self._join(row, line, image_id)
         if problem is not None:
             return None, problem
         label, reason = self.history.at[index, "label"], self.history.at[index, "reason"]
+        if self.task.regression:
+            return (None, str(reason)) if reason is not None else (float(cast(float, label)), None)
         if not isinstance(label, str):
             return None, str(reason)
         if label not in self.classes:
@@ -409,6 +462,17 @@ class TaskLabels:
         return ClassName(label), None
 
 
-def task_labels(clinical: ClinicalSpec, task: TaskSpec, manifest: ManifestSpec) -> TaskLabels | None:
-    """The labeller of a task other than ``group`` (reads the clinical table), or ``None`` for ``group``."""
-    return None if task.label == "group" else TaskLabels(clinical, task, manifest)
+def age_score(row: pd.Series, line: int, image_id: str) -> tuple[float, None]:
+    """Brain age's labeller: the image CSV's age at the scan (already checked a number in ``data.manifest.age_range``
+    by the row's own checks, which run first).
+    """
+    return float(row["Age"]), None
+
+
+def task_labels(clinical: ClinicalSpec, task: TaskSpec, manifest: ManifestSpec) -> TaskLabels | Labeller | None:
+    """The labeller of a task other than ``group`` (reads the clinical table; brain age reads the image CSV's age), or
+    ``None`` for ``group``.
+    """
+    if task.label == "group":
+        return None
+    return age_score if task.predicts_age else TaskLabels(clinical, task, manifest)

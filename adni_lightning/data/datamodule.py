@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -33,6 +34,7 @@ from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import (
+    SCORE_STRATA,
     SplitError,
     SplitSpec,
     check_sides,
@@ -48,10 +50,13 @@ from adni_lightning.data.tabular import TabularEncoder, TabularSpec, TabularStat
 from adni_lightning.data.volumes import LABELLED, regional_volumes
 from adni_lightning.errors import OptionError
 from adni_lightning.seeding import derived_seed, run_seed
+from adni_lightning.vocabulary import ClassName
 
 log = logging.getLogger(__name__)
 
 PredictSplit = Literal["all", "train", "val", "test"]
+#: What the model learns: a class (cross-entropy over the classes) or a score (one output, a regression loss).
+Objective = Literal["classification", "regression"]
 
 
 def user_cache_dir(data_dir: Path) -> Path:
@@ -74,7 +79,8 @@ class ADNIDataModule(L.LightningDataModule):
         loader: batch size and worker processes.
         tabular: covariates of the numeric branch beyond age and sex (ICV-normalised regional volumes).
         clinical: a longitudinal clinical table beside the CSV (ADNIMERGE layout) and how images join it.
-        task: what class an image is: the CSV's Group (default), a clinical column, or progression.
+        task: what an image is labelled with: the CSV's Group (default), a clinical column, progression, or a score
+            (a regression: a numeric clinical column, or the age for brain age; ``task.regression``).
         augment: training augmentations, applied on the device in this order (none by default).
         cache_dir: preprocessed volumes (default :meth:`default_cache_dir`: outside the data folder).
         predict_split: which images ``predict`` scores; ``all`` needs no split (a new cohort).
@@ -105,10 +111,14 @@ class ADNIDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.cache_dir = cache_dir
         self.cache = VolumeCache(Path(cache_dir) if cache_dir else self.default_cache_dir(), self.preprocessing)
-        self.encoder = TabularEncoder(tabular.volumes)
-        self.classes = list(self.manifest_spec.classes)
+        self.encoder = TabularEncoder(tabular.volumes, age=not task.predicts_age)
+        #: What the split stratifies by and names in its ``group`` column: the classes, or a score task's strata.
+        self.classes: list[ClassName] = list(SCORE_STRATA if task.regression else self.manifest_spec.classes)
         # Read by LightningCLI's argument links right after __init__, before setup().
-        self.num_classes = len(self.classes)
+        #: The model's outputs: the classes, or a score task's one score (named by its column).
+        self.output_names = [ClassName(str(task.column))] if task.regression else list(self.classes)
+        self.num_classes = len(self.output_names)
+        self.objective: Objective = "regression" if task.regression else "classification"
         self.num_tabular_features = self.encoder.num_features
         self.in_channels = self.preprocessing.in_channels
         self.input_kind = self.preprocessing.input_kind
@@ -260,7 +270,8 @@ class ADNIDataModule(L.LightningDataModule):
             )
         manifest = self._with_volumes(manifest)
         if self._predicting_everything:
-            self.datasets = {"predict": VolumeDataset(self._marked_with_saved_split(manifest), entries, self.encoder)}
+            rows = self._marked_with_saved_split(manifest)
+            self.datasets = {"predict": VolumeDataset(rows, entries, self.encoder, self.task.regression)}
             return
         self.split = run_sides(load_split(self.split_path, manifest), self.split_spec, self.split_path)
         self._training_summary = None
@@ -268,11 +279,13 @@ class ADNIDataModule(L.LightningDataModule):
         if self.encoder.age_mean is None:
             train = rows[rows["split"] == "train"]
             self.encoder.fit(train["age"], train[list(self.encoder.volumes)].to_numpy())
+        score = self.task.regression
         self.datasets = {
-            side: VolumeDataset(rows[rows["split"] == side], entries, self.encoder) for side in ("train", "val", "test")
+            side: VolumeDataset(rows[rows["split"] == side], entries, self.encoder, score)
+            for side in ("train", "val", "test")
         }
         predict_rows = rows if self.predict_split == "all" else rows[rows["split"] == self.predict_split]
-        self.datasets["predict"] = VolumeDataset(predict_rows, entries, self.encoder)
+        self.datasets["predict"] = VolumeDataset(predict_rows, entries, self.encoder, score)
         self._log_split(rows)
 
     def _marked_with_saved_split(self, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -286,6 +299,13 @@ class ADNIDataModule(L.LightningDataModule):
         return rows
 
     def _log_split(self, rows: pd.DataFrame) -> None:
+        if self.task.regression:
+            scores = rows.groupby("split")["label"].describe()[["count", "mean", "std", "min", "max"]]
+            subjects = rows.groupby("split")["subject"].nunique()
+            log.info(
+                "subject-level split (%s per image; subjects):\n%s\n%s", self.task.column, scores, subjects.to_dict()
+            )
+            return
         table = (
             rows.groupby(["split", "label"]).size().unstack(fill_value=0).reindex(columns=self.classes, fill_value=0)
         )
@@ -297,6 +317,15 @@ class ADNIDataModule(L.LightningDataModule):
         """Images per class in the training split (for class-weighted losses)."""
         targets = torch.tensor(self.datasets["train"].rows["target"].to_numpy())
         return torch.bincount(targets, minlength=self.num_classes)
+
+    @property
+    def target_statistics(self) -> tuple[float, float]:
+        """Mean and standard deviation of a score task's training images' scores: a regression trains on the score
+        standardised with them (the model keeps them, so it predicts in the score's units).
+        """
+        scores = self.datasets["train"].targets.astype(np.float64)
+        std = float(scores.std()) if len(scores) > 1 else 1.0
+        return float(scores.mean()), std if std > 0 else 1.0
 
     @property
     def seed(self) -> int:
@@ -392,13 +421,16 @@ class ADNIDataModule(L.LightningDataModule):
 
     def training_summary(self) -> CohortSummary | None:
         """The training side's :func:`~adni_lightning.data.contract.cohort_summary` (computed once per split), for
-        ``evaluate`` to set another cohort beside it; ``None`` without a split.
+        ``evaluate`` to set another cohort beside it; ``None`` without a split. A score task's images are counted by
+        their score stratum (the split's ``group``).
         """
         if self.split is None:
             return None
         if self._training_summary is None:
             manifest = self.manifest()
             train = manifest[manifest["image_id"].isin(self.split.loc[self.split["split"] == "train", "image_id"])]
+            if self.task.regression:
+                train = train.assign(label=train["image_id"].map(self.split.set_index("image_id")["group"]))
             volumes = regional_volumes(train, self.cache) if self.preprocessing.labelmap else None
             self._training_summary = cohort_summary(train, self.classes, volumes)
         return self._training_summary

@@ -53,19 +53,25 @@ class VolumeDataset(Dataset):
     ``volume`` is the cached array with a channel axis, still compact (uint8 label index or float16): it is
     expanded to channels on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
     arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a ``split`` column.
+
+    With ``score`` (a score task) ``label`` is the float32 score and ``group`` the image CSV's Group (the class a
+    score task's manifest has none of); otherwise the int64 class index and its class name.
     """
 
-    def __init__(self, rows: pd.DataFrame, entries: dict[str, Path], encoder: TabularEncoder) -> None:
+    def __init__(
+        self, rows: pd.DataFrame, entries: dict[str, Path], encoder: TabularEncoder, score: bool = False
+    ) -> None:
         self.rows = rows.reset_index(drop=True)
         self.entries = [entries[i] for i in self.rows["image_id"]]
         self.encoder = encoder
         # The columns an item needs, as arrays once: a pandas row lookup per item costs more than the read.
-        self.targets = self.rows["target"].to_numpy(dtype=np.int64)
+        self.targets = self.rows["target"].to_numpy(dtype=np.float32 if score else np.int64)
         self._ages = self.rows["age"].to_numpy(dtype=np.float64)
         self._sexes = self.rows["sex"].astype(str).to_numpy()
         self._volumes = self.rows[list(encoder.volumes)].to_numpy(dtype=np.float64)
         sides = self.rows["split"] if "split" in self.rows else pd.Series("-", index=self.rows.index)
-        columns = {"image_id": self.rows["image_id"], "subject": self.rows["subject"], "group": self.rows["label"]}
+        group = self.rows["group" if score else "label"]
+        columns = {"image_id": self.rows["image_id"], "subject": self.rows["subject"], "group": group}
         columns["split"] = sides
         self.text: dict[TextKey, list[str]] = {key: columns[key].astype(str).tolist() for key in TEXT_KEYS}
 
@@ -84,12 +90,17 @@ class VolumeDataset(Dataset):
         return {
             "volume": np.array(volume)[None],
             "tabular": self.tabular([index])[0],
-            "label": int(self.targets[index]),
+            "label": self.targets[index].item(),
             "image_id": text["image_id"][index],
             "subject": text["subject"][index],
             "group": text["group"][index],
             "split": text["split"][index],
         }
+
+
+def _labels(labels: list[int] | list[float]) -> torch.Tensor:
+    """int64 class indices, or float32 scores (a score task's items hold floats)."""
+    return torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
 
 
 def collate_volumes(items: list[Item]) -> Batch:
@@ -101,7 +112,7 @@ def collate_volumes(items: list[Item]) -> Batch:
     batch: Batch = {
         "volume": torch.from_numpy(np.stack([item["volume"] for item in items])),
         "tabular": torch.from_numpy(np.stack([item["tabular"] for item in items])),
-        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "label": _labels([item["label"] for item in items]),
     }
     for key in TEXT_KEYS:
         batch[key] = [item[key] for item in items]

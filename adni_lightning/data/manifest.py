@@ -72,8 +72,8 @@ class Record(TypedDict):
     image_id: str
     subject: str
     group: str
-    label: ClassName
-    target: ClassIndex
+    label: ClassName | float
+    target: ClassIndex | float
     sex: str
     age: float
     visit: str
@@ -257,8 +257,9 @@ def _find_file(line: int, image_id: str, candidates: Sequence[Path]) -> tuple[Pa
 
 
 #: A task's labeller (:class:`~adni_lightning.data.clinical.TaskLabels`): a CSV row, its line and image id → its
-#: class, or ``None`` and a :class:`Problem` (a bad row) or the reason the task excludes it.
-Labeller = Callable[[pd.Series, int, str], tuple[ClassName | None, Problem | str | None]]
+#: class (or, for a score task, its score: a float), or ``None`` and a :class:`Problem` (a bad row) or the reason the
+#: task excludes it.
+Labeller = Callable[[pd.Series, int, str], tuple[ClassName | float | None, Problem | str | None]]
 
 #: The exclusion reason of a row whose group ``group_map`` maps to null.
 GROUP_MAP_EXCLUSION = "excluded by group_map"
@@ -320,7 +321,8 @@ def _check_row(
         "subject": subject,
         "group": group,
         "label": label,
-        "target": ClassIndex(spec.classes.index(label)),
+        # a score task's target is its score; a class's, its index in the classes
+        "target": label if isinstance(label, float) else ClassIndex(spec.classes.index(label)),
         "sex": sex,
         "age": age,
         "visit": row.get("Visit", ""),
@@ -474,7 +476,8 @@ def build_manifest(
     ``labeller``: the class of each row under a task other than the CSV's Group (``data.task``); its labels are per
     visit, so a subject's images may carry different classes: each keeps its own (``mixed_groups`` is the group
     task's) and the split stratifies by the subject's first image. The rows excluded, by reason, are the manifest's
-    ``attrs["excluded"]``.
+    ``attrs["excluded"]``. A score task's labeller gives a float: ``label`` and ``target`` then hold the score (a float
+    column, which is how :func:`~adni_lightning.data.split.split_subjects` knows to stratify by score).
     """
     table = _read_csv(spec)
     records: list[Record] = []
@@ -548,7 +551,7 @@ def exclude_images(
 
 def _resolve_mixed_groups(spec: ManifestSpec, records: list[Record]) -> list[Record]:
     """Report subjects whose rows carry different classes and apply ``spec.mixed_groups`` to them."""
-    rows: dict[str, dict[ClassName, list[int]]] = {}
+    rows: dict[str, dict[ClassName | float, list[int]]] = {}
     for r in records:
         rows.setdefault(r["subject"], {}).setdefault(r["label"], []).append(r["row"])
     mixed = {subject: labels for subject, labels in rows.items() if len(labels) > 1}

@@ -98,7 +98,7 @@ class ResidentDataset(Dataset):
         self.cohort = cohort
         device = cohort.volumes.device
         self.rows = torch.tensor([cohort.position[Path(e)] for e in images.entries], dtype=torch.long, device=device)
-        self.targets = torch.tensor(images.targets, dtype=torch.long, device=device)
+        self.targets = torch.tensor(images.targets, device=device)  # int64 classes or float32 scores: their dtype
 
     def __len__(self) -> int:
         return len(self.images)

@@ -2,6 +2,10 @@
 
 ADNI subjects have several visits; splitting images would put the same brain on both sides. Subjects are
 drawn within each diagnostic group (the group of their first row), so class proportions match across sides.
+A score task (a regression: the manifest's ``label`` is a number) is stratified by the score instead: each subject's
+first image's score puts it into one of :data:`SCORE_STRATA`, equal-count bins of the subjects ranked by score
+(:func:`score_strata`), and the split file's ``group`` column holds that bin (``q1`` the lowest scores), so the
+score's range is spread over the sides as a class is.
 
 A k-fold split is drawn once, into one file that every fold reads, as nnU-Net keeps one ``splits_final``: its
 ``fold`` column deals the non-test subjects into folds and its ``split`` column says ``cv`` for them (``test`` for
@@ -27,6 +31,7 @@ import pandas as pd
 
 from adni_lightning.atomic import write_once
 from adni_lightning.errors import ProjectError
+from adni_lightning.vocabulary import ClassName
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,26 @@ CV = "cv"
 SPEC_OPTIONS = ("val_fraction", "test_fraction", "seed", "folds", "fold")
 #: The options a k-fold file does not depend on: which fold validates, and the val share that folds replace.
 KFOLD_FREE = ("val_fraction", "fold")
+
+
+#: The strata of a score task's split, lowest scores first: quintiles of the subjects ranked by score.
+SCORE_STRATA = tuple(ClassName(f"q{k}") for k in range(1, 6))
+
+
+def score_strata(scores: pd.Series) -> pd.Series:
+    """Each subject's stratum (:data:`SCORE_STRATA`) from its score (``scores`` indexed by subject, sorted): the
+    subjects ranked by score and dealt into equal-count bins, ties broken by subject order, so that a score most
+    subjects share (MMSE 30) still fills bins of equal size. Fewer subjects than strata fill the first strata alone.
+    """
+    ranks = scores.rank(method="first").to_numpy()
+    bins = min(len(SCORE_STRATA), len(scores))
+    positions = np.ceil(ranks * bins / len(scores)).astype(int) - 1
+    return pd.Series([SCORE_STRATA[p] for p in positions], index=scores.index, dtype=object)
+
+
+def is_score(manifest: pd.DataFrame) -> bool:
+    """Whether the manifest is a score task's: its ``label`` holds numbers (a class task's holds class names)."""
+    return pd.api.types.is_float_dtype(manifest["label"])
 
 
 class SplitError(ProjectError, ValueError):
@@ -100,9 +125,13 @@ def split_subjects(manifest: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
     Within each group, shuffled subjects go first to test (``test_fraction``), then to val (``val_fraction``),
     the rest to train. With ``folds`` the non-test subjects are dealt into that many stratified folds
     (column ``fold``) and fold ``fold`` is the validation side, for k-fold cross-validation; otherwise
-    ``fold`` is -1.
+    ``fold`` is -1. A score task's groups are its subjects' score strata (:func:`score_strata`), which the ``group``
+    column then holds.
     """
     subject_group = manifest.groupby("subject", sort=True)["label"].first()
+    score = is_score(manifest)
+    if score:
+        subject_group = score_strata(subject_group)
     rng = np.random.default_rng(spec.seed)
     side, folds = {}, {}
     dealt = 0  # fold dealing continues across groups, so the remainders do not all land in fold 0
@@ -122,6 +151,8 @@ def split_subjects(manifest: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
             for position, subject in enumerate(rest):
                 side[subject], folds[subject] = ("val" if position < n_val else "train"), -1
     split = manifest[["image_id", "subject", "label"]].rename(columns={"label": "group"}).copy()
+    if score:
+        split["group"] = split["subject"].map(subject_group)
     split["split"] = split["subject"].map(side)
     split["fold"] = split["subject"].map(folds).astype(int)
     return split.reset_index(drop=True)[list(SPLIT_COLUMNS)]

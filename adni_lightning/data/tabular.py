@@ -40,10 +40,15 @@ class TabularState(TypedDict):
 
 
 class TabularEncoder:
-    """Encodes (age, sex[, volumes]) rows; :meth:`fit` on the training split before use."""
+    """Encodes (age, sex[, volumes]) rows; :meth:`fit` on the training split before use.
 
-    def __init__(self, volumes: Sequence[str] = ()) -> None:
+    ``age=False`` leaves age out of the features (brain age: the age is the target, so it cannot be an input); its
+    statistics are still fitted and kept, as they say the encoder was fitted.
+    """
+
+    def __init__(self, volumes: Sequence[str] = (), age: bool = True) -> None:
         self.volumes = tuple(volumes)
+        self.age = age
         self.age_mean: float | None = None
         self.age_std: float | None = None
         self.volume_mean: list[float] | None = None
@@ -51,7 +56,8 @@ class TabularEncoder:
 
     @property
     def features(self) -> tuple[str, ...]:
-        return BASE_FEATURES + tuple(f"{name}_icv_z" for name in self.volumes)
+        base = BASE_FEATURES if self.age else BASE_FEATURES[1:]
+        return base + tuple(f"{name}_icv_z" for name in self.volumes)
 
     @property
     def num_features(self) -> int:
@@ -82,7 +88,10 @@ class TabularEncoder:
                 "(the checkpoint holds the training split's statistics)"
             )
         ages = np.asarray(ages, dtype=np.float64)
-        base = np.stack([(ages - self.age_mean) / self.age_std, sexes == "F", sexes == "M"], axis=1)
+        if self.age:
+            base = np.stack([(ages - self.age_mean) / self.age_std, sexes == "F", sexes == "M"], axis=1)
+        else:
+            base = np.stack([sexes == "F", sexes == "M"], axis=1).astype(np.float64)
         if not self.volumes:
             return base.astype(np.float32)
         assert self.volume_mean is not None and self.volume_std is not None  # set with the age statistics

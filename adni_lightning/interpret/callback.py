@@ -12,6 +12,11 @@ Lightning runs ``predict`` under ``torch.inference_mode`` by default, whose tens
 IG needs gradients, so the run must use ``trainer.inference_mode: false`` (``torch.no_grad``), and the callback turns
 gradients back on around IG alone. Occlusion and IG run in full precision, outside the run's autocast; the
 probabilities and the predicted class are the run's own (``predict_step``'s).
+
+A score task's model (a regression) has one output, :data:`SCORE_OUTPUT`, in place of the classes: occlusion's
+``delta_p`` and IG attribute the change of the predicted score, in the score's units; ``images.csv`` gives each
+image's ``target`` and ``prediction``, and the mean map is over every image explained (there is no "correctly
+classified").
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from adni_lightning.data.batch import Batch
 from adni_lightning.data.datamodule import ADNIDataModule
 from adni_lightning.data.labels import FREESURFER_LUT, KNOWN_LABELS, channel_lookup, label_id
 from adni_lightning.errors import ProjectError
-from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
+from adni_lightning.interpret.attribution import captum_attr, integrated_gradients, predicted_score
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
 from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
@@ -45,6 +50,8 @@ MARKER = ".adni_lightning_interpret"
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
 #: The option the folder is named by in messages.
 OUT_OPTION = "--out"
+#: A score task's one output, in place of the classes of ``structure_importance.csv``, the rankings and the maps.
+SCORE_OUTPUT = ClassName("score")
 _MARKER_TEXT = "written by python -m adni_lightning interpret: its next run may replace the files here\n"
 
 
@@ -67,14 +74,24 @@ def own_folder(out: Path) -> Path:
 
 
 def _predictor(
-    model: torch.nn.Module, to_input: Callable[[torch.Tensor], torch.Tensor], tabular: torch.Tensor
+    model: torch.nn.Module, to_input: Callable[[torch.Tensor], torch.Tensor], tabular: torch.Tensor, score: bool
 ) -> Predictor:
-    """Compact volumes of one image's copies → probabilities, with that image's age and sex."""
+    """Compact volumes of one image's copies → probabilities (with ``score``: the ``(B, 1)`` predicted score, in its
+    units), with that image's age and sex.
+    """
 
     def predict(volumes: torch.Tensor) -> torch.Tensor:
-        return model(to_input(volumes), tabular.expand(len(volumes), -1)).float().softmax(dim=1)
+        covariates = tabular.expand(len(volumes), -1)
+        if score:
+            return predicted_score(model, to_input(volumes), covariates)
+        return model(to_input(volumes), covariates).float().softmax(dim=1)
 
     return predict
+
+
+def output_names(dm: ADNIDataModule) -> list[ClassName]:
+    """What the model's outputs are explained as: the classes, or a score task's one :data:`SCORE_OUTPUT`."""
+    return [SCORE_OUTPUT] if dm.task.regression else list(dm.classes)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -156,7 +173,7 @@ class Interpreter(Callback):
             print(f"interpret: {NO_OCCLUSION}")
         self._entries = dict(zip(dataset.rows["image_id"], dataset.entries))
         self.images, self.importance = [], []
-        self.maps = ClassMaps(len(dm.classes), dm.preprocessing.labelmap)
+        self.maps = ClassMaps(len(output_names(dm)), dm.preprocessing.labelmap)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.ig_steps and torch.is_inference_mode_enabled():
@@ -176,26 +193,32 @@ class Interpreter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Explain the batch's images (until ``max_images``), from its compact volumes and the run's probabilities."""
+        """Explain the batch's images (until ``max_images``), from its compact volumes and the run's probabilities (or
+        predicted scores).
+        """
         dm = self._datamodule(trainer)
-        classes, labelmap = dm.classes, dm.preprocessing.labelmap
-        probabilities: torch.Tensor = outputs["probabilities"]
+        classes, labelmap, score = output_names(dm), dm.preprocessing.labelmap, dm.task.regression
         volumes, tabular = batch["volume"], batch["tabular"]
         for i, image_id in enumerate(batch["image_id"]):
             if self.max_images is not None and len(self.images) >= self.max_images:
                 return
-            predicted = int(probabilities[i].argmax())
             row: dict[str, Any] = {
                 "image_id": image_id,
                 "subject": batch["subject"][i],
                 "group": batch["group"][i],
                 "split": batch["split"][i],
-                "predicted": classes[predicted],
-                **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])},
             }
+            if score:
+                predicted = 0
+                row.update(target=float(outputs["target"][i]), prediction=float(outputs["prediction"][i]))
+            else:
+                probabilities: torch.Tensor = outputs["probabilities"]
+                predicted = int(probabilities[i].argmax())
+                row["predicted"] = classes[predicted]
+                row.update({f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])})
             if labelmap:
                 started = time.perf_counter()
-                predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1])
+                predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1], score)
                 self.importance += self._occlusion_rows(row, volumes[i], predict, classes)
                 row["occlusion_s"] = time.perf_counter() - started
             if self.ig_steps:
@@ -205,12 +228,15 @@ class Interpreter(Callback):
     def _occlusion_rows(
         self, row: dict[str, Any], volume: torch.Tensor, predict: Predictor, classes: Sequence[ClassName]
     ) -> list[dict[str, Any]]:
-        """``structure_importance.csv`` rows of one image: each visible structure present × each class."""
+        """``structure_importance.csv`` rows of one image: each visible structure present × each class (``predicted``:
+        the predicted class, or a score task's predicted score).
+        """
         assert self._table is not None
         labels = present_structures(volume, self._table)
         deltas = structure_occlusion(predict, volume, labels, self.chunk).cpu()
         voxels = torch.bincount(volume.flatten().long(), minlength=len(KNOWN_LABELS)).cpu()
-        image = {k: row[k] for k in ("image_id", "subject", "group", "predicted")}
+        image = {k: row[k] for k in ("image_id", "subject", "group")}
+        image["predicted"] = row["prediction"] if "prediction" in row else row["predicted"]
         rows = []
         for index, delta in zip(labels.tolist(), deltas):
             label = label_id(CompactLabel(index))
@@ -221,21 +247,30 @@ class Interpreter(Callback):
     def _attribute(
         self, model: L.LightningModule, dm: ADNIDataModule, batch: Batch, i: int, predicted: int, image_id: str
     ) -> dict[str, Any]:
-        """IG of image ``i``'s predicted class, saved on its source grid; its ``images.csv`` columns."""
+        """IG of image ``i``'s predicted class (a score task's predicted score), saved on its source grid; its
+        ``images.csv`` columns. The class's mean map takes it when the class is right (a score's takes every image).
+        """
         assert self.maps is not None
+        score = dm.task.regression
         started = time.perf_counter()
         with torch.enable_grad():
             attribution, convergence = integrated_gradients(
-                model, batch["image"][i : i + 1], batch["tabular"][i : i + 1], predicted, self.ig_steps, self.chunk
+                model,
+                batch["image"][i : i + 1],
+                batch["tabular"][i : i + 1],
+                predicted,
+                self.ig_steps,
+                self.chunk,
+                score,
             )
         seconds = time.perf_counter() - started
         target = self.out / "attributions" / f"{image_id}_ig.nii.gz"
         save_on_source_grid(attribution.cpu().numpy(), dm.cache.geometry(self._entries[image_id]), target)
-        if predicted == int(batch["label"][i]):
+        if score or predicted == int(batch["label"][i]):
             self.maps.add(predicted, attribution, batch["volume"][i, 0])
         return {
             "ig_s": seconds,
-            "ig_class": dm.classes[predicted],
+            "ig_class": output_names(dm)[predicted],
             "ig_sum": float(attribution.sum()),
             "ig_convergence_delta": convergence,
             "attribution_file": str(target.relative_to(self.out)),
@@ -249,8 +284,9 @@ class Interpreter(Callback):
         _write_csv(images, self.out / "images.csv")
         with SummaryWriter(str(self.out / "tensorboard")) as writer:
             if self.importance:
-                self._write_ranking(pd.DataFrame(self.importance, columns=list(IMPORTANCE_COLUMNS)), dm.classes, writer)
-            drawn = self._write_maps(dm.classes, dm.preprocessing.labelmap, writer)
+                importance = pd.DataFrame(self.importance, columns=list(IMPORTANCE_COLUMNS))
+                self._write_ranking(importance, output_names(dm), writer, self._score_name(dm))
+            drawn = self._write_maps(output_names(dm), dm.preprocessing.labelmap, writer, self._score_name(dm))
         timings = ", ".join(
             f"{name} {images[column].mean():.2f} s/image"
             for name, column in (("occlusion", "occlusion_s"), ("IG", "ig_s"))
@@ -259,13 +295,24 @@ class Interpreter(Callback):
         maps = (
             f"mean maps for {', '.join(drawn) or 'no class (none correctly classified)'}" if self.ig_steps else "no IG"
         )
+        if dm.task.regression:
+            maps = f"a mean map of the predicted {dm.task.column}" if self.ig_steps else "no IG"
         print(
             f"interpret: {len(images)} {dm.predict_split} image(s) explained into {self.out} "
             f"({timings or 'nothing timed'}); {maps}"
         )
 
-    def _write_maps(self, classes: Sequence[ClassName], labelmap: bool, writer: SummaryWriter) -> list[ClassName]:
-        """Per-class mean maps as NIfTI (network grid) and triplanar PNGs; returns the classes drawn."""
+    @staticmethod
+    def _score_name(dm: ADNIDataModule) -> str | None:
+        """A score task's score (``MMSE``), the quantity its figures name; ``None`` for a classification."""
+        return str(dm.task.column) if dm.task.regression else None
+
+    def _write_maps(
+        self, classes: Sequence[ClassName], labelmap: bool, writer: SummaryWriter, score: str | None = None
+    ) -> list[ClassName]:
+        """Per-class mean maps as NIfTI (network grid) and triplanar PNGs; returns the classes drawn. A score task's
+        one map (``score``: its name) is over every image explained.
+        """
         assert self.maps is not None
         drawn = []
         for k, klass in enumerate(classes):
@@ -275,13 +322,17 @@ class Interpreter(Callback):
             save_network_grid(mean, self.out / f"mean_attribution_{klass}.nii.gz")
             save_network_grid(reference, self.out / f"reference_{klass}.nii.gz")
             title = f"mean IG of p({klass}), {self.maps.counts[k]} correctly classified {klass} image(s)"
-            figure = triplanar_figure(mean, reference, labelmap, title)
+            if score is not None:
+                title = f"mean IG of the predicted {score}, {self.maps.counts[k]} image(s)"
+            figure = triplanar_figure(mean, reference, labelmap, title, score)
             _save_figure(figure, self.out / f"mean_attribution_{klass}.png")
             writer.add_figure(f"interpret/mean_attribution/{klass}", figure)
             drawn.append(klass)
         return drawn
 
-    def _write_ranking(self, importance: pd.DataFrame, classes: Sequence[ClassName], writer: SummaryWriter) -> None:
+    def _write_ranking(
+        self, importance: pd.DataFrame, classes: Sequence[ClassName], writer: SummaryWriter, score: str | None = None
+    ) -> None:
         _write_csv(importance, self.out / "structure_importance.csv")
         ranking = rank_structures(importance, classes, self.bootstrap)
         _write_csv(ranking, self.out / "structure_ranking.csv")
@@ -291,10 +342,11 @@ class Interpreter(Callback):
             ("bilateral", True, "structure_ranking_bilateral_per_voxel"),
         )
         for level, per_voxel, name in figures:
-            figure = ranking_figure(ranking, classes, level, self.top, per_voxel)
+            figure = ranking_figure(ranking, classes, level, self.top, per_voxel, score)
             _save_figure(figure, self.out / f"{name}.png")
             writer.add_figure(f"interpret/{name}", figure)
-        lines = ["| class | rank | structure | mean Δp | 95% CI |", "|---|---|---|---|---|"]
+        change = "Δp" if score is None else f"Δ {score}"
+        lines = [f"| class | rank | structure | mean {change} | 95% CI |", "|---|---|---|---|---|"]
         for row in ranking[(ranking["level"] == "bilateral") & (ranking["rank"] <= self.top)].to_dict("records"):
             lines.append(
                 f"| {row['class']} | {row['rank']} | {row['structure']} | {row['mean_delta_p']:+.4f} | "

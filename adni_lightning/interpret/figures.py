@@ -19,10 +19,15 @@ _COLOURS = compact_colours()
 
 
 def ranking_figure(
-    ranking: pd.DataFrame, classes: Sequence[ClassName], level: str, top: int = 10, per_voxel: bool = False
+    ranking: pd.DataFrame,
+    classes: Sequence[ClassName],
+    level: str,
+    top: int = 10,
+    per_voxel: bool = False,
+    score: str | None = None,
 ) -> Figure:
     """One panel per class: the ``top`` structures of ``level`` by absolute mean delta (with 95% CIs), or by
-    absolute delta per voxel.
+    absolute delta per voxel. A score task's one panel (``score``: its name) shows the change of the predicted score.
     """
     fig = Figure(figsize=(4.2 * len(classes), 0.32 * top + 1.4), dpi=100)
     axes = fig.subplots(1, len(classes), squeeze=False)[0]
@@ -37,8 +42,9 @@ def ranking_figure(
         ax.barh(np.arange(len(part)), mean, xerr=errors, color=np.where(mean > 0, "tab:red", "tab:blue"), capsize=2)
         ax.set_yticks(np.arange(len(part)), part["structure"], fontsize=8)
         ax.axvline(0, color="black", linewidth=0.6)
-        ax.set_title(f"p({klass})")
-        ax.set_xlabel("Δp per voxel when removed" if per_voxel else "Δp when removed (mean, 95% CI)")
+        ax.set_title(f"p({klass})" if score is None else f"predicted {score}")
+        change = "Δp" if score is None else f"Δ {score}"
+        ax.set_xlabel(f"{change} per voxel when removed" if per_voxel else f"{change} when removed (mean, 95% CI)")
     fig.tight_layout()
     return fig
 
@@ -49,7 +55,9 @@ def _planes(volume: np.ndarray, point: tuple[int, int, int]) -> list[np.ndarray]
     return [volume[x].T[::-1], volume[:, y].T[::-1], volume[:, :, z].T[::-1]]
 
 
-def triplanar_figure(attribution: np.ndarray, reference: np.ndarray, labelmap: bool, title: str) -> Figure:
+def triplanar_figure(
+    attribution: np.ndarray, reference: np.ndarray, labelmap: bool, title: str, score: str | None = None
+) -> Figure:
     """Sagittal, coronal and axial planes through the voxel of largest absolute attribution: the reference
     (FreeSurfer colours for label maps, grey for intensities) above, the map over a faded copy of it below.
 
@@ -72,6 +80,7 @@ def triplanar_figure(attribution: np.ndarray, reference: np.ndarray, labelmap: b
         shown = np.ma.masked_where(np.abs(values) < 0.1 * limit, values)
         image = axes[1, column].imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         axes[0, column].set_title(name, fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, label="IG attribution (probability)")
+    unit = "probability" if score is None else score
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, label=f"IG attribution ({unit})")
     fig.suptitle(f"{title}\nplanes through voxel {tuple(int(p) for p in point)} (RAS, network grid)", fontsize=10)
     return fig

@@ -50,8 +50,8 @@ class LoaderSpec:
 class VolumeDataset(Dataset):
     """Items with the :class:`~adni_lightning.data.batch.Batch` keys (one image each) for rows of a manifest.
 
-    ``volume`` is the cached array with a channel axis, still compact (uint8 label index or float16): it is
-    expanded to channels on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
+    ``volume`` is the cached array with a channel axis, still compact (uint8 label index, uint8 occupancy fractions
+    per channel, or float16): it is expanded to the network input on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
     arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a ``split`` column.
     """
 
@@ -82,7 +82,7 @@ class VolumeDataset(Dataset):
         volume = np.load(self.entries[index], mmap_mode="r")
         text = self.text
         return {
-            "volume": np.array(volume)[None],
+            "volume": np.array(volume).reshape(-1, *volume.shape[-3:]),  # a channel axis, if not cached with one
             "tabular": self.tabular([index])[0],
             "label": int(self.targets[index]),
             "image_id": text["image_id"][index],

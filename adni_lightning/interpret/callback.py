@@ -4,7 +4,9 @@
 adoption and device placement are the CLI's (:mod:`adni_lightning.cli`), never replayed here. For each image of a
 predict batch (its compact ``volume``, ``tabular`` covariates and ids, and the probabilities ``predict_step``
 returned) it runs structure occlusion (label maps; :mod:`.occlusion`) and Integrated Gradients (:mod:`.attribution`),
-saving each IG map on the source file's grid from the geometry its cache entry recorded (:mod:`.maps`). At the end of
+saving each IG map on the source file's grid from the geometry its cache entry recorded (:mod:`.maps`). Occupancy
+inputs (``data.preprocessing.label_encoding occupancy``) get IG only: their cache holds channel fractions, not the
+FreeSurfer ids occlusion removes, and a channel merges ids (left and right, a whole cortex). At the end of
 the run it writes ``images.csv``, ``structure_importance.csv``, ``structure_ranking.csv`` and its bar charts, the
 per-class mean maps and their figures, and the same figures into ``<out>/tensorboard``.
 
@@ -43,6 +45,10 @@ from adni_lightning.vocabulary import ClassName, CompactLabel
 #: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
 MARKER = ".adni_lightning_interpret"
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
+NO_OCCUPANCY_OCCLUSION = (
+    "structure occlusion removes FreeSurfer ids from a label index, which data.preprocessing.label_encoding occupancy "
+    "does not cache (its channels merge ids): voxel attribution only"
+)
 #: The option the folder is named by in messages.
 OUT_OPTION = "--out"
 _MARKER_TEXT = "written by python -m adni_lightning interpret: its next run may replace the files here\n"
@@ -154,6 +160,8 @@ class Interpreter(Callback):
             (self.out / "attributions").mkdir(exist_ok=True)
         if not dm.preprocessing.labelmap:
             print(f"interpret: {NO_OCCLUSION}")
+        elif dm.preprocessing.occupancy:
+            print(f"interpret: {NO_OCCUPANCY_OCCLUSION}")
         self._entries = dict(zip(dataset.rows["image_id"], dataset.entries))
         self.images, self.importance = [], []
         self.maps = ClassMaps(len(dm.classes), dm.preprocessing.labelmap)
@@ -193,7 +201,7 @@ class Interpreter(Callback):
                 "predicted": classes[predicted],
                 **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])},
             }
-            if labelmap:
+            if labelmap and not dm.preprocessing.occupancy:
                 started = time.perf_counter()
                 predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1])
                 self.importance += self._occlusion_rows(row, volumes[i], predict, classes)

@@ -254,6 +254,16 @@ def footprint_means(values: np.ndarray, axis: int, start: float, extent: float, 
     return np.diff(integral, axis=axis) / (extent / n_out)
 
 
+def fractions(mask: np.ndarray, start: np.ndarray, extent: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """The fraction of each output voxel of the box (``start``, ``extent`` in ``mask``'s voxels) that ``mask``
+    fills, before rounding (float64, ``size``): :func:`footprint_means` along each axis in turn.
+    """
+    out: np.ndarray = mask
+    for axis in range(3):
+        out = footprint_means(out, axis, float(start[axis]), float(extent[axis]), size[axis])
+    return out
+
+
 def occupancy(
     canonical: np.ndarray,
     start: np.ndarray,
@@ -276,10 +286,8 @@ def occupancy(
     if box.size == 0:
         return out
     for c in range(len(channels)):
-        fraction: np.ndarray = table[:, c][box]
-        for axis in range(3):
-            fraction = footprint_means(fraction, axis, float(start[axis] - lo[axis]), float(extent[axis]), size[axis])
-        out[c] = np.clip(np.rint(fraction * 255), 0, 255).astype(np.uint8)
+        filled = fractions(table[:, c][box], start - lo, extent, size)
+        out[c] = np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
     return out
 
 

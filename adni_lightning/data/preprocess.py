@@ -233,35 +233,39 @@ def resample_linear(data: np.ndarray, start: np.ndarray, extent: np.ndarray, siz
     return F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-def footprint_means(values: np.ndarray, axis: int, start: float, extent: float, n_out: int) -> np.ndarray:
-    """Mean of ``values`` along ``axis`` over each of ``n_out`` equal cells tiling [start, start + extent) (source
+def footprint_means(values: np.ndarray, start: float, extent: float, n_out: int) -> np.ndarray:
+    """Mean of ``values`` along axis 0 over each of ``n_out`` equal cells tiling [start, start + extent) (source
     voxel units, may reach past the array: background 0 there), counting partly covered voxels by their overlap.
 
     Exact for any ratio: a voxel's weights over the cells sum to its overlap with the box, so the sum of the means
-    times the cell length is the sum of the values inside the box. Computed from the running sum along the axis
-    (its value at a fractional position interpolates within a voxel), one pass over the array rather than a dense
-    matrix product.
+    times the cell length is the sum of the values inside the box. A cell holds the whole voxels from the one its
+    lower bound cuts up to the one its upper bound cuts (a slice sum per cell: integer counts for a mask, and some
+    20x faster than ``np.add.reduceat``), plus the part of the upper voxel below its bound, less the part of the lower
+    voxel below its bound.
     """
-    n_in = values.shape[axis]
-    exact = values.dtype.kind in "bui"  # counts stay integers (int32: a 256³ bool mask sums to at most 256)
-    running = np.cumsum(values, axis=axis, dtype=np.int32 if exact else np.float64)  # inclusive of each voxel
+    n_in = len(values)
     bounds = np.clip(start + np.arange(n_out + 1) * (extent / n_out), 0.0, n_in)
     voxel = np.minimum(np.floor(bounds).astype(np.int64), n_in - 1)
-    shape = [1] * values.ndim
-    shape[axis] = n_out + 1
-    within = (bounds - voxel).reshape(shape)  # how far into its voxel each bound lies
-    integral = np.take(running, voxel, axis=axis) + (within - 1) * np.take(values, voxel, axis=axis)
-    return np.diff(integral, axis=axis) / (extent / n_out)
+    # A mask's counts fit int16 (a cell spans at most n_in voxels), whose sums run 2.5x faster than int32's.
+    dtype = (np.int16 if n_in < 2**15 else np.int32) if values.dtype == bool else np.float64
+    whole = np.stack([values[a:b].sum(axis=0, dtype=dtype) for a, b in zip(voxel[:-1], voxel[1:])])
+    within = (bounds - voxel).reshape(-1, *[1] * (values.ndim - 1))  # how far into its voxel each bound lies
+    cut = within * values[voxel]  # the part of each bound's voxel below the bound
+    return (whole + np.diff(cut, axis=0)) / (extent / n_out)
 
 
 def fractions(mask: np.ndarray, start: np.ndarray, extent: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     """The fraction of each output voxel of the box (``start``, ``extent`` in ``mask``'s voxels) that ``mask``
-    fills, before rounding (float64, ``size``): :func:`footprint_means` along each axis in turn.
+    fills, before rounding (float32, ``size``).
+
+    :func:`footprint_means` along the first axis (integer sums over the full-resolution mask, one pass), then
+    along the two others, now a few times smaller, as products with its weights (the means of the identity).
     """
-    out: np.ndarray = mask
-    for axis in range(3):
-        out = footprint_means(out, axis, float(start[axis]), float(extent[axis]), size[axis])
-    return out
+    out = footprint_means(mask, float(start[0]), float(extent[0]), size[0]).astype(np.float32)
+    _, height, width = mask.shape
+    rows = footprint_means(np.eye(height, dtype=np.float32), float(start[1]), float(extent[1]), size[1])
+    columns = footprint_means(np.eye(width, dtype=np.float32), float(start[2]), float(extent[2]), size[2])
+    return np.matmul(rows.astype(np.float32), out @ columns.T.astype(np.float32))
 
 
 def occupancy(
@@ -280,13 +284,18 @@ def occupancy(
     """
     lo = np.clip(np.floor(start).astype(np.int64), 0, canonical.shape)
     hi = np.clip(np.ceil(start + extent).astype(np.int64), lo, canonical.shape)
-    box = to_compact(canonical[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    # In C order (the file's view is strided): each cell of the first axis then sums whole contiguous planes.
+    box = np.ascontiguousarray(to_compact(canonical[tuple(slice(a, b) for a, b in zip(lo, hi))]))
     table = channel_lookup(channels) > 0
     out = np.zeros((len(channels), *size), dtype=np.uint8)
     if box.size == 0:
         return out
+    # Channels that share no id: one gather of each voxel's channel, then a cheap comparison per channel.
+    disjoint = bool((table.sum(axis=1) <= 1).all())
+    owner = np.where(table.any(axis=1), table.argmax(axis=1) + 1, 0).astype(np.uint8)[box] if disjoint else None
     for c in range(len(channels)):
-        filled = fractions(table[:, c][box], start - lo, extent, size)
+        mask = owner == c + 1 if owner is not None else table[:, c][box]
+        filled = fractions(mask, start - lo, extent, size)
         out[c] = np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
     return out
 

@@ -5,8 +5,8 @@ adoption and device placement are the CLI's (:mod:`adni_lightning.cli`), never r
 predict batch (its compact ``volume``, ``tabular`` covariates and ids, and the probabilities ``predict_step``
 returned) it runs structure occlusion (label maps; :mod:`.occlusion`) and Integrated Gradients (:mod:`.attribution`),
 saving each IG map on the source file's grid from the geometry its cache entry recorded (:mod:`.maps`). Occupancy
-inputs (``data.preprocessing.label_encoding occupancy``) get IG only: their cache holds channel fractions, not the
-FreeSurfer ids occlusion removes, and a channel merges ids (left and right, a whole cortex). At the end of
+inputs (``data.preprocessing.label_encoding occupancy``) cache channel fractions, not FreeSurfer ids: occlusion there
+removes one channel at a time (a channel merges ids: left and right, a whole cortex). At the end of
 the run it writes ``images.csv``, ``structure_importance.csv``, ``structure_ranking.csv`` and its bar charts, the
 per-class mean maps and their figures, and the same figures into ``<out>/tensorboard``.
 
@@ -38,16 +38,17 @@ from adni_lightning.errors import ProjectError
 from adni_lightning.interpret.attribution import captum_attr, integrated_gradients
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
-from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
+from adni_lightning.interpret.occlusion import Predictor, occlude_channels, present_structures, structure_occlusion
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
 from adni_lightning.vocabulary import ClassName, CompactLabel
 
 #: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
 MARKER = ".adni_lightning_interpret"
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
-NO_OCCUPANCY_OCCLUSION = (
-    "structure occlusion removes FreeSurfer ids from a label index, which data.preprocessing.label_encoding occupancy "
-    "does not cache (its channels merge ids): voxel attribution only"
+#: Said once when the inputs are occupancy fractions: occlusion then removes whole channels, not single ids.
+BY_CHANNEL = (
+    "data.preprocessing.label_encoding occupancy caches channels, not FreeSurfer ids: structure occlusion removes "
+    "one channel at a time"
 )
 #: The option the folder is named by in messages.
 OUT_OPTION = "--out"
@@ -161,7 +162,7 @@ class Interpreter(Callback):
         if not dm.preprocessing.labelmap:
             print(f"interpret: {NO_OCCLUSION}")
         elif dm.preprocessing.occupancy:
-            print(f"interpret: {NO_OCCUPANCY_OCCLUSION}")
+            print(f"interpret: {BY_CHANNEL}")
         self._entries = dict(zip(dataset.rows["image_id"], dataset.entries))
         self.images, self.importance = [], []
         self.maps = ClassMaps(len(dm.classes), dm.preprocessing.labelmap)
@@ -201,10 +202,14 @@ class Interpreter(Callback):
                 "predicted": classes[predicted],
                 **{f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])},
             }
-            if labelmap and not dm.preprocessing.occupancy:
+            if labelmap:
                 started = time.perf_counter()
-                predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1])
-                self.importance += self._occlusion_rows(row, volumes[i], predict, classes)
+                if dm.preprocessing.occupancy:
+                    predict = _predictor(pl_module, torch.nn.Identity(), tabular[i : i + 1])
+                    self.importance += self._channel_rows(row, batch["image"][i], predict, dm)
+                else:
+                    predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1])
+                    self.importance += self._occlusion_rows(row, volumes[i], predict, classes)
                 row["occlusion_s"] = time.perf_counter() - started
             if self.ig_steps:
                 row.update(self._attribute(pl_module, dm, batch, i, predicted, image_id))
@@ -224,6 +229,24 @@ class Interpreter(Callback):
             label = label_id(CompactLabel(index))
             structure = {"label_id": int(label), "structure": FREESURFER_LUT[label][0], "voxels": int(voxels[index])}
             rows += [{**image, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(classes, delta)]
+        return rows
+
+    def _channel_rows(
+        self, row: dict[str, Any], image: torch.Tensor, predict: Predictor, dm: ADNIDataModule
+    ) -> list[dict[str, Any]]:
+        """``structure_importance.csv`` rows of one occupancy image: each channel present × each class; its
+        ``label_id`` the channel's ids joined by ``+``, its ``voxels`` the channel's volume in network voxels (the
+        sum of its fractions).
+        """
+        filled = image.flatten(1).sum(dim=1)
+        channels = torch.nonzero(filled > 0).flatten()
+        deltas = structure_occlusion(predict, image, channels, self.chunk, occlude_channels).cpu()
+        names, ids = list(dm.preprocessing.channel_map), list(dm.preprocessing.channel_map.values())
+        image_row = {k: row[k] for k in ("image_id", "subject", "group", "predicted")}
+        rows = []
+        for c, delta in zip(channels.tolist(), deltas):
+            structure = {"label_id": "+".join(str(i) for i in ids[c]), "structure": names[c], "voxels": float(filled[c])}
+            rows += [{**image_row, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(dm.classes, delta)]
         return rows
 
     def _attribute(

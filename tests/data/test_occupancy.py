@@ -217,6 +217,19 @@ def test_a_checkpoint_of_the_other_encoding_is_refused():
         check_contract(older, _contract(label_encoding="occupancy"), "old.ckpt")
 
 
+def test_a_scoring_command_takes_the_checkpoints_encoding():
+    from adni_lightning.checkpoint import adoption_lines, checkpoint_preprocessing
+
+    trained = _contract(label_encoding="occupancy")
+    adopted = checkpoint_preprocessing(Preprocessing(), trained)
+    assert adopted == {"data.preprocessing.label_encoding": "occupancy"}
+    assert adoption_lines(Preprocessing(), adopted) == [
+        "data.preprocessing.label_encoding occupancy taken from the checkpoint (the config says nearest)"
+    ]
+    intensity = _contract(input_kind="intensity")  # no encoding: only the input kind is taken
+    assert checkpoint_preprocessing(Preprocessing(), intensity) == {"data.preprocessing.input_kind": "intensity"}
+
+
 def test_occupancy_reads_the_same_voxels_as_the_crop():
     data = _label_map()
     canonical, zooms = to_canonical(data, np.eye(4))
@@ -227,7 +240,7 @@ def test_occupancy_reads_the_same_voxels_as_the_crop():
     np.testing.assert_array_equal(cached, occupancy(canonical, start, extent, params.size, params.channel_map))
 
 
-def test_fit_with_occupancy_channels_runs_end_to_end(cohort, tmp_path):
+def test_fit_with_occupancy_channels_runs_end_to_end_and_its_checkpoint_keeps_the_encoding(cohort, tmp_path, capsys):
     from adni_lightning.main import main
     from tests.helpers import tiny_args
 
@@ -239,6 +252,11 @@ def test_fit_with_occupancy_channels_runs_end_to_end(cohort, tmp_path):
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["data"]["preprocessing"]["label_encoding"] == "occupancy"
     assert any(Path(root, "tensorboard").rglob("events.*"))  # with volumes drawn from the dominant structure
+    with pytest.raises(ContractError) as refused:  # a resume must train on the inputs it started with
+        main(tiny_args("fit", root, cohort, "--ckpt_path", "last", "--trainer.max_epochs", "2"))
+    assert str(refused.value).endswith("data.preprocessing.label_encoding: checkpoint occupancy, config nearest")
+    main(tiny_args("validate", root, cohort, "--ckpt_path", str(root / "checkpoints" / "last.ckpt")))
+    assert "data.preprocessing.label_encoding occupancy taken from the checkpoint" in capsys.readouterr().out
 
 
 def test_occluding_a_channel_zeroes_its_fractions_and_nothing_else():

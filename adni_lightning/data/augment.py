@@ -132,8 +132,9 @@ FULL = 255
 
 
 def dominant_labels(fractions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(B, C, D, H, W)`` uint8 occupancy fractions → ``(B, 1, D, H, W)`` compact labels: in each voxel ``labels[c + 1]``
-    of the channel that fills most of it, or ``labels[0]`` (background) where what no channel fills is larger.
+    """``(B, C, D, H, W)`` uint8 occupancy fractions → ``(B, 1, D, H, W)`` compact labels: in each voxel
+    ``labels[c + 1]`` of the channel that fills most of it, or ``labels[0]`` (background) where what no channel fills
+    is larger.
 
     A picture of the fractions in FreeSurfer colours (TensorBoard, interpret's reference maps); not a network input.
     """

@@ -82,7 +82,8 @@ class VolumeDataset(Dataset):
         volume = np.load(self.entries[index], mmap_mode="r")
         text = self.text
         return {
-            "volume": np.array(volume).reshape(-1, *volume.shape[-3:]),  # a channel axis, if not cached with one
+            # A channel axis, unless the entry has one (occupancy fractions).
+            "volume": np.array(volume).reshape(-1, *volume.shape[-3:]),
             "tabular": self.tabular([index])[0],
             "label": int(self.targets[index]),
             "image_id": text["image_id"][index],

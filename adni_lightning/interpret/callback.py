@@ -245,8 +245,14 @@ class Interpreter(Callback):
         image_row = {k: row[k] for k in ("image_id", "subject", "group", "predicted")}
         rows = []
         for c, delta in zip(channels.tolist(), deltas):
-            structure = {"label_id": "+".join(str(i) for i in ids[c]), "structure": names[c], "voxels": float(filled[c])}
-            rows += [{**image_row, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(dm.classes, delta)]
+            structure = {
+                "label_id": "+".join(str(i) for i in ids[c]),
+                "structure": names[c],
+                "voxels": float(filled[c]),
+            }
+            rows += [
+                {**image_row, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(dm.classes, delta)
+            ]
         return rows
 
     def _attribute(

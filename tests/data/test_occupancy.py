@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +266,14 @@ def test_occluding_a_channel_zeroes_its_fractions_and_nothing_else():
     assert copies.shape == (2, *image.shape)
     assert torch.equal(copies[0, 0], image[0]) and not copies[0, 1].any()
     assert torch.equal(copies[1, 1], image[1]) and not copies[1, 0].any()
+
+
+def test_the_datamodule_refuses_a_flip_it_cannot_mirror_before_any_work(tmp_path):
+    from adni_lightning.data.datamodule import ADNIDataModule
+
+    lateral = {"left_hippocampus": [17], "amygdala": [18, 54]}
+    flip = [HemisphereFlip()]
+    ADNIDataModule(preprocessing=Preprocessing(channels=lateral), augment=flip)  # a label index swaps ids itself
+    ADNIDataModule(preprocessing=Preprocessing(channels=lateral, label_encoding="occupancy"))  # no flip, no mirror
+    with pytest.raises(OptionError, match="channel 'left_hippocampus' has no mirror channel"):
+        ADNIDataModule(preprocessing=Preprocessing(channels=lateral, label_encoding="occupancy"), augment=flip)

@@ -29,7 +29,11 @@ class Step:
 
 
 def _datamodule(
-    cohort: Path, tmp_path: Path, device_cache: bool, preprocessing: Preprocessing = Preprocessing(image_size=16), **kwargs
+    cohort: Path,
+    tmp_path: Path,
+    device_cache: bool,
+    preprocessing: Preprocessing = Preprocessing(image_size=16),
+    **kwargs,
 ) -> ADNIDataModule:
     dm = ADNIDataModule(
         manifest=ManifestSpec(data_dir=str(cohort)),

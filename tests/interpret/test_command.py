@@ -214,8 +214,22 @@ def test_occupancy_inputs_are_occluded_by_channel_and_attributed(run, capsys):
     encoding = ("--data.preprocessing.label_encoding", "occupancy")
     main(tiny_args("fit", root, run["cohort"], "--trainer.max_epochs", "1", *encoding))
     checkpoint = str(root / "checkpoints" / "last.ckpt")
-    main(tiny_args("interpret", root, run["cohort"], "--ckpt_path", checkpoint, "--ig_steps", "2", "--max_images", "2",
-                   "--bootstrap", "20", *encoding))
+    main(
+        tiny_args(
+            "interpret",
+            root,
+            run["cohort"],
+            "--ckpt_path",
+            checkpoint,
+            "--ig_steps",
+            "2",
+            "--max_images",
+            "2",
+            "--bootstrap",
+            "20",
+            *encoding,
+        )
+    )
     assert BY_CHANNEL in capsys.readouterr().out
     out = root / "interpret"
     importance = pd.read_csv(out / "structure_importance.csv")

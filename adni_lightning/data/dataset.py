@@ -51,8 +51,9 @@ class VolumeDataset(Dataset):
     """Items with the :class:`~adni_lightning.data.batch.Batch` keys (one image each) for rows of a manifest.
 
     ``volume`` is the cached array with a channel axis, still compact (uint8 label index, uint8 occupancy fractions
-    per channel, or float16): it is expanded to the network input on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
-    arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a ``split`` column.
+    per channel, or float16): it is expanded to the network input on the device, where it is 10–40x cheaper to move
+    and to transform. Items hold numpy arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a
+    ``split`` column.
     """
 
     def __init__(self, rows: pd.DataFrame, entries: dict[str, Path], encoder: TabularEncoder) -> None:

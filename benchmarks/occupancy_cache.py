@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from adni_lightning.data.augment import FULL, to_channels  # noqa: E402
+from adni_lightning.data.augment import to_channels  # noqa: E402
 from adni_lightning.data.cache import VolumeCache  # noqa: E402
 from adni_lightning.data.labels import channel_lookup  # noqa: E402
-from adni_lightning.data.preprocess import LabelEncoding, Preprocessing  # noqa: E402
+from adni_lightning.data.preprocess import FULL, LabelEncoding, Preprocessing  # noqa: E402
 from adni_lightning.synth import generate_cohort  # noqa: E402
 
 ENCODINGS: tuple[LabelEncoding, ...] = ("nearest", "occupancy")

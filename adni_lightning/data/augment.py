@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
+from adni_lightning.data.preprocess import FULL
 from adni_lightning.errors import OptionError
 from adni_lightning.vocabulary import LabelId
 
@@ -127,10 +128,6 @@ def channel_mirror(channels: Mapping[str, Sequence[LabelId]]) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
-#: The uint8 value of a whole voxel in an occupancy cache (a fraction f is stored as round(255·f)).
-FULL = 255
-
-
 def dominant_labels(fractions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``(B, C, D, H, W)`` uint8 occupancy fractions → ``(B, 1, D, H, W)`` compact labels: in each voxel
     ``labels[c + 1]`` of the channel that fills most of it, or ``labels[0]`` (background) where what no channel fills
@@ -138,9 +135,8 @@ def dominant_labels(fractions: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
     A picture of the fractions in FreeSurfer colours (TensorBoard, interpret's reference maps); not a network input.
     """
-    filled = fractions.to(torch.int16)
-    rest = (FULL - filled.sum(dim=1, keepdim=True)).clamp(min=0)
-    return labels.to(fractions.device)[torch.cat([rest, filled], dim=1).argmax(dim=1, keepdim=True)]
+    rest = (FULL - fractions.sum(dim=1, keepdim=True, dtype=torch.int16)).clamp(min=0).to(fractions.dtype)
+    return labels.to(fractions.device)[torch.cat([rest, fractions], dim=1).argmax(dim=1, keepdim=True)]
 
 
 def random_hemisphere_flip(

@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from adni_lightning.data.augment import (
-    FULL,
     Augmentation,
     AugmentContext,
     HemisphereFlip,
@@ -37,7 +36,7 @@ from adni_lightning.data.contract import CohortSummary, check_contract, cohort_s
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
 from adni_lightning.data.labels import channel_lookup, compact_lookup, hemisphere_swap
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest, exclude_images
-from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.preprocess import FULL, Preprocessing
 from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import (

@@ -33,6 +33,8 @@ LabelEncoding = Literal["nearest", "occupancy"]
 Normalisation = Literal["robust", "zscore"]
 
 _TO_COMPACT = compact_lookup()
+#: The uint8 value of a whole voxel in an occupancy cache (a fraction f is stored as round(255·f)).
+FULL = 255
 
 
 class UnknownLabelError(ValueError):
@@ -64,9 +66,10 @@ class Preprocessing:
             voxel its ids fill at full resolution (uint8, round(255·f), shape (C, D, H, W)), so a channel's sum is
             the structure's volume at any size; the network sees f as float.
 
-    Every field but ``channels`` and ``label_encoding`` changes the cached array and so enters :meth:`key`; with
-    ``nearest`` the channels are made on the device from the cached label index, so changing them reuses the cache;
-    with ``occupancy`` they are baked into the cache and enter the key with the encoding.
+    Every other field changes the cached array and so enters :meth:`key`. With ``nearest`` the channels are made on
+    the device from the cached label index, so changing them reuses the cache, and the key is the one it was before
+    ``label_encoding`` existed; with ``occupancy`` the channels are baked into the cache and enter the key with the
+    encoding.
     """
 
     input_kind: InputKind = "labelmap"
@@ -239,9 +242,9 @@ def footprint_means(values: np.ndarray, start: float, extent: float, n_out: int)
 
     Exact for any ratio: a voxel's weights over the cells sum to its overlap with the box, so the sum of the means
     times the cell length is the sum of the values inside the box. A cell holds the whole voxels from the one its
-    lower bound cuts up to the one its upper bound cuts (a slice sum per cell: integer counts for a mask, and some
-    20x faster than ``np.add.reduceat``), plus the part of the upper voxel below its bound, less the part of the lower
-    voxel below its bound.
+    lower bound cuts up to the one its upper bound cuts (a slice sum per cell: integer counts for a mask, and
+    several times faster than ``np.add.reduceat``), plus the part of the upper voxel below its bound, less the part
+    of the lower voxel below its bound.
     """
     n_in = len(values)
     bounds = np.clip(start + np.arange(n_out + 1) * (extent / n_out), 0.0, n_in)
@@ -296,7 +299,7 @@ def occupancy(
     for c in range(len(channels)):
         mask = owner == c + 1 if owner is not None else table[:, c][box]
         filled = fractions(mask, start - lo, extent, size)
-        out[c] = np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
+        out[c] = np.clip(np.rint(filled * FULL), 0, FULL).astype(np.uint8)
     return out
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from adni_lightning.data.augment import (
-    FULL,
     AugmentContext,
     HemisphereFlip,
     RandomAffine,
@@ -22,6 +21,7 @@ from adni_lightning.data.cache import VolumeCache
 from adni_lightning.data.contract import ContractError, check_contract, data_contract
 from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
 from adni_lightning.data.preprocess import (
+    FULL,
     Preprocessing,
     crop_box,
     footprint_means,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -250,7 +249,11 @@ def test_fit_with_occupancy_channels_runs_end_to_end_and_its_checkpoint_keeps_th
     assert entries and all(np.load(e, mmap_mode="r").shape == (9, 16, 16, 16) for e in entries)
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["data"]["preprocessing"]["label_encoding"] == "occupancy"
-    assert any(Path(root, "tensorboard").rglob("events.*"))  # with volumes drawn from the dominant structure
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(root / "tensorboard")).Reload()
+    drawn = [tag for tag in events.Tags()["images"] if tag.startswith("val/volumes/")]
+    assert drawn  # mid-slices of each voxel's dominant structure, in FreeSurfer colours
     with pytest.raises(ContractError) as refused:  # a resume must train on the inputs it started with
         main(tiny_args("fit", root, cohort, "--ckpt_path", "last", "--trainer.max_epochs", "2"))
     assert str(refused.value).endswith("data.preprocessing.label_encoding: checkpoint occupancy, config nearest")
@@ -277,3 +280,17 @@ def test_the_datamodule_refuses_a_flip_it_cannot_mirror_before_any_work(tmp_path
     ADNIDataModule(preprocessing=Preprocessing(channels=lateral, label_encoding="occupancy"))  # no flip, no mirror
     with pytest.raises(OptionError, match="channel 'left_hippocampus' has no mirror channel"):
         ADNIDataModule(preprocessing=Preprocessing(channels=lateral, label_encoding="occupancy"), augment=flip)
+
+
+def test_inspect_counts_the_same_volumes_with_occupancy_channels(cohort, tmp_path):
+    from adni_lightning.main import main
+    from tests.helpers import tiny_args
+
+    outs = {}
+    for encoding in ("nearest", "occupancy"):
+        outs[encoding] = tmp_path / encoding
+        extra = ("--out", str(outs[encoding]), "--data.preprocessing.label_encoding", encoding)
+        main(tiny_args("inspect", tmp_path / f"run-{encoding}", cohort, *extra))
+    nearest, occupancy = (pd.read_csv(outs[e] / "volumes.csv") for e in ("nearest", "occupancy"))
+    assert len(nearest) > 0
+    pd.testing.assert_frame_equal(nearest, occupancy)  # counted at full resolution, whatever the cache holds

@@ -241,7 +241,7 @@ def checkpoint_preprocessing(current: Preprocessing, state: Mapping[str, Any] | 
     return {
         f"data.preprocessing.{name}": _option_value(value)
         for name, value in trained.items()
-        if not ((name == "channels" and value is None) or value == contract.get(name))
+        if not ((name in ("channels", "label_encoding") and value is None) or value == contract.get(name))
     }
 
 

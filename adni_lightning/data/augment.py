@@ -2,31 +2,42 @@
 
 Augmentations are small classes listed in the config (``data.augment``); the DataModule applies the list in
 ``on_after_batch_transfer`` and then :func:`to_channels`, which is not an augmentation but the step that
-turns a label index into the network's input. Every augmentation works on the compact ``(B, 1, D, H, W)``
-volume (uint8 label index or float16 intensity) and draws only from the context's generator, which the
-DataModule seeds from (seed, step) so that a resumed run augments exactly as the uninterrupted one.
+turns a label index into the network's input. Every augmentation works on the compact ``(B, C, D, H, W)``
+volume (C = 1: uint8 label index or float16 intensity; one uint8 occupancy fraction per structure channel with
+``data.preprocessing.label_encoding occupancy``) and draws only from the context's generator, which the DataModule
+seeds from (seed, step) so that a resumed run augments exactly as the uninterrupted one. Fractions are resampled
+as intensities are (trilinearly) and a flip permutes their channels as it relabels a label index.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from adni_lightning.data.labels import LEFT_RIGHT_PAIRS
+from adni_lightning.data.preprocess import FULL
+from adni_lightning.errors import OptionError
+from adni_lightning.vocabulary import LabelId
 
 
 @dataclass
 class AugmentContext:
     """What an augmentation needs to know about the batch beyond its voxels.
 
-    ``swap`` maps a compact label index to that of its mirror structure; it is given for label maps only.
+    ``labelmap``: the volume is a compact label index (resampled by nearest neighbour); ``swap`` maps a compact
+    label index to that of its mirror structure, given for label indices only. ``channel_swap``: for occupancy
+    fractions, the channel that holds each channel's mirror structure (:func:`channel_mirror`).
     """
 
     generator: torch.Generator
     labelmap: bool
     swap: torch.Tensor | None = None
+    channel_swap: torch.Tensor | None = None
 
 
 class Augmentation(ABC):
@@ -41,7 +52,8 @@ class HemisphereFlip(Augmentation):
     """Mirror each volume across the left–right axis with ``probability``, swapping left and right labels.
 
     The volumes are in RAS order, so axis 0 of a volume is left–right. A mirrored left hippocampus must become
-    a right hippocampus, or the flip teaches the network anatomy that does not exist (TorchIO #409).
+    a right hippocampus, or the flip teaches the network anatomy that does not exist (TorchIO #409). Occupancy
+    fractions swap the channels of mirror structures instead (none with the bilateral default channels).
     """
 
     def __init__(self, probability: float = 0.5) -> None:
@@ -50,7 +62,7 @@ class HemisphereFlip(Augmentation):
     def __call__(self, volume: torch.Tensor, context: AugmentContext) -> torch.Tensor:
         if context.labelmap and context.swap is None:
             raise ValueError("HemisphereFlip of a label map needs the left/right swap table")
-        return random_hemisphere_flip(volume, self.probability, context.swap, context.generator)
+        return random_hemisphere_flip(volume, self.probability, context.swap, context.generator, context.channel_swap)
 
 
 class RandomShift(Augmentation):
@@ -66,8 +78,8 @@ class RandomShift(Augmentation):
 class RandomAffine(Augmentation):
     """Rotate (up to ``degrees`` about each axis) and scale (by up to ``±scale``) each volume about its centre.
 
-    Label maps are resampled by nearest neighbour, so the output holds only ids of the input; intensities
-    trilinearly. Applied to each volume with ``probability``; the others pass unchanged.
+    Label maps are resampled by nearest neighbour, so the output holds only ids of the input; intensities and
+    occupancy fractions trilinearly. Applied to each volume with ``probability``; the others pass unchanged.
     """
 
     def __init__(self, degrees: float = 10.0, scale: float = 0.1, probability: float = 1.0) -> None:
@@ -94,16 +106,57 @@ def to_channels(index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return out.view(batch, channels, *index.shape[2:])
 
 
+def channel_mirror(channels: Mapping[str, Sequence[LabelId]]) -> torch.Tensor:
+    """Channel index → the channel whose ids are the mirror of its own (left ↔ right by
+    :data:`~adni_lightning.data.labels.LEFT_RIGHT_PAIRS`; itself for bilateral or midline channels).
+
+    Raises :class:`~adni_lightning.errors.OptionError` naming a channel whose mirror no channel holds: its fractions
+    would have nowhere to go after a flip.
+    """
+    mirror = {**dict(LEFT_RIGHT_PAIRS), **{right: left for left, right in LEFT_RIGHT_PAIRS}}
+    id_sets = [frozenset(ids) for ids in channels.values()]
+    order = []
+    for name, ids in zip(channels, id_sets):
+        mirrored = frozenset(mirror.get(i, i) for i in ids)
+        if mirrored not in id_sets:
+            raise OptionError(
+                f"HemisphereFlip of data.preprocessing.label_encoding occupancy: channel {name!r} has no mirror "
+                f"channel (ids {sorted(mirrored)}): add it to data.preprocessing.channels, merge left and right, "
+                "or leave HemisphereFlip out of data.augment"
+            )
+        order.append(id_sets.index(mirrored))
+    return torch.tensor(order, dtype=torch.long)
+
+
+def dominant_labels(fractions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, C, D, H, W)`` uint8 occupancy fractions → ``(B, 1, D, H, W)`` compact labels: in each voxel
+    ``labels[c + 1]`` of the channel that fills most of it, or ``labels[0]`` (background) where what no channel fills
+    is larger.
+
+    A picture of the fractions in FreeSurfer colours (TensorBoard, interpret's reference maps); not a network input.
+    """
+    rest = (FULL - fractions.sum(dim=1, keepdim=True, dtype=torch.int16)).clamp(min=0).to(fractions.dtype)
+    return labels.to(fractions.device)[torch.cat([rest, fractions], dim=1).argmax(dim=1, keepdim=True)]
+
+
 def random_hemisphere_flip(
-    image: torch.Tensor, probability: float, swap: torch.Tensor | None = None, generator: torch.Generator | None = None
+    image: torch.Tensor,
+    probability: float,
+    swap: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    channel_swap: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mirror a random subset of the batch across axis 2 of ``(B, C, D, H, W)``; ``swap`` relabels label maps."""
+    """Mirror a random subset of the batch across axis 2 of ``(B, C, D, H, W)``; ``swap`` relabels label maps,
+    ``channel_swap`` permutes the channels of occupancy fractions.
+    """
     chosen = torch.rand(image.shape[0], device=image.device, generator=generator) < probability
     if not chosen.any():
         return image
     flipped = image[chosen].flip(2)
     if swap is not None:
         flipped = swap.to(image.device)[flipped.long()].to(image.dtype)
+    if channel_swap is not None:
+        flipped = flipped[:, channel_swap.to(image.device)]
     out = image.clone()
     out[chosen] = flipped
     return out
@@ -165,7 +218,8 @@ def affine_resample(image: torch.Tensor, angles: torch.Tensor, factors: torch.Te
 
     The transform is built in voxel units and expressed in ``affine_grid``'s normalised coordinates, so a
     non-cubic volume rotates without shearing. Label maps are resampled by nearest neighbour (only input ids
-    come out), intensities trilinearly.
+    come out), intensities and occupancy fractions trilinearly; an integer volume (labels, uint8 fractions) is
+    rounded back, not truncated.
     """
     batch, device = image.shape[0], image.device
     # Output voxel x reads input voxel R x / s, in grid order (W, H, D); normalised by each axis' half-size.
@@ -177,4 +231,4 @@ def affine_resample(image: torch.Tensor, angles: torch.Tensor, factors: torch.Te
     out = F.grid_sample(
         image.float(), grid, mode="nearest" if labelmap else "bilinear", padding_mode="zeros", align_corners=False
     )
-    return (out.round() if labelmap else out).to(image.dtype)
+    return (out if image.is_floating_point() else out.round()).to(image.dtype)

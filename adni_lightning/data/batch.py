@@ -35,7 +35,9 @@ class Batch(TypedDict, total=False):
     """One batch, as the model sees it after ``on_after_batch_transfer``.
 
     ``volume``: ``(B, 1, D, H, W)`` compact volume as cached: uint8 label index for label maps, float16 for
-    intensities (augmented, for training batches). Present from the loader on.
+    intensities (augmented, for training batches). Present from the loader on. Occupancy fractions are cached as
+    ``(B, C, D, H, W)`` uint8; after ``on_after_batch_transfer`` ``volume`` holds each voxel's dominant structure
+    as a label index instead, to be drawn (the fractions are in ``image``).
     ``image``: ``(B, C, D, H, W)`` float32 network input made from ``volume`` on the device (one-hot
     structure channels for label maps). Added by ``on_after_batch_transfer``.
     ``tabular``: ``(B, F)`` float32 covariates (standardised age, sex one-hot).

@@ -203,7 +203,7 @@ class VolumeCache:
         except (OSError, ValueError):
             return False
         return (
-            array.shape == self.params.size
+            array.shape == self.params.cached_shape
             and array.dtype == self.params.dtype
             and zlib.crc32(array.tobytes()) == meta.get("crc32")
             and isinstance(meta.get("source"), dict)

@@ -53,6 +53,7 @@ FIELDS = {
     "preprocessing.margin_mm": "data.preprocessing.margin_mm",
     "preprocessing.normalise": "data.preprocessing.normalise",
     "preprocessing.channels": "data.preprocessing.channels",
+    "preprocessing.label_encoding": "data.preprocessing.label_encoding",
     "tabular.volumes": "data.tabular.volumes",
 }
 
@@ -158,8 +159,10 @@ def contract_differences(trained: Mapping[str, object], current: Mapping[str, ob
         a, b = _get(trained, field), _get(current, field)
         if field == "task" and a is _ABSENT:
             a = GROUP_TASK  # written before the task was part of the contract: trained for the CSV's Group
-        if field == "preprocessing.channels" and None in (a, b):
+        if field in ("preprocessing.channels", "preprocessing.label_encoding") and None in (a, b):
             continue  # intensity inputs have no channels: input_kind says so
+        if field == "preprocessing.label_encoding" and a is _ABSENT and _get(trained, "preprocessing") is not _ABSENT:
+            a = "nearest"  # written before the option existed: nearest neighbour was the only encoding
         if a is not _ABSENT and b is not _ABSENT and a != b:
             differences.append(describe(option, a, b))
     preprocessing_named = any(d.startswith("data.preprocessing.") for d in differences)

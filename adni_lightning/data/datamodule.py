@@ -22,15 +22,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from adni_lightning.data.augment import Augmentation, AugmentContext, to_channels
+from adni_lightning.data.augment import (
+    Augmentation,
+    AugmentContext,
+    HemisphereFlip,
+    channel_mirror,
+    dominant_labels,
+    to_channels,
+)
 from adni_lightning.data.batch import Batch
 from adni_lightning.data.cache import CacheBuildError, Fault, VolumeCache
 from adni_lightning.data.clinical import ClinicalSpec, TaskSpec, check_task, task_labels
 from adni_lightning.data.contract import CohortSummary, check_contract, cohort_summary, data_contract
 from adni_lightning.data.dataset import LoaderSpec, VolumeDataset, available_cores, collate_volumes
-from adni_lightning.data.labels import channel_lookup, hemisphere_swap
+from adni_lightning.data.labels import channel_lookup, compact_lookup, hemisphere_swap
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest, exclude_images
-from adni_lightning.data.preprocess import Preprocessing
+from adni_lightning.data.preprocess import FULL, Preprocessing
 from adni_lightning.data.resident import ResidentCohort, ResidentDataset, already_collated
 from adni_lightning.data.sampler import EpochShuffleSampler
 from adni_lightning.data.split import (
@@ -123,7 +130,13 @@ class ADNIDataModule(L.LightningDataModule):
         self.in_channels = self.preprocessing.in_channels
         self.input_kind = self.preprocessing.input_kind
         self._channel_table = torch.from_numpy(channel_lookup(self.preprocessing.channel_map))
-        self._swap = torch.from_numpy(hemisphere_swap()) if self.preprocessing.labelmap else None
+        occupancy = self.preprocessing.occupancy
+        self._swap = torch.from_numpy(hemisphere_swap()) if self.preprocessing.labelmap and not occupancy else None
+        flips = any(isinstance(a, HemisphereFlip) for a in self.augment)
+        self._channel_swap = channel_mirror(self.preprocessing.channel_map) if occupancy and flips else None
+        # Occupancy batches are drawn as the compact label of each voxel's dominant channel (its first id).
+        first_ids = [0, *(ids[0] if ids else 0 for ids in self.preprocessing.channel_map.values())]
+        self._dominant = torch.from_numpy(compact_lookup()[first_ids].astype("uint8"))
         self._manifest: pd.DataFrame | None = None
         self._sized = False
         self._filled_cache = False
@@ -387,21 +400,28 @@ class ADNIDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Apply ``augment`` (training only) to the compact volume, then make the network input, on the device.
 
-        The augmented compact volume stays in the batch as ``volume`` for drawing it in FreeSurfer colours.
+        The augmented compact volume stays in the batch as ``volume`` for drawing it in FreeSurfer colours; occupancy
+        fractions are replaced there by each voxel's dominant structure (:func:`dominant_labels`), a label index
+        like the nearest encoding's.
         """
         volume = batch["volume"]
         if self.augment and self.trainer is not None and self.trainer.training:
             # Seeded by (seed, step), not the global generator, so a resumed run augments the same way.
             generator = torch.Generator(volume.device).manual_seed(derived_seed(self.seed, self.trainer.global_step))
-            context = AugmentContext(generator, self.preprocessing.labelmap, self._swap)
+            label_index = self.preprocessing.labelmap and not self.preprocessing.occupancy
+            context = AugmentContext(generator, label_index, self._swap, self._channel_swap)
             for augmentation in self.augment:
                 volume = augmentation(volume, context)
-        batch["volume"] = volume
         batch["image"] = self.network_input(volume)
+        batch["volume"] = dominant_labels(volume, self._dominant) if self.preprocessing.occupancy else volume
         return batch
 
     def network_input(self, volume: torch.Tensor) -> torch.Tensor:
-        """Compact ``(B, 1, D, H, W)`` volume → float32 network input (structure channels for label maps)."""
+        """Compact ``(B, 1, D, H, W)`` volume → float32 network input (structure channels for label maps); occupancy
+        fractions ``(B, C, D, H, W)`` → the fractions as float.
+        """
+        if self.preprocessing.occupancy:
+            return volume.float() / FULL
         if self.preprocessing.labelmap:
             return to_channels(volume, self._channel_table.to(volume.device))
         return volume.float()

@@ -50,9 +50,10 @@ class LoaderSpec:
 class VolumeDataset(Dataset):
     """Items with the :class:`~adni_lightning.data.batch.Batch` keys (one image each) for rows of a manifest.
 
-    ``volume`` is the cached array with a channel axis, still compact (uint8 label index or float16): it is
-    expanded to channels on the device, where it is 10–40x cheaper to move and to transform. Items hold numpy
-    arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a ``split`` column.
+    ``volume`` is the cached array with a channel axis, still compact (uint8 label index, uint8 occupancy fractions
+    per channel, or float16): it is expanded to the network input on the device, where it is 10–40x cheaper to move
+    and to transform. Items hold numpy arrays; :func:`collate_volumes` makes the batch tensors. ``rows`` may carry a
+    ``split`` column.
 
     With ``score`` (a score task) ``label`` is the float32 score and ``group`` the image CSV's Group (the class a
     score task's manifest has none of); otherwise the int64 class index and its class name.
@@ -88,7 +89,8 @@ class VolumeDataset(Dataset):
         volume = np.load(self.entries[index], mmap_mode="r")
         text = self.text
         return {
-            "volume": np.array(volume)[None],
+            # A channel axis, unless the entry has one (occupancy fractions).
+            "volume": np.array(volume).reshape(-1, *volume.shape[-3:]),
             "tabular": self.tabular([index])[0],
             "label": self.targets[index].item(),
             "image_id": text["image_id"][index],

@@ -44,7 +44,8 @@ def resident_device(nbytes: int, device: torch.device) -> torch.device:
 
 
 class ResidentCohort:
-    """Cache entries stacked into one ``(N, 1, D, H, W)`` tensor (uint8 label index or float16 intensity).
+    """Cache entries stacked into one ``(N, C, D, H, W)`` tensor (C = 1: uint8 label index or float16 intensity; C
+    channels of uint8 occupancy fractions).
 
     Args:
         entries: the cache entries (``.npy``), in row order; a repeated entry gets a row of its own but is looked
@@ -59,7 +60,8 @@ class ResidentCohort:
         self.requested = torch.device(device)
         placed = resident_device(len(entries) * first.nbytes, self.requested)
         dtype = torch.from_numpy(np.empty(0, first.dtype)).dtype
-        self.volumes = torch.empty((len(entries), 1, *first.shape), dtype=dtype, device=placed)
+        shape = (-1, *first.shape[-3:])  # a channel axis, if not cached with one
+        self.volumes = torch.empty((len(entries), *first.reshape(shape).shape), dtype=dtype, device=placed)
         self.position: dict[Path, int] = {}
         for row, entry in enumerate(entries):
             array = np.load(entry)
@@ -67,7 +69,7 @@ class ResidentCohort:
                 raise ValueError(
                     f"{entry}: {array.dtype} {array.shape} differs from {entries[0]}'s {first.dtype} {first.shape}"
                 )
-            self.volumes[row, 0].copy_(torch.from_numpy(array))
+            self.volumes[row].copy_(torch.from_numpy(array.reshape(shape)))
             self.position.setdefault(Path(entry), row)
         where = "" if placed == self.requested else f" (host memory: over {DEVICE_SHARE:.0%} of the free memory)"
         log.info("device cache: %d volumes, %.2f GB on %s%s", len(entries), self.nbytes / 1e9, placed, where)

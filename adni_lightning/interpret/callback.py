@@ -4,7 +4,9 @@
 adoption and device placement are the CLI's (:mod:`adni_lightning.cli`), never replayed here. For each image of a
 predict batch (its compact ``volume``, ``tabular`` covariates and ids, and the probabilities ``predict_step``
 returned) it runs structure occlusion (label maps; :mod:`.occlusion`) and Integrated Gradients (:mod:`.attribution`),
-saving each IG map on the source file's grid from the geometry its cache entry recorded (:mod:`.maps`). At the end of
+saving each IG map on the source file's grid from the geometry its cache entry recorded (:mod:`.maps`). Occupancy
+inputs (``data.preprocessing.label_encoding occupancy``) cache channel fractions, not FreeSurfer ids: occlusion there
+removes one channel at a time (a channel merges ids: left and right, a whole cortex). At the end of
 the run it writes ``images.csv``, ``structure_importance.csv``, ``structure_ranking.csv`` and its bar charts, the
 per-class mean maps and their figures, and the same figures into ``<out>/tensorboard``.
 
@@ -41,13 +43,18 @@ from adni_lightning.errors import ProjectError
 from adni_lightning.interpret.attribution import captum_attr, integrated_gradients, predicted_score
 from adni_lightning.interpret.figures import ranking_figure, triplanar_figure
 from adni_lightning.interpret.maps import ClassMaps, save_network_grid, save_on_source_grid
-from adni_lightning.interpret.occlusion import Predictor, present_structures, structure_occlusion
+from adni_lightning.interpret.occlusion import Predictor, occlude_channels, present_structures, structure_occlusion
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, rank_structures
 from adni_lightning.vocabulary import ClassName, CompactLabel
 
 #: The file that marks a folder as interpret's output, so a later run may replace its files (and no one else's).
 MARKER = ".adni_lightning_interpret"
 NO_OCCLUSION = "structure occlusion needs label maps (data.preprocessing.input_kind: labelmap): voxel attribution only"
+#: Said once when the inputs are occupancy fractions: occlusion then removes whole channels, not single ids.
+BY_CHANNEL = (
+    "data.preprocessing.label_encoding occupancy caches channels, not FreeSurfer ids: structure occlusion removes "
+    "one channel at a time"
+)
 #: The option the folder is named by in messages.
 OUT_OPTION = "--out"
 #: A score task's one output, in place of the classes of ``structure_importance.csv``, the rankings and the maps.
@@ -92,6 +99,15 @@ def _predictor(
 def output_names(dm: ADNIDataModule) -> list[ClassName]:
     """What the model's outputs are explained as: the classes, or a score task's one :data:`SCORE_OUTPUT`."""
     return [SCORE_OUTPUT] if dm.task.regression else list(dm.classes)
+
+
+def _image_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The image's columns of its ``structure_importance.csv`` rows: ``predicted`` is the predicted class, or a score
+    task's predicted score.
+    """
+    image = {k: row[k] for k in ("image_id", "subject", "group")}
+    image["predicted"] = row["prediction"] if "prediction" in row else row["predicted"]
+    return image
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -171,6 +187,8 @@ class Interpreter(Callback):
             (self.out / "attributions").mkdir(exist_ok=True)
         if not dm.preprocessing.labelmap:
             print(f"interpret: {NO_OCCLUSION}")
+        elif dm.preprocessing.occupancy:
+            print(f"interpret: {BY_CHANNEL}")
         self._entries = dict(zip(dataset.rows["image_id"], dataset.entries))
         self.images, self.importance = [], []
         self.maps = ClassMaps(len(output_names(dm)), dm.preprocessing.labelmap)
@@ -218,8 +236,12 @@ class Interpreter(Callback):
                 row.update({f"p_{c}": float(p) for c, p in zip(classes, probabilities[i])})
             if labelmap:
                 started = time.perf_counter()
-                predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1], score)
-                self.importance += self._occlusion_rows(row, volumes[i], predict, classes)
+                if dm.preprocessing.occupancy:
+                    predict = _predictor(pl_module, torch.nn.Identity(), tabular[i : i + 1], score)
+                    self.importance += self._channel_rows(row, batch["image"][i], predict, dm, classes)
+                else:
+                    predict = _predictor(pl_module, dm.network_input, tabular[i : i + 1], score)
+                    self.importance += self._occlusion_rows(row, volumes[i], predict, classes)
                 row["occlusion_s"] = time.perf_counter() - started
             if self.ig_steps:
                 row.update(self._attribute(pl_module, dm, batch, i, predicted, image_id))
@@ -235,13 +257,41 @@ class Interpreter(Callback):
         labels = present_structures(volume, self._table)
         deltas = structure_occlusion(predict, volume, labels, self.chunk).cpu()
         voxels = torch.bincount(volume.flatten().long(), minlength=len(KNOWN_LABELS)).cpu()
-        image = {k: row[k] for k in ("image_id", "subject", "group")}
-        image["predicted"] = row["prediction"] if "prediction" in row else row["predicted"]
+        image = _image_row(row)
         rows = []
         for index, delta in zip(labels.tolist(), deltas):
             label = label_id(CompactLabel(index))
             structure = {"label_id": int(label), "structure": FREESURFER_LUT[label][0], "voxels": int(voxels[index])}
             rows += [{**image, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(classes, delta)]
+        return rows
+
+    def _channel_rows(
+        self,
+        row: dict[str, Any],
+        image: torch.Tensor,
+        predict: Predictor,
+        dm: ADNIDataModule,
+        classes: Sequence[ClassName],
+    ) -> list[dict[str, Any]]:
+        """``structure_importance.csv`` rows of one occupancy image: each channel present × each class; its
+        ``label_id`` the channel's ids joined by ``+``, its ``voxels`` the channel's volume in network voxels (the
+        sum of its fractions).
+        """
+        filled = image.flatten(1).sum(dim=1)
+        channels = torch.nonzero(filled > 0).flatten()
+        deltas = structure_occlusion(predict, image, channels, self.chunk, occlude_channels).cpu()
+        names, ids = list(dm.preprocessing.channel_map), list(dm.preprocessing.channel_map.values())
+        image_row = _image_row(row)
+        rows = []
+        for c, delta in zip(channels.tolist(), deltas):
+            structure = {
+                "label_id": "+".join(str(i) for i in ids[c]),
+                "structure": names[c],
+                "voxels": float(filled[c]),
+            }
+            rows += [
+                {**image_row, "class": klass, **structure, "delta_p": float(d)} for klass, d in zip(classes, delta)
+            ]
         return rows
 
     def _attribute(

@@ -12,6 +12,11 @@ Only structures that some channel encodes are occluded: the others are invisible
 delta is exactly 0). The unoccluded image is evaluated in every chunk's batch, so an unchanged input gives a
 delta of exactly 0 whatever the backend's batch-size-dependent arithmetic.
 
+Occupancy inputs (``data.preprocessing.label_encoding occupancy``) cache channel fractions, not ids: there a
+*channel* is removed (:func:`occlude_channels`: its fractions set to 0 in the network input), which is what
+removing all of its ids from a label index does to a one-hot input, at the channel's granularity (a default
+channel merges left and right).
+
 The occluded copies of one image are built on the compact volume and run through the model in chunks, in
 eval mode without gradients. Captum's ``FeatureAblation`` with a structure mask computes the same numbers (to
 3e-8) but was never faster on the same inputs (``python benchmarks/interpret.py``; default model,
@@ -26,8 +31,11 @@ from collections.abc import Callable
 
 import torch
 
-#: Compact ``(B, 1, D, H, W)`` volumes → ``(B, K)`` class probabilities (network input, model and covariates).
+#: Compact ``(B, 1, D, H, W)`` volumes (or network inputs) → ``(B, K)`` class probabilities (network input, model
+#: and covariates).
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+#: One volume and the ``k`` things to remove → ``(k, *volume.shape)`` copies, copy ``i`` without thing ``i``.
+Occluder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def visible_labels(table: torch.Tensor) -> torch.Tensor:
@@ -47,11 +55,19 @@ def occlude(volume: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(volume[None] == labels, torch.zeros((), dtype=volume.dtype, device=volume.device), volume[None])
 
 
+def occlude_channels(image: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """``(C, D, H, W)`` network input → ``(k, C, D, H, W)``: copy ``i`` with channel ``channels[i]`` set to 0."""
+    keep = torch.ones(len(channels), image.shape[0], 1, 1, 1, dtype=image.dtype, device=image.device)
+    keep[torch.arange(len(channels)), channels.to(image.device)] = 0
+    return image[None] * keep
+
+
 @torch.no_grad()
 def structure_occlusion(
-    predict: Predictor, volume: torch.Tensor, labels: torch.Tensor, chunk: int = 16
+    predict: Predictor, volume: torch.Tensor, labels: torch.Tensor, chunk: int = 16, occluder: Occluder = occlude
 ) -> torch.Tensor:
-    """``delta_p`` of each structure: ``(len(labels), K)`` for a compact ``(1, D, H, W)`` volume.
+    """``delta_p`` of each structure: ``(len(labels), K)`` for a compact ``(1, D, H, W)`` volume (or, with
+    ``occluder`` :func:`occlude_channels`, of each channel of a ``(C, D, H, W)`` network input).
 
     Each forward pass holds the intact image and up to ``chunk - 1`` occluded copies.
     """
@@ -59,7 +75,7 @@ def structure_occlusion(
         raise ValueError(f"chunk must be at least 2 (the intact image and one occluded copy), got {chunk}")
     deltas = []
     for start in range(0, len(labels), chunk - 1):
-        batch = torch.cat([volume[None], occlude(volume, labels[start : start + chunk - 1])])
+        batch = torch.cat([volume[None], occluder(volume, labels[start : start + chunk - 1])])
         probabilities = predict(batch)
         deltas.append(probabilities[1:] - probabilities[:1])
     if not deltas:  # nothing to occlude: no rows, as many columns as classes

@@ -28,10 +28,16 @@ class Step:
         self.global_step = 0
 
 
-def _datamodule(cohort: Path, tmp_path: Path, device_cache: bool, **kwargs) -> ADNIDataModule:
+def _datamodule(
+    cohort: Path,
+    tmp_path: Path,
+    device_cache: bool,
+    preprocessing: Preprocessing = Preprocessing(image_size=16),
+    **kwargs,
+) -> ADNIDataModule:
     dm = ADNIDataModule(
         manifest=ManifestSpec(data_dir=str(cohort)),
-        preprocessing=Preprocessing(image_size=16),
+        preprocessing=preprocessing,
         loader=LoaderSpec(batch_size=4, num_workers=0, device_cache=device_cache),
         split=SplitSpec(file=str(tmp_path / "split.csv")),
         tabular=VOLUMES,
@@ -82,6 +88,21 @@ def test_training_batches_are_the_loader_paths_bit_for_bit(cohort, tmp_path):
     assert any(not torch.equal(b["volume"], c) for b, c in zip(batches, cached))  # augmented, not just read
     assert resident.resident.volumes.dtype == torch.uint8
     assert resident.resident.volumes.shape == (len(resident.manifest()), 1, 16, 16, 16)
+
+
+def test_occupancy_fractions_are_held_with_their_channels_and_batched_as_the_loader_path(cohort, tmp_path):
+    occupancy = Preprocessing(image_size=16, label_encoding="occupancy")
+    reference = _training_batches(_datamodule(cohort, tmp_path, False, occupancy), epochs=1)
+    resident = _datamodule(cohort, tmp_path, True, occupancy)
+    batches = _training_batches(resident, epochs=1)
+    for ours, theirs in zip(batches, reference, strict=True):
+        _assert_same_batch(ours, theirs)
+    assert resident.resident.volumes.shape == (len(resident.manifest()), 9, 16, 16, 16)
+    assert resident.resident.nbytes == len(resident.manifest()) * 9 * 16**3
+    image = batches[0]["image"]
+    assert image.shape == (4, 9, 16, 16, 16) and image.dtype == torch.float32
+    assert 0 < image.max() <= 1 and ((image > 0) & (image < 1)).any()  # fractions, not one-hot
+    assert batches[0]["volume"].shape == (4, 1, 16, 16, 16)  # the dominant structure, to draw
 
 
 @pytest.mark.parametrize("side", ["val", "predict"])

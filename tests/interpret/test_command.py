@@ -19,7 +19,8 @@ from adni_lightning.commands import parser
 from adni_lightning.commands.interpret import NO_OCCLUSION, InterpretError
 from adni_lightning.data.contract import ContractError
 from adni_lightning.data.datamodule import ADNIDataModule
-from adni_lightning.interpret.callback import Interpreter
+from adni_lightning.data.labels import DEFAULT_CHANNELS
+from adni_lightning.interpret.callback import BY_CHANNEL, Interpreter
 from adni_lightning.interpret.ranking import IMPORTANCE_COLUMNS, RANKING_COLUMNS
 from adni_lightning.main import main, overview
 from tests.helpers import tiny_args, trained_run
@@ -207,6 +208,38 @@ def test_intensity_inputs_get_voxel_attribution_only(run, capsys):
     assert NO_OCCLUSION in capsys.readouterr().out
     out = root / "interpret"
     assert not (out / "structure_importance.csv").exists()
+    assert len(list((out / "attributions").glob("*_ig.nii.gz"))) == 2
+
+
+def test_occupancy_inputs_are_occluded_by_channel_and_attributed(run, capsys):
+    root = run["base"] / "occupancy"
+    encoding = ("--data.preprocessing.label_encoding", "occupancy")
+    main(tiny_args("fit", root, run["cohort"], "--trainer.max_epochs", "1", *encoding))
+    checkpoint = str(root / "checkpoints" / "last.ckpt")
+    main(
+        tiny_args(
+            "interpret",
+            root,
+            run["cohort"],
+            "--ckpt_path",
+            checkpoint,
+            "--ig_steps",
+            "2",
+            "--max_images",
+            "2",
+            "--bootstrap",
+            "20",
+            *encoding,
+        )
+    )
+    assert BY_CHANNEL in capsys.readouterr().out
+    out = root / "interpret"
+    importance = pd.read_csv(out / "structure_importance.csv")
+    assert set(importance["structure"]) <= set(DEFAULT_CHANNELS) and "hippocampus" in set(importance["structure"])
+    hippocampus = importance[importance["structure"] == "hippocampus"]
+    assert set(hippocampus["label_id"]) == {"17+53"} and (hippocampus["voxels"] > 0).all()
+    assert importance.groupby(["image_id", "structure"])["delta_p"].sum().abs().max() < 1e-5  # probabilities move
+    assert importance["delta_p"].abs().max() > 0
     assert len(list((out / "attributions").glob("*_ig.nii.gz"))) == 2
 
 

@@ -1,8 +1,8 @@
-"""The packaged classification tasks cross-validated on the embedded synthetic cohort and its clinical table: label
-counts, exclusions by reason, pooled out-of-fold figures of the CNN, the baseline and their mean (95 % CIs over
-subjects), the paired difference to the baseline and the wall time.
+"""The packaged tasks cross-validated on the embedded synthetic cohort and its clinical table: label counts (the
+score's distribution for a regression), exclusions by reason, pooled out-of-fold figures of the CNN, the baseline and
+their mean (95 % CIs over subjects), the paired difference to the baseline and the wall time.
 
-``python benchmarks/tasks.py [--root runs/tasks] [--folds 5] [--tasks ad_vs_cn smci_vs_pmci]``
+``python benchmarks/tasks.py [--root runs/tasks] [--folds 5] [--tasks ad_vs_cn smci_vs_pmci mmse]``
 
 Each task runs ``python -m adni_lightning cv --config configs/synthetic.yaml --config configs/tasks/TASK.yaml``
 from the folder it is started in (its ``data/synthetic`` holds the embedded cohort, which writes its own
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from adni_lightning.evaluation.metrics import bootstrap_ci, paired_difference
+from adni_lightning.evaluation.metrics import REGRESSION, bootstrap_ci, is_regression, paired_difference
 from adni_lightning.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("ad_vs_cn", "smci_vs_pmci")
+TASKS = ("ad_vs_cn", "smci_vs_pmci", "mmse")
 
 
 def _configs(task: str) -> list[str]:
@@ -34,8 +34,15 @@ def labels(task: str) -> str:
     """Images and subjects per class, and the images the task excludes, by reason."""
     run = Run(_configs(task))
     manifest = run.cohort()
-    counts = manifest.groupby("label").agg(images=("image_id", "size"), subjects=("subject", "nunique"))
-    classes = ", ".join(f"{c} {r.images} images / {r.subjects} subjects" for c, r in counts.iterrows())
+    if run.datamodule.task.regression:
+        score = manifest["label"].astype(float)
+        classes = (
+            f"{len(manifest)} images / {manifest['subject'].nunique()} subjects, {run.datamodule.task.column} "
+            f"{score.mean():.1f} ± {score.std():.1f} (range {score.min():g}–{score.max():g})"
+        )
+    else:
+        counts = manifest.groupby("label").agg(images=("image_id", "size"), subjects=("subject", "nunique"))
+        classes = ", ".join(f"{c} {r.images} images / {r.subjects} subjects" for c, r in counts.iterrows())
     excluded = ", ".join(f"{n} {reason}" for reason, n in manifest.attrs.get("excluded", {}).items())
     return f"{classes}; excluded: {excluded or 'none'}"
 
@@ -59,13 +66,14 @@ def _interval(table: pd.DataFrame, metric: str, signed: bool = False) -> str:
 def summarise(task: str, root: Path, resamples: int) -> list[str]:
     oof = pd.read_csv(root / task / "oof_predictions.csv", dtype={"image_id": str, "subject": str})
     classes = Run(_configs(task)).datamodule.classes
+    metrics = REGRESSION if is_regression(oof) else ("bacc", "auroc")
     lines = []
     for model in ("cnn", "baseline", "cnn+baseline"):
         ci = bootstrap_ci(oof[oof["model"] == model], classes, n_resamples=resamples)
-        line = f"  {model:13s} balanced accuracy {_interval(ci, 'bacc')}, AUROC {_interval(ci, 'auroc')}"
+        line = f"  {model:13s} " + ", ".join(f"{m} {_interval(ci, m)}" for m in metrics)
         if model != "baseline":
-            diff = paired_difference(oof, model, "baseline", classes, n_resamples=resamples)
-            line += f"; − baseline: {_interval(diff, 'bacc', True)}, AUROC {_interval(diff, 'auroc', True)}"
+            diff = paired_difference(oof, model, "baseline", classes, metrics=metrics, n_resamples=resamples)
+            line += "; − baseline: " + ", ".join(f"{m} {_interval(diff, m, True)}" for m in metrics)
         lines.append(line)
     return lines
 

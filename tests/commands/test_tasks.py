@@ -39,3 +39,24 @@ def test_an_ad_vs_cn_model_predicts_and_is_interpreted_with_its_own_classes(coho
     main(args("interpret", "--ckpt_path", ckpt, "--ig_steps", "2", "--bootstrap", "20", "--max_images", "2"))
     images = pd.read_csv(root / "interpret" / "images.csv")
     assert len(images) == 2 and set(images["group"]) <= {"CN", "AD"}
+
+
+@pytest.mark.slow
+def test_a_score_task_cross_validates_against_its_ridge_baseline(cohort_template, tmp_path):
+    cohort, root = tmp_path / "K1data", tmp_path / "cv"
+    shutil.copytree(cohort_template, cohort)
+    mmse = ["--config", str(CONFIG_DIR / "tasks" / "mmse.yaml"), *FIXTURE]
+    where = ["--data.manifest.data_dir", str(cohort), "--data.cache_dir", str(tmp_path / "cache")]
+    where += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"]
+    main(["cv", "--folds", "2", "--root", str(root), *TINY_CONFIGS, *mmse, *where])
+    oof = pd.read_csv(root / "oof_predictions.csv", dtype={"image_id": str})
+    assert set(oof["model"]) == {"cnn", "baseline", "cnn+baseline"}
+    assert not [c for c in oof.columns if c.startswith("p_")]
+    cnn, baseline, mean = (oof[oof["model"] == m].set_index("image_id") for m in ("cnn", "baseline", "cnn+baseline"))
+    assert len(cnn) == len(baseline) == len(mean) > 0
+    assert cnn["target"].between(0, 30).all() and (cnn["target"] == baseline["target"].loc[cnn.index]).all()
+    expected = (cnn["prediction"] + baseline["prediction"].loc[cnn.index]) / 2
+    assert (mean["prediction"].loc[cnn.index] - expected).abs().max() < 1e-5  # the ensemble is the mean
+    report = (root / "cv_report.md").read_text()
+    assert "MAE" in report and "cnn+baseline" in report and "No calibration section and no temperature" in report
+    assert (root / "cv_scatter.png").is_file() and not (root / "calibration.json").exists()

@@ -84,6 +84,12 @@ def evaluate(
         root: output folder (default: <trainer.default_root_dir>/evaluate).
         bootstrap: bootstrap resamples (over subjects) for the CIs.
     """
+    task = run.datamodule.task
+    if task.regression:
+        raise EvaluationError(
+            f"evaluate: data.task {task.contract()} is a regression, and the external-cohort report is of classes: "
+            "score the cohort with predict --ckpt_path (its target and prediction columns)"
+        )
     if bootstrap < 1:
         raise EvaluationError(f"--bootstrap {bootstrap}: the intervals need at least 1 resample")
     checkpoints = checkpoint_paths([ckpt_path])

@@ -295,6 +295,12 @@ def tune(
         threads: torch threads of this worker (default: the cores it may run on).
         bootstrap: bootstrap resamples (over subjects) for the nested report's CIs.
     """
+    task = run.datamodule.task
+    if task.regression:
+        raise TuneError(
+            f"tune: data.task {task.contract()} is a regression, and a trial is scored by a class metric: tune "
+            "searches classification tasks only (compare a score task's configurations with cv)"
+        )
     metrics = metric_names(run.datamodule.classes)
     if metric not in metrics:
         raise TuneError(f"tune: --metric {metric} is not one of {metrics}")

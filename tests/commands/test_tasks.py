@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from adni_lightning.cli import CONFIG_DIR
+from adni_lightning.errors import ProjectError
 from adni_lightning.main import main
 from tests.helpers import TINY_CONFIGS
 
@@ -60,3 +61,13 @@ def test_a_score_task_cross_validates_against_its_ridge_baseline(cohort_template
     report = (root / "cv_report.md").read_text()
     assert "MAE" in report and "cnn+baseline" in report and "No calibration section and no temperature" in report
     assert (root / "cv_scatter.png").is_file() and not (root / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("command", ["tune", "evaluate"])
+def test_the_commands_of_classes_refuse_a_score_task_in_one_line(command, tmp_path):
+    mmse = ["--config", str(CONFIG_DIR / "tasks" / "mmse.yaml"), "--trainer.default_root_dir", str(tmp_path / "run")]
+    extra = ["--ckpt_path", str(tmp_path / "x.ckpt")] if command == "evaluate" else []
+    with pytest.raises(ProjectError, match=rf"^{command}: data.task score MMSE is a regression") as refused:
+        main([command, *TINY_CONFIGS, *mmse, "--data.manifest.data_dir", str(tmp_path / "K1data"), *extra])
+    assert "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written

@@ -15,6 +15,7 @@ import pandas as pd
 
 from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.data.labels import FREESURFER_LUT
+from adni_lightning.data.split import score_strata
 from adni_lightning.data.volumes import (
     FASTSURFER_DEEP_LABELS,
     LABELLED,
@@ -70,6 +71,14 @@ def _task_section(
     """Which task labels the images, and how many CSV rows it left out, by reason (``group_map``'s too)."""
     kept = ", ".join(f"{c} {int((volumes['group'] == c).sum())}" for c in classes)
     lines = ["## Task", "", f"data.task: {task}. Images per class: {kept}.", ""]
+    if "score" in volumes.columns:
+        score = volumes["score"]
+        lines[2] = (
+            f"data.task: {task}, a regression: {score.mean():.2f} ± {score.std():.2f} (range {score.min():g}–"
+            f"{score.max():g}) over {len(volumes)} images. The groups below are its strata, as the split deals them: "
+            f"the subjects ranked by their first score in equal-count bins, {classes[0]} the lowest. Images per "
+            f"stratum: {kept}."
+        )
     if not excluded:
         return [*lines, "No CSV row excluded."]
     rows = [[reason, n] for reason, n in sorted(excluded.items(), key=lambda item: (-item[1], item[0]))]
@@ -163,9 +172,13 @@ def describe_cohort(run: Run, out: Path | None = None, outlier_z: float = 4.0) -
     """
     volumes = cohort_volumes(run)
     out = output_dir(out or run.root, "--out")
-    write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
     dm = run.datamodule
+    if dm.task.regression:  # a score task's group is its score: group by its strata, as the split does
+        first = volumes.groupby("subject", sort=True)["group"].first().astype(float)
+        strata = volumes["subject"].map(score_strata(first))
+        volumes = volumes.assign(score=volumes["group"].astype(float), group=strata)
     excluded = dm.manifest().attrs.get("excluded", {})
+    write_text(out / "volumes.csv", volumes.to_csv(index=False), "--out")
     report = cohort_report(volumes, dm.classes, str(dm.manifest_spec.csv_file), outlier_z, dm.task.contract(), excluded)
     write_text(out / "cohort.md", report, "--out")
     print(f"wrote {out / 'volumes.csv'} and {out / 'cohort.md'} ({len(volumes)} images)")

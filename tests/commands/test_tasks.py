@@ -71,3 +71,18 @@ def test_the_commands_of_classes_refuse_a_score_task_in_one_line(command, tmp_pa
         main([command, *TINY_CONFIGS, *mmse, "--data.manifest.data_dir", str(tmp_path / "K1data"), *extra])
     assert "\n" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_inspect_describes_a_score_task_by_its_score_and_strata(cohort_template, tmp_path):
+    cohort = tmp_path / "K1data"
+    shutil.copytree(cohort_template, cohort)
+    mmse = ["--config", str(CONFIG_DIR / "tasks" / "mmse.yaml"), *FIXTURE, "--data.manifest.data_dir", str(cohort)]
+    main(["inspect", *TINY_CONFIGS, *mmse, "--data.cache_dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    volumes = pd.read_csv(tmp_path / "out" / "volumes.csv", dtype={"image_id": str, "subject": str})
+    assert volumes["score"].between(0, 30).all() and set(volumes["group"]) <= {"q1", "q2", "q3", "q4", "q5"}
+    by_subject = volumes.groupby("subject").agg(score=("score", "first"), stratum=("group", "first"))
+    means = by_subject.groupby("stratum")["score"].mean()
+    assert means.is_monotonic_increasing  # q1 holds the lowest scores
+    report = (tmp_path / "out" / "cohort.md").read_text()
+    score = volumes["score"]
+    assert f"data.task: score MMSE, a regression: {score.mean():.2f} ± {score.std():.2f}" in report

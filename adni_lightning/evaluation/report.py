@@ -183,21 +183,18 @@ def _levels(frame: pd.DataFrame, classes: Sequence[ClassName]) -> dict[str, pd.D
     return {"image": frame, "subject": subject_level(frame, classes), "first visit": first_visits(frame)}
 
 
+def _coverage(model: str, part: pd.DataFrame) -> list[str]:
+    """A model's row start in a report's data table: its folds, images, subjects and first visits."""
+    folds = _numbers(sorted(part["fold"].unique()))
+    return [f"`{model}`", folds, str(len(part)), str(part["subject"].nunique()), str(len(first_visits(part)))]
+
+
 def _data_section(frame: pd.DataFrame, classes: Sequence[ClassName], models: Sequence[str]) -> list[str]:
     rows = []
     for model in models:
         part = frame[frame["model"] == model]
         per_class = part["group"].value_counts()
-        rows.append(
-            [
-                f"`{model}`",
-                _numbers(sorted(part["fold"].unique())),
-                str(len(part)),
-                str(part["subject"].nunique()),
-                str(len(first_visits(part))),
-                " / ".join(str(per_class.get(c, 0)) for c in classes),
-            ]
-        )
+        rows.append([*_coverage(model, part), " / ".join(str(per_class.get(c, 0)) for c in classes)])
     header = ["model", "folds", "images", "subjects", "first visits", f"images {' / '.join(classes)}"]
     return ["## Data", "", *markdown_table(header, rows)]
 
@@ -537,16 +534,8 @@ def _regression_data_section(frame: pd.DataFrame, models: Sequence[str], target:
     for model in models:
         part = frame[frame["model"] == model]
         truth = part[TRUTH]
-        rows.append(
-            [
-                f"`{model}`",
-                _numbers(sorted(part["fold"].unique())),
-                str(len(part)),
-                str(part["subject"].nunique()),
-                str(len(first_visits(part))),
-                f"{fmt(truth.mean())} ± {fmt(truth.std(ddof=1))} ({fmt(truth.min())} to {fmt(truth.max())})",
-            ]
-        )
+        spread = f"{fmt(truth.mean())} ± {fmt(truth.std(ddof=1))} ({fmt(truth.min())} to {fmt(truth.max())})"
+        rows.append([*_coverage(model, part), spread])
     header = ["model", "folds", "images", "subjects", "first visits", f"{target}: mean ± sd (range)"]
     return ["## Data", "", *markdown_table(header, rows)]
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from adni_lightning.cli import CONFIG_DIR
+from adni_lightning.commands.tune import _check_space
+from adni_lightning.run import Run
 from adni_lightning.search_space import SearchSpaceError, load_space, suggest, values
 
 SPACE = """
@@ -74,3 +77,10 @@ def test_a_bad_space_is_one_line_naming_the_file_and_option(tmp_path, text, mess
 def test_a_missing_space_file_is_one_line(tmp_path):
     with pytest.raises(SearchSpaceError, match="nowhere.yaml: cannot read the search space"):
         load_space(tmp_path / "nowhere.yaml")
+
+
+@pytest.mark.parametrize("space", sorted((CONFIG_DIR / "search").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_packaged_space_is_made_of_fit_options_at_both_ends(space):
+    dims = load_space(space)
+    assert dims
+    _check_space(Run([CONFIG_DIR / "synthetic.yaml"]), dims)  # raises on a misspelt option or a refused value

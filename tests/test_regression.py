@@ -203,6 +203,7 @@ def test_the_regression_losses_are_taken_on_the_standardised_score():
     assert str(weighted.value) == "model.class_weighted_loss weights classes: a regression has none (drop the option)"
 
 
+@pytest.mark.slow
 def test_an_explained_score_model_reports_the_change_of_its_predicted_score(score_runs, tmp_path):
     pytest.importorskip("captum")
     out = tmp_path / "explained"

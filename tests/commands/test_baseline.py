@@ -210,6 +210,7 @@ def test_the_held_out_fold_chooses_nothing_in_the_score_baseline():
         assert change > 1e-3
 
 
+@pytest.mark.slow
 def test_brain_age_leaves_age_out_of_the_features():
     volumes, split = score_volumes()
     volumes["group"] = volumes["age"]  # brain age: the target is the age

@@ -238,6 +238,7 @@ def test_occupancy_reads_the_same_voxels_as_the_crop():
     np.testing.assert_array_equal(cached, occupancy(canonical, start, extent, params.size, params.channel_map))
 
 
+@pytest.mark.slow
 def test_fit_with_occupancy_channels_runs_end_to_end_and_its_checkpoint_keeps_the_encoding(cohort, tmp_path, capsys):
     from adni_lightning.main import main
     from tests.helpers import tiny_args

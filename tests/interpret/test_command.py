@@ -211,6 +211,7 @@ def test_intensity_inputs_get_voxel_attribution_only(run, capsys):
     assert len(list((out / "attributions").glob("*_ig.nii.gz"))) == 2
 
 
+@pytest.mark.slow
 def test_occupancy_inputs_are_occluded_by_channel_and_attributed(run, capsys):
     root = run["base"] / "occupancy"
     encoding = ("--data.preprocessing.label_encoding", "occupancy")
@@ -251,6 +252,7 @@ def test_missing_captum_says_how_to_install_it(monkeypatch):
         captum_attr()
 
 
+@pytest.mark.slow
 def test_a_wide_and_deep_run_trains_saves_and_is_interpreted(tmp_path, cohort_template, capsys):
     """``--model.fusion wide_deep``: a run trains, its checkpoint rebuilds the network, IG and occlusion run on it."""
     wide_deep = ("--model.fusion", "wide_deep", "--model.deep_weight_decay", "0.5")

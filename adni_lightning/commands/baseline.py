@@ -18,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from adni_lightning.atomic import output_dir, write_text
 from adni_lightning.commands.inspect import cohort_volumes
+from adni_lightning.data.clinical import TaskSpec
 from adni_lightning.data.split import SplitError, cross_validation_split
 from adni_lightning.evaluation.baseline import baseline_predictions, is_age, score_baseline_predictions
 from adni_lightning.evaluation.metrics import PREDICTION, TRUTH, regression_metrics
@@ -31,7 +32,7 @@ def write_baseline(
     split: pd.DataFrame,
     classes: Sequence[ClassName],
     seed: int,
-    task: object = None,
+    task: TaskSpec | None = None,
 ) -> pd.DataFrame:
     """Fit the baseline on every fold of ``split``; write ``root/baseline/{oof,test}_predictions.csv``.
 
@@ -39,8 +40,8 @@ def write_baseline(
     :func:`score_baseline_predictions` (without age for brain age), any other the logistic regression.
     Returns every prediction row (out-of-fold and test).
     """
-    if getattr(task, "regression", False):
-        predictions = score_baseline_predictions(volumes, split, drop_age=is_age(getattr(task, "column", None)))
+    if task is not None and task.regression:
+        predictions = score_baseline_predictions(volumes, split, drop_age=is_age(task.column))
     else:
         predictions = baseline_predictions(volumes, split, classes, seed=seed)
     for name in ("oof", "test"):
@@ -65,11 +66,11 @@ def fit_baseline(run: Run, folds: int = 5, root: Path | None = None) -> Path:
     dm = run.datamodule
     root = output_dir(root or run.root / "cv", "--root")
     split = cross_validation_split(dm.manifest(), dm.split_spec, folds, root / "split.csv", dm.classes)
-    task = getattr(dm, "task", None)
+    task = dm.task
     predictions = write_baseline(root, volumes, split, dm.classes, dm.split_spec.seed, task)
     written = sorted((root / "baseline").glob("*_predictions.csv"))
     oof = predictions[predictions["set"] == "oof"]
-    if getattr(task, "regression", False):
+    if task.regression:
         mae = regression_metrics(oof[TRUTH].to_numpy(float), oof[PREDICTION].to_numpy(float))["mae"]
         figure = f"OOF MAE {mae:.3f} of {task.column}" + (" (age not a feature)" if is_age(task.column) else "")
     else:

@@ -328,7 +328,7 @@ def report(
     predictions = predictions.merge(visits.drop(columns="subject"), on="image_id", how="left", validate="many_to_one")
     oof = predictions[(predictions["set"] == "oof") & predictions["fold"].isin(done)]
     notes = list(notes)
-    task = getattr(dm, "task", None)
+    task = dm.task
     if baseline:
         outputs = "predictions" if is_regression(predictions) else "probabilities"
         notes.append(describe(task))
@@ -378,7 +378,7 @@ def _baseline(
     root: Path, manifest: pd.DataFrame, split: pd.DataFrame, classes: Sequence[ClassName], dm: ADNIDataModule
 ) -> pd.DataFrame:
     volumes = regional_volumes(manifest, dm.cache)
-    return write_baseline(root, volumes, split, classes, dm.split_spec.seed, getattr(dm, "task", None))
+    return write_baseline(root, volumes, split, classes, dm.split_spec.seed, dm.task)
 
 
 def _test_report(

@@ -23,6 +23,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from adni_lightning.data.clinical import TaskSpec
 from adni_lightning.data.volumes import LABELLED, structure_columns
 from adni_lightning.errors import ProjectError
 from adni_lightning.evaluation.metrics import PREDICTION, TRUTH
@@ -140,11 +141,11 @@ def is_age(column: str | None) -> bool:
     return str(column).strip().lower() == "age"
 
 
-def describe(task: object) -> str:
-    """The baseline of ``task`` (a ``TaskSpec``, or None for the default) in one sentence, for the reports."""
-    if not getattr(task, "regression", False):
+def describe(task: TaskSpec | None) -> str:
+    """The baseline of ``task`` (None: the default) in one sentence, for the reports."""
+    if task is None or not task.regression:
         return "baseline: logistic regression on ICV-normalised regional volumes + age + sex, same folds."
-    column = getattr(task, "column", None)
+    column = task.column
     features = "regional volumes + age + sex"
     if is_age(column):
         features = "regional volumes + sex (age left out: it is the target)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands.baseline import write_baseline
 from adni_lightning.data.cache import VolumeCache
+from adni_lightning.data.clinical import TaskSpec
 from adni_lightning.data.manifest import ManifestSpec, build_manifest
 from adni_lightning.data.preprocess import Preprocessing
 from adni_lightning.data.split import SplitError, SplitSpec, check_split_options, saved_form, split_subjects
@@ -220,16 +220,16 @@ def test_brain_age_leaves_age_out_of_the_features():
     assert np.abs(with_age[0] - with_age[1]).max() > 1.0  # the age feature predicted the age
     pd.testing.assert_series_equal(without[0], without[1])
     assert is_age("Age") and is_age(" AGE") and not is_age("MMSE") and not is_age(None)
-    assert "age left out: it is the target" in describe(SimpleNamespace(regression=True, column="Age"))
+    assert "age left out: it is the target" in describe(TaskSpec(label="score", column="Age"))
     assert "ridge regression of MMSE on ICV-normalised regional volumes + age + sex" in describe(
-        SimpleNamespace(regression=True, column="MMSE")
+        TaskSpec(label="score", column="MMSE")
     )
     assert describe(None).startswith("baseline: logistic regression")
 
 
 def test_write_baseline_follows_the_task(tmp_path):
     volumes, split = score_volumes()
-    predictions = write_baseline(tmp_path, volumes, split, [], 0, SimpleNamespace(regression=True, column="CDRSB"))
+    predictions = write_baseline(tmp_path, volumes, split, [], 0, TaskSpec(label="score", column="CDRSB"))
     written = pd.read_csv(tmp_path / "baseline" / "oof_predictions.csv", dtype={"image_id": str})
     assert {"target", "prediction"} <= set(written.columns) and not any(c.startswith("p_") for c in written.columns)
     np.testing.assert_allclose(written["prediction"], predictions.loc[predictions["set"] == "oof", "prediction"])

@@ -24,6 +24,7 @@ from matplotlib.image import imread
 from adni_lightning.atomic import WriteError
 from adni_lightning.commands import cv as cv_command
 from adni_lightning.commands.cv import ENSEMBLE, OOF_FILE, CrossValidationError, report
+from adni_lightning.data.clinical import TaskSpec
 from adni_lightning.data.manifest import CSV_NAME, ManifestSpec, build_manifest
 from adni_lightning.data.split import SplitError, SplitSpec, saved_form, split_subjects
 from adni_lightning.evaluation.calibration import (
@@ -512,7 +513,7 @@ def test_a_score_task_gets_the_regression_report_with_the_ridge_baseline(tmp_pat
     rng = np.random.default_rng(0)
     volumes["group"] += rng.normal(0, 1, len(volumes))  # a part of the score that the volumes do not show
     monkeypatch.setattr(cv_command, "regional_volumes", lambda manifest, cache: volumes)
-    dm = SimpleNamespace(task=SimpleNamespace(regression=True, column="MMSE"), cache=None, split_spec=SplitSpec())
+    dm = SimpleNamespace(task=TaskSpec(label="score", column="MMSE"), cache=None, split_spec=SplitSpec())
     score = volumes.set_index("image_id")["group"]
     columns = ["image_id", "subject", "group", "split"]
     for fold in range(3):

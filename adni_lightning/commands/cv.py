@@ -346,7 +346,7 @@ def report(
         n_resamples=n_resamples,
         scaled_model=first,
         other_references=references,
-        target=str(getattr(task, "column", None) or "score"),
+        target=task.column or "score",
     )
     test = predictions[predictions["set"] == "test"]
     if len(test):
@@ -364,14 +364,12 @@ def members_mean(predictions: pd.DataFrame, members: Sequence[str], name: str = 
     part = predictions[predictions["model"].isin(members)]
     if is_regression(predictions):
         keys = ["image_id", "subject", "fold", "set"]
-        complete = part.groupby(keys)["model"].transform("nunique") == len(members)
-        means = {"group": "first", TRUTH: "first", PREDICTION: "mean"}
-        return part[complete].groupby(keys, as_index=False, sort=False).agg(means).assign(model=name)
-    columns = [c for c in predictions.columns if c.startswith("p_")]
-    keys = ["image_id", "subject", "group", "fold", "set"]
+        values = {"group": "first", TRUTH: "first", PREDICTION: "mean"}
+    else:
+        keys = ["image_id", "subject", "group", "fold", "set"]
+        values = {c: "mean" for c in predictions.columns if c.startswith("p_")}
     complete = part.groupby(keys)["model"].transform("nunique") == len(members)
-    mean = part[complete].groupby(keys, as_index=False, sort=False)[columns].mean()
-    return mean.assign(model=name)
+    return part[complete].groupby(keys, as_index=False, sort=False).agg(values).assign(model=name)
 
 
 def _baseline(

@@ -25,6 +25,9 @@ from adni_lightning.models import ResNet3d
 from adni_lightning.module import ADNIClassifier
 from tests.helpers import TINY_CONFIGS
 
+#: Most tests here train score models (a shared fixture of tiny fits), so the file runs with the slow suite.
+pytestmark = pytest.mark.slow
+
 #: The session cohort's own generator options, so that the clinical table the synthetic DataModule writes is its.
 FIXTURE = ["--data.cohort.subjects", "24", "--data.cohort.size", "32", "--data.cohort.seed", "3"]
 MMSE = ["--config", str(CONFIG_DIR / "tasks" / "mmse.yaml")]
@@ -203,7 +206,6 @@ def test_the_regression_losses_are_taken_on_the_standardised_score():
     assert str(weighted.value) == "model.class_weighted_loss weights classes: a regression has none (drop the option)"
 
 
-@pytest.mark.slow
 def test_an_explained_score_model_reports_the_change_of_its_predicted_score(score_runs, tmp_path):
     pytest.importorskip("captum")
     out = tmp_path / "explained"
